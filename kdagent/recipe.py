@@ -1,0 +1,235 @@
+"""A recipe: pydantic models, one per concept, `extra="forbid"`, a description on every field.
+
+YAML is read with a safe loader. Errors become one-line `UserError`s naming the path of the bad field.
+Names of skills, domains and teachers are checked against what the plugins registered (`check_names`).
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kdagent.errors import UserError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudentConfig(_Config):
+    model: str = Field("smollm2-135m-instruct", description="The student: a model alias or a local Hugging Face folder.")
+    max_length: int = Field(512, ge=16, description="Longest tokenised training example (prompt + reply); longer ones are truncated.")
+
+
+class TeacherConfig(_Config):
+    kind: str = Field("self", description="A registered teacher kind: 'self' (the current student) or 'hf' (a local model), or one a plugin adds.")
+    model: str | None = Field(None, description="The teacher model (alias or local folder) for kinds that need one, such as 'hf'.")
+    samples: int = Field(4, ge=1, le=64, description="Answers sampled per task.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy (then samples must be 1).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="Longest reply, in tokens.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch (each yields `samples` sequences).")
+
+
+class DomainConfig(_Config):
+    name: str = Field("arithmetic", description="A registered domain: it brings the corpus, seed tasks and held-out tasks.")
+    seed_tasks: int = Field(48, ge=1, description="Seed tasks taken from the domain per round.")
+    eval_tasks: int = Field(40, ge=1, description="Held-out tasks the student is evaluated on before and after each round.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Domain-specific options, passed to the domain as keyword arguments.")
+
+
+class SkillConfig(_Config):
+    name: str = Field(description="A registered skill, such as 'cot'.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Skill-specific options, passed to the skill as keyword arguments.")
+
+
+class RetrievalConfig(_Config):
+    enabled: bool = Field(True, description="Index the domain corpus into a persistent Chroma store and ground each task with passages.")
+    embedder: str = Field("minilm-l6", description="The sentence embedder: a model alias or a local folder.")
+    top_k: int = Field(2, ge=1, le=20, description="Passages retrieved per task.")
+    chunk_chars: int = Field(800, ge=50, description="Corpus documents are split into chunks of at most this many characters, on paragraph breaks.")
+
+
+class SynthesisConfig(_Config):
+    train_with_passages: bool = Field(
+        False,
+        description="Keep the retrieved passages in the training prompt. False distils the grounded answers into the bare prompt, "
+        "as the student will see it at evaluation.",
+    )
+
+
+class FeedbackConfig(_Config):
+    verifier: Literal["reference"] = Field("reference", description="How samples are checked: 'reference' runs the skill's verifier against each task's reference answer.")
+    fallback_to_reference: bool = Field(
+        False,
+        description="When no sample of a task passes, train on the task's reference solution instead (STaR-style rationalisation). "
+        "Only tasks that carry a worked solution can use it.",
+    )
+
+
+class CurationConfig(_Config):
+    max_per_task: int = Field(1, ge=1, description="Training examples kept per task among the samples that passed.")
+    dedupe: bool = Field(True, description="Drop examples whose prompt and reply are identical to one already kept.")
+    min_reply_chars: int = Field(1, ge=1, description="Replies shorter than this (after stripping) are never training examples.")
+
+
+class LoraConfig(_Config):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | str = Field("all-linear", description="Modules to adapt, as peft takes them.")
+
+
+class UpdateConfig(_Config):
+    method: Literal["sft"] = Field("sft", description="How the student learns: 'sft' (TRL SFTTrainer). DPO, distillation and GRPO come with later releases.")
+    learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
+    epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training examples.")
+    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up the learning rate.")
+    lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
+
+
+class EvaluationConfig(_Config):
+    data: str | None = Field(None, description="A JSONL file in the evaluation format to use instead of the domain's held-out tasks.")
+    max_new_tokens: int = Field(128, ge=1, description="Longest reply when the model answers freely.")
+    batch_size: int = Field(16, ge=1, description="Tasks per evaluation batch.")
+
+
+class LoopConfig(_Config):
+    rounds: int = Field(1, ge=1, le=100, description="Rounds of elicit, feedback, curate, update and evaluate.")
+
+
+class Recipe(_Config):
+    name: str = Field(description="The run's name; the default run directory is runs/<name>.")
+    seed: int = Field(0, description="Seed for task sampling, generation and training.")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="The model being improved.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Who answers the tasks.")
+    domain: DomainConfig = Field(default_factory=DomainConfig, description="Where tasks, corpus and held-out tasks come from.")
+    skills: list[SkillConfig] = Field(
+        default_factory=lambda: [SkillConfig(name="cot")],
+        min_length=1,
+        description="Skills, as names or {name, options}. Tasks are elicited, checked and taught with the first one.",
+    )
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Corpus indexing and grounding.")
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig, description="How grounded prompts become training prompts.")
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig, description="How samples are judged.")
+    curation: CurationConfig = Field(default_factory=CurationConfig, description="Which judged samples become training examples.")
+    update: UpdateConfig = Field(default_factory=UpdateConfig, description="How the student is trained on them.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="How the student is scored before and after each round.")
+    loop: LoopConfig = Field(default_factory=LoopConfig, description="How many rounds.")
+
+    @field_validator("skills", mode="before")
+    @classmethod
+    def _names_to_configs(cls, value):
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+def _format_loc(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _format_error(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        path = _format_loc(err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {path!r}")
+        else:
+            parts.append(f"{path}: {err['msg']}")
+    return f"invalid recipe {source}: " + "; ".join(parts)
+
+
+def _parse_set(assignment: str) -> tuple[list[str], Any]:
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected path.to.field=value")
+    path, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise UserError(f"--set {path}: value is not valid YAML ({exc.__class__.__name__})") from None
+    keys = [k for k in path.strip().split(".")]
+    if not all(keys):
+        raise UserError(f"--set {assignment!r}: empty field name in path")
+    return keys, value
+
+
+def apply_sets(data: dict, assignments: list[str]) -> dict:
+    """Apply `path.to.field=value` overrides (value read as YAML) to a recipe's raw data."""
+    for assignment in assignments:
+        keys, value = _parse_set(assignment)
+        node = data
+        for i, key in enumerate(keys):
+            last = i == len(keys) - 1
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise UserError(f"--set {'.'.join(keys)}: no item {key} in a list of {len(node)}")
+                idx = int(key)
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[key] = value
+                else:
+                    if node.get(key) is None:
+                        node[key] = {}
+                    node = node[key]
+            else:
+                raise UserError(f"--set {'.'.join(keys)}: {'.'.join(keys[:i])} is not a mapping")
+    return data
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a recipe's YAML with the safe loader; any problem is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"recipe {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"recipe {path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise UserError(f"recipe {path} is not safe, valid YAML{where}: {first}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"recipe {path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
+    data = apply_sets(read_yaml(Path(path)), list(sets or []))
+    data.setdefault("name", Path(path).stem)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_error(str(path), exc)) from None
+
+
+def check_names(recipe: Recipe, plugins) -> None:
+    """Unknown skill, domain or teacher names are UserErrors that list what is registered."""
+
+    def known(kind: str, path: str, name: str, registered: dict) -> None:
+        if name not in registered:
+            names = ", ".join(sorted(registered)) or "none"
+            raise UserError(f"{path}: unknown {kind} {name!r} (registered: {names})")
+
+    for i, skill in enumerate(recipe.skills):
+        known("skill", f"skills[{i}].name", skill.name, plugins.skills)
+    known("domain", "domain.name", recipe.domain.name, plugins.domains)
+    known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
+    if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
+        raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""A persistent Chroma store over local sentence embeddings."""

@@ -1,0 +1,106 @@
+"""Chroma as a persistent passage store.
+
+Passages are chunks of corpus documents; their ids are content hashes written with upsert, so indexing
+the same corpus twice changes nothing. kdagent passes its own embeddings, so Chroma's default embedding
+function (which would download a model) is never used. One process writes a store at a time: a second
+writer gets a UserError.
+"""
+
+import fcntl
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from kdagent.domain import Document
+from kdagent.errors import UserError
+from kdagent.records import Passage, stable_id
+
+
+def chunk(text: str, max_chars: int) -> list[str]:
+    """Split on blank lines, packing paragraphs up to `max_chars`; an overlong paragraph is cut on spaces."""
+    chunks, current = [], ""
+    for para in (p.strip() for p in text.split("\n\n")):
+        if not para:
+            continue
+        while len(para) > max_chars:
+            cut = para.rfind(" ", 0, max_chars)
+            cut = cut if cut > 0 else max_chars
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(para[:cut].strip())
+            para = para[cut:].strip()
+        if current and len(current) + 2 + len(para) > max_chars:
+            chunks.append(current)
+            current = para
+        else:
+            current = f"{current}\n\n{para}" if current else para
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class ChromaStore:
+    def __init__(self, path: Path, collection: str, embedder):
+        import chromadb
+        from chromadb.config import Settings
+
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.embedder = embedder
+        self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
+        self.collection = self.client.get_or_create_collection(
+            name=collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
+        self._lock_fh = None
+
+    def _acquire_write_lock(self) -> None:
+        if self._lock_fh is not None:
+            return
+        fh = open(self.path / ".kdagent-writer.lock", "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise UserError(f"Chroma store {self.path} is being written by another process; wait for it or use another store") from None
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._lock_fh = fh
+
+    def release(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def index(self, documents: Iterable[Document], chunk_chars: int, batch: int = 256) -> int:
+        """Chunk, embed and upsert; returns the number of distinct passages written."""
+        self._acquire_write_lock()
+        seen: dict[str, tuple[str, str]] = {}
+        for doc in documents:
+            for piece in chunk(doc.text, chunk_chars):
+                seen.setdefault(stable_id(piece), (piece, doc.source))
+        ids = list(seen)
+        for start in range(0, len(ids), batch):
+            part = ids[start : start + batch]
+            texts = [seen[i][0] for i in part]
+            self.collection.upsert(
+                ids=part, documents=texts, embeddings=self.embedder.embed(texts),
+                metadatas=[{"source": seen[i][1]} for i in part],
+            )
+        return len(ids)
+
+    def count(self) -> int:
+        return self.collection.count()
+
+    def query(self, texts: list[str], k: int) -> list[list[Passage]]:
+        if not texts:
+            return []
+        k = min(k, self.count())
+        if k == 0:
+            return [[] for _ in texts]
+        res = self.collection.query(query_embeddings=self.embedder.embed(texts), n_results=k, include=["documents", "metadatas", "distances"])
+        return [
+            [Passage(id=i, text=d, source=(m or {}).get("source", ""), score=float(s)) for i, d, m, s in zip(ids, docs, metas, dists)]
+            for ids, docs, metas, dists in zip(res["ids"], res["documents"], res["metadatas"], res["distances"])
+        ]

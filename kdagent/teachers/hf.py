@@ -1,0 +1,23 @@
+"""A local Hugging Face model as teacher (white-box); `self` is this with the current student."""
+
+from pathlib import Path
+
+from kdagent.generation.engine import Engine
+from kdagent.records import Message
+
+
+class HFTeacher:
+    def __init__(self, model_path: Path, config, label: str):
+        self.config = config
+        self.label = label
+        self.engine = Engine(model_path)
+
+    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher") -> list[list[str]]:
+        c = self.config
+        return self.engine.generate(
+            prompts, n=c.samples, temperature=c.temperature, top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, seed=seed, desc=desc,
+        )
+
+    def close(self) -> None:
+        self.engine.close()

@@ -1,0 +1,1 @@
+"""Tools the model may call. Model-written code runs only in kdagent's sandbox."""

@@ -1,0 +1,1 @@
+"""Thin wrappers over TRL trainers: our pydantic config becomes TRL's config; no trainer code is copied."""
