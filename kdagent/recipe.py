@@ -207,7 +207,10 @@ def read_yaml(path: Path) -> dict:
 
 
 def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
-    data = apply_sets(read_yaml(Path(path)), list(sets or []))
+    data = read_yaml(Path(path))
+    if isinstance(data.get("skills"), list):  # so that --set skills.0.options.x=... finds a mapping
+        data["skills"] = [{"name": v} if isinstance(v, str) else v for v in data["skills"]]
+    data = apply_sets(data, list(sets or []))
     data.setdefault("name", Path(path).stem)
     try:
         return Recipe.model_validate(data)

@@ -8,6 +8,7 @@ writer gets a UserError.
 
 import fcntl
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def chunk(text: str, max_chars: int) -> list[str]:
     return chunks
 
 
+def collection_name(name: str) -> str:
+    """A Chroma-valid collection name (3-512 of [a-zA-Z0-9._-], alphanumeric at both ends) for any name."""
+    cleaned = re.sub(r"[^a-zA-Z0-9._-]+", "-", name).strip("._-")
+    return f"kdagent-{cleaned or 'store'}"[:512]
+
+
 class ChromaStore:
     def __init__(self, path: Path, collection: str, embedder):
         import chromadb
@@ -50,7 +57,7 @@ class ChromaStore:
         self.embedder = embedder
         self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
         self.collection = self.client.get_or_create_collection(
-            name=collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
+            name=collection_name(collection), embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
         self._lock_fh = None
 

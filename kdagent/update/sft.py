@@ -39,7 +39,7 @@ def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, updat
         num_train_epochs=update.epochs,
         per_device_train_batch_size=update.batch_size,
         gradient_accumulation_steps=update.gradient_accumulation_steps,
-        warmup_ratio=update.warmup_ratio,
+        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
         lr_scheduler_type="linear",
         max_length=max_length,
         completion_only_loss=True,
