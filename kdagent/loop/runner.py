@@ -22,6 +22,14 @@ def _log(message: str) -> None:
     print(f"[kdagent] {message}", file=sys.stderr, flush=True)
 
 
+def _create(plugins, kind: str, name: str, path: str, options: dict):
+    """Instantiate a skill or domain; options it rejects are a UserError naming the recipe field."""
+    try:
+        return plugins.create(kind, name, **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: {name}: {exc}") from None
+
+
 def _load_eval_tasks(recipe: Recipe, domain) -> list[Task]:
     if recipe.evaluation.data:
         tasks = read_jsonl(Path(recipe.evaluation.data), Task)
@@ -56,8 +64,8 @@ def _stage(path: Path, model, resume: bool, compute):
 
 def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> dict:
     check_names(recipe, plugins)
-    domain = plugins.create("domains", recipe.domain.name, **recipe.domain.options)
-    skill = plugins.create("skills", recipe.skills[0].name, **recipe.skills[0].options)
+    domain = _create(plugins, "domains", recipe.domain.name, "domain.options", recipe.domain.options)
+    skill = _create(plugins, "skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     eval_tasks = _load_eval_tasks(recipe, domain)
     student = resolve_model(recipe.student.model)
     rd = RunDir(run_dir)
@@ -135,6 +143,10 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
             return examples
 
         examples = _stage(round_dir / "sft.jsonl", SFTExample, resume, run_curate)
+        if curation:
+            rd.write_json(round_dir / "curation.json", curation)
+        else:  # read back on resume
+            curation = rd.read_json(round_dir / "curation.json") or {}
         lap("curate")
         passed = sum(f.passed for f in feedback)
         _log(f"round {round_}: {passed}/{len(feedback)} samples passed the verifier; {len(examples)} training examples")
