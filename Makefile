@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Without an NVIDIA GPU, pin the CPU build of torch (a bare `torch` would pull a multi-GB CUDA build).
 CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints/cpu.txt")
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
-QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: setup demo test clean
 setup: $(VENV)/.kdagent-installed

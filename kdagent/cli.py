@@ -131,20 +131,11 @@ def pull(alias):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_(model, data, limit, skill, max_new_tokens, batch_size, as_json):
     """Evaluate any model on a file in the evaluation format."""
-    from pydantic import ValidationError
-
-    from kdagent.jsonl import read_jsonl
+    from kdagent.evaluate.runner import load_tasks
     from kdagent.models import resolve_model
-    from kdagent.records import Task
 
-    try:
-        tasks = read_jsonl(data, Task)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UserError(f"{data}: not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    tasks = load_tasks(data)
     tasks = tasks[:limit] if limit else tasks
-    if not tasks:
-        raise UserError(f"{data}: no tasks")
     path = resolve_model(model)
     skill_obj = None
     if skill:
@@ -152,12 +143,9 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, as_json):
         if skill not in found.skills:
             raise UserError(f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})")
         skill_obj = found.create("skills", skill)
-    from kdagent.evaluate.runner import SUPPORTED_KINDS, evaluate
+    from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
 
-    unsupported = sorted({t.kind for t in tasks} - set(SUPPORTED_KINDS))
-    if unsupported:
-        raise UserError(f"{data}: task kind {', '.join(unsupported)} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})")
     summary, _ = evaluate(Engine(path), tasks, skill_obj, max_new_tokens, batch_size)
     summary["model"] = str(path)
     if as_json:

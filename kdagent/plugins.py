@@ -68,6 +68,15 @@ class Plugins:
         entry = getattr(self, kind)[name]
         return entry.obj(*args, **kwargs)
 
+    def instantiate(self, kind: str, name: str, path: str, options: dict):
+        """A skill or domain from the recipe; options it rejects are a UserError naming the recipe field."""
+        from kdagent.errors import UserError
+
+        try:
+            return self.create(kind, name, **options)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: {name}: {exc}") from None
+
     def as_rows(self) -> list[dict]:
         rows = []
         for kind in KINDS:
@@ -108,7 +117,10 @@ def build_plugins(load_entry_points: bool = True) -> Plugins:
             try:
                 module = ep.load()
                 pm.register(module, name=ep.name)
+                pm.check_pending()  # a hook name that no spec has (a misspelt hook)
             except Exception as exc:  # a broken plugin must not break the CLI
+                if pm.get_plugin(ep.name) is not None:
+                    pm.unregister(name=ep.name)
                 plugins.failures.append((f"{ep.name} ({dist})", _one_line(exc)))
                 continue
             plugins.distributions[ep.name] = dist

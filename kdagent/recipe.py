@@ -30,6 +30,11 @@ class TeacherConfig(_Config):
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
     max_new_tokens: int = Field(128, ge=1, le=4096, description="Longest reply, in tokens.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch (each yields `samples` sequences).")
+    base_url: str | None = Field(None, description="For 'openai': the endpoint, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str | None = Field(None, description="For 'openai': the name of the environment variable that holds the API key (never the key itself).")
+    concurrency: int = Field(8, ge=1, le=1024, description="For API teachers: requests in flight at most.")
+    timeout_s: float = Field(120.0, gt=0, description="For API teachers: deadline of one request, in seconds.")
+    max_retries: int = Field(3, ge=0, le=20, description="For API teachers: retries of a failed request, with exponential backoff.")
 
 
 class DomainConfig(_Config):
@@ -230,6 +235,13 @@ def check_names(recipe: Recipe, plugins) -> None:
         known("skill", f"skills[{i}].name", skill.name, plugins.skills)
     known("domain", "domain.name", recipe.domain.name, plugins.domains)
     known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
+    if recipe.teacher.kind in ("hf", "openai") and not recipe.teacher.model:
+        raise UserError(f"teacher.model: the {recipe.teacher.kind!r} teacher needs a model")
+    if recipe.teacher.kind == "openai" and not recipe.teacher.base_url:
+        raise UserError("teacher.base_url: the 'openai' teacher needs an endpoint, e.g. http://127.0.0.1:8000/v1")
+    plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
+    for i, skill in enumerate(recipe.skills):
+        plugins.instantiate("skills", skill.name, f"skills[{i}].options", skill.options)
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
         raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")
 

@@ -42,3 +42,20 @@ def test_torn_last_line_is_dropped(tmp_path, capsys):
         fh.write('{"a": 3, "b"')
     assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
     assert "torn last line" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([{"id": "1", "prompt": "a", "answer": "1"}, {"id": "1", "prompt": "b", "answer": "2"}], "duplicate task id '1'"),
+        ([{"id": "1", "prompt": "a", "answer": "x", "kind": "choice", "choices": ["y", "z"]}], "is not one of its choices"),
+        ([{"id": "1", "prompt": "a", "answer": "", "kind": "function_call"}], "function_call is not supported yet"),
+        ([{"id": "1", "prompt": "a", "answer": "maybe", "kind": "refusal"}], "'comply' or 'refuse'"),
+        ([], "no tasks"),
+    ],
+)
+def test_eval_set_problems_are_exit_2_before_loading(tmp_path, records, message):
+    data = tmp_path / "e.jsonl"
+    write_jsonl(data, records)
+    result = run_cli("eval", "--model", "no-such-model", "--data", str(data))  # the data is checked first
+    assert result.returncode == 2 and message in result.stderr, result.stderr

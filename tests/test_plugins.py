@@ -18,7 +18,7 @@ def installed_plugins(tmp_path_factory):
     """The fixture plugin packages, installed for real by pip into a folder put on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-           str(FIXTURES / "kdagent-hello"), str(FIXTURES / "kdagent-broken")]
+           str(FIXTURES / "kdagent-hello"), str(FIXTURES / "kdagent-broken"), str(FIXTURES / "kdagent-misspelt")]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert list(target.glob("kdagent_hello-*.dist-info"))
     return target
@@ -33,7 +33,7 @@ def plugins_json(env):
 def test_builtins_are_listed_with_their_distribution():
     data = plugins_json({"KDAGENT_PLUGINS": ""})
     rows = {(r["kind"], r["name"]): r for r in data["registered"]}
-    for key in [("skill", "cot"), ("domain", "arithmetic"), ("teacher", "self"), ("teacher", "hf"), ("tool", "calculator")]:
+    for key in [("skill", "cot"), ("domain", "arithmetic"), ("teacher", "self"), ("teacher", "hf"), ("teacher", "openai"), ("tool", "calculator")]:
         assert rows[key]["distribution"] == "kdagent"
     text = run_cli("plugins", env={"KDAGENT_PLUGINS": ""}).stdout
     assert "cot" in text and "kdagent (kdagent.default_plugins.cot)" in text
@@ -48,6 +48,7 @@ def test_entry_point_plugin_is_discovered_and_broken_one_reported(installed_plug
     failures = {f["plugin"]: f["error"] for f in data["failures"]}
     assert "broken (kdagent-broken)" in failures
     assert "kdagent_this_module_does_not_exist" in failures["broken (kdagent-broken)"]
+    assert "kdagent_registr_skills" in failures["misspelt (kdagent-misspelt)"]  # unknown hook, named
     # the CLI keeps working with a broken plugin installed
     assert run_cli("validate", str(REPO / "recipes" / "quickstart.yaml"), env={"PYTHONPATH": str(installed_plugins)}).returncode == 0
 

@@ -55,7 +55,7 @@ def test_unknown_names_list_what_is_registered(tmp_path):
     for text, pattern in [
         ("skills: [nope]", r"skills\[0\]\.name: unknown skill 'nope' \(registered: .*cot"),
         ("domain: {name: nope}", r"domain\.name: unknown domain 'nope' \(registered: .*arithmetic"),
-        ("teacher: {kind: nope}", r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, self"),
+        ("teacher: {kind: nope}", r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, openai, self"),
     ]:
         recipe = load_recipe(write(tmp_path, f"name: x\n{text}\n"))
         with pytest.raises(UserError, match=pattern):
@@ -104,3 +104,16 @@ def test_every_recipe_field_has_a_description_and_forbids_extras():
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
     assert len(seen) >= 11  # one model per concept
+
+
+def test_validate_catches_what_run_would_reject(tmp_path):
+    cases = [
+        ("teacher: {kind: hf}", "teacher.model: the 'hf' teacher needs a model"),
+        ("teacher: {kind: openai, model: m}", "teacher.base_url"),
+        ("domain: {options: {nope: 1}}", "domain.options: arithmetic: "),
+        ("domain: {options: {operations: [div]}}", "unknown operation 'div'"),
+        ("skills: [{name: cot, options: {bogus: 1}}]", "skills[0].options: cot: "),
+    ]
+    for text, message in cases:
+        result = run_cli("validate", str(write(tmp_path, f"name: x\n{text}\n")))
+        assert result.returncode == 2 and message in result.stderr, (text, result.stderr)

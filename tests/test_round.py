@@ -1,6 +1,8 @@
 """One tiny round, end to end, on a config-built model with real Chroma, real MiniLM and real TRL."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -34,10 +36,15 @@ def tiny_recipe(model_dir, **overrides) -> Recipe:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
-    run_dir = tmp_path_factory.mktemp("run") / "tiny"
+    base = tmp_path_factory.mktemp("run")
     recipe = tiny_recipe(tiny_model_dir)
-    metrics = run_recipe(recipe, run_dir, build_plugins(load_entry_points=False))
-    return recipe, run_dir, metrics
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:  # a relative run directory, as the CLI's default runs/<name> is
+        metrics = run_recipe(recipe, Path("runs/tiny"), build_plugins(load_entry_points=False))
+    finally:
+        os.chdir(cwd)
+    return recipe, base / "runs" / "tiny", metrics
 
 
 def test_round_writes_the_run_directory(tiny_run):
@@ -52,8 +59,11 @@ def test_round_writes_the_run_directory(tiny_run):
     assert entry["update"]["steps"] >= 1 and entry["update"]["losses"]
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == "tiny"
     round_dir = run_dir / "round-01"
-    for name in ("tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl", "metrics.json"):
+    for name in ("tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl", "metrics.json",
+                 "update.json", "curation.json", "elicit.json"):
         assert (round_dir / name).is_file(), name
+    assert json.loads((round_dir / "metrics.json").read_text()) == entry
+    assert not (run_dir / "runs").exists()
 
 
 def test_training_records_carry_provenance(tiny_run):
@@ -86,7 +96,7 @@ def test_rerun_needs_resume_and_resume_refuses_a_changed_recipe(tiny_run, tiny_m
     with pytest.raises(UserError, match=r"recipe changed .*teacher\.samples"):
         run_recipe(tiny_recipe(tiny_model_dir, teacher__samples=3), run_dir, plugins, resume=True)
     before = (run_dir / "round-01" / "generations.jsonl").read_bytes()
-    assert run_recipe(recipe, run_dir, plugins, resume=True) == metrics  # finished: nothing redone
+    assert run_recipe(recipe, run_dir, plugins, resume=True) == metrics  # finished: nothing redone (absolute path now)
     assert (run_dir / "round-01" / "generations.jsonl").read_bytes() == before
 
 

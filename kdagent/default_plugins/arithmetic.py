@@ -16,6 +16,7 @@ NAMES = ["Tom", "Ana", "Liam", "Mia", "Omar", "Zoe", "Ravi", "Lena", "Sam", "Ivy
 ITEMS = ["pens", "apples", "stickers", "marbles", "books", "cookies", "shells", "cards", "coins", "balloons", "stamps", "eggs"]
 EVAL_STREAM = 1_000_003
 CORPUS_STREAM = 2_000_003
+MAX_EVAL = 500
 
 
 def _problem(rng: random.Random, operations: list[str], max_number: int) -> tuple[str, int, str]:
@@ -86,10 +87,13 @@ class Arithmetic(Domain):
         return tasks
 
     def eval_tasks(self, n: int) -> list[Task]:
+        if n > MAX_EVAL:
+            raise ValueError(f"at most {MAX_EVAL} held-out tasks (asked for {n})")
         return self._stream(EVAL_STREAM, n, set(), "eval")
 
     def _held_out_prompts(self) -> set[str]:
-        return {t.prompt for t in self.eval_tasks(200)}
+        """Every prompt that can ever be held out, so seed tasks and corpus never contain one."""
+        return {t.prompt for t in self.eval_tasks(MAX_EVAL)}
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
         return self._stream(seed, n, self._held_out_prompts(), "seed")

@@ -1,4 +1,5 @@
-"""Teacher kinds `self` (the current student) and `hf` (any local Hugging Face model)."""
+"""Teacher kinds `self` (the current student), `hf` (any local Hugging Face model) and `openai` (any
+OpenAI-compatible endpoint, through LangChain)."""
 
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
@@ -7,7 +8,7 @@ from kdagent.hookspecs import hookimpl
 def self_teacher(config, student_path):
     from kdagent.teachers.hf import HFTeacher
 
-    return HFTeacher(student_path, config, label=f"self:{student_path.name}")
+    return HFTeacher(student_path, config, label=f"self:{student_path}")
 
 
 def hf_teacher(config, student_path):
@@ -19,7 +20,14 @@ def hf_teacher(config, student_path):
     return HFTeacher(resolve_model(config.model), config, label=f"hf:{config.model}")
 
 
+def openai_teacher(config, student_path):
+    from kdagent.teachers.chat import openai_teacher as make
+
+    return make(config, student_path)
+
+
 @hookimpl
 def kdagent_register_teachers(register):
     register("self", self_teacher)
     register("hf", hf_teacher)
+    register("openai", openai_teacher)

@@ -45,7 +45,7 @@ def is_refusal(reply: str) -> bool:
 
 
 def macro_f1(gold: list[str], predicted: list[str]) -> float:
-    labels = sorted(set(gold))
+    labels = sorted(set(gold) | set(predicted))
     if not labels:
         return 0.0
     scores = []

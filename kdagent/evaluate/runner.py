@@ -1,9 +1,47 @@
 """Score a model on tasks in the evaluation format (INTERFACES.md)."""
 
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from kdagent.errors import UserError
 from kdagent.evaluate.grading import format_number, is_refusal, last_number, macro_f1, numbers_match
+from kdagent.jsonl import read_jsonl
 from kdagent.records import Message, Task
 
 SUPPORTED_KINDS = ("numeric", "choice", "refusal")
+
+
+def check_tasks(tasks: list[Task], source: str) -> None:
+    """Problems a user can cause in an evaluation set, as one-line UserErrors, before any model loads."""
+    if not tasks:
+        raise UserError(f"{source}: no tasks")
+    unsupported = sorted({t.kind for t in tasks} - set(SUPPORTED_KINDS))
+    if unsupported:
+        raise UserError(f"{source}: task kind {', '.join(unsupported)} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})")
+    seen: set[str] = set()
+    for task in tasks:
+        if task.id in seen:
+            raise UserError(f"{source}: duplicate task id {task.id!r}")
+        seen.add(task.id)
+        if task.kind == "choice" and (not task.choices or task.answer not in task.choices):
+            raise UserError(f"{source}: choice task {task.id!r}: answer {task.answer!r} is not one of its choices")
+        if task.kind == "refusal" and task.answer not in ("comply", "refuse"):
+            raise UserError(f"{source}: refusal task {task.id!r}: answer must be 'comply' or 'refuse'")
+
+
+def load_tasks(path: Path) -> list[Task]:
+    """An evaluation file, checked; a record not in the format is a UserError naming its line."""
+    records = read_jsonl(path)
+    tasks = []
+    for number, record in enumerate(records, start=1):
+        try:
+            tasks.append(Task.model_validate(record))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UserError(f"{path}: record {number} is not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    check_tasks(tasks, str(path))
+    return tasks
 
 
 def plain_messages(task: Task) -> list[Message]:
@@ -19,9 +57,7 @@ def plain_messages(task: Task) -> list[Message]:
 
 def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, batch_size: int = 16, desc: str = "evaluate"):
     """Returns (summary, predictions). Free-answer kinds are prompted through `skill` when one is given."""
-    unsupported = sorted({t.kind for t in tasks} - set(SUPPORTED_KINDS))
-    if unsupported:
-        raise NotImplementedError(f"evaluation of {', '.join(unsupported)} tasks is not implemented yet")
+    check_tasks(tasks, "evaluation")
     predictions: dict[str, dict] = {}
 
     free = [t for t in tasks if t.kind in ("numeric", "refusal")]
@@ -40,9 +76,6 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
 
     choice = [t for t in tasks if t.kind == "choice"]
     if choice:
-        for task in choice:
-            if not task.choices or task.answer not in task.choices:
-                raise ValueError(f"choice task {task.id}: answer must be one of its choices")
         scores = engine.choice_logprobs([plain_messages(t) for t in choice], [t.choices for t in choice], batch_size=batch_size)
         for task, row in zip(choice, scores):
             best = max(range(len(row)), key=row.__getitem__)

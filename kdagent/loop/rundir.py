@@ -28,7 +28,7 @@ def _flatten(data, prefix="") -> dict:
 
 class RunDir:
     def __init__(self, path: Path):
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # absolute, so paths under it join the same way on resume
         self._lock = None
 
     def round_dir(self, round_: int) -> Path:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from kdagent.errors import UserError
+from kdagent.evaluate.runner import check_tasks, load_tasks
 from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop import stages
 from kdagent.loop.rundir import RunDir
@@ -22,21 +23,14 @@ def _log(message: str) -> None:
     print(f"[kdagent] {message}", file=sys.stderr, flush=True)
 
 
-def _create(plugins, kind: str, name: str, path: str, options: dict):
-    """Instantiate a skill or domain; options it rejects are a UserError naming the recipe field."""
-    try:
-        return plugins.create(kind, name, **options)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: {name}: {exc}") from None
-
-
 def _load_eval_tasks(recipe: Recipe, domain) -> list[Task]:
     if recipe.evaluation.data:
-        tasks = read_jsonl(Path(recipe.evaluation.data), Task)
-    else:
+        return load_tasks(Path(recipe.evaluation.data))
+    try:
         tasks = domain.eval_tasks(recipe.domain.eval_tasks)
-    if not tasks:
-        raise UserError("evaluation: no held-out tasks (the evaluation set is empty)")
+    except ValueError as exc:
+        raise UserError(f"domain.eval_tasks: {exc}") from None
+    check_tasks(tasks, f"domain {recipe.domain.name}")
     return tasks
 
 
@@ -64,8 +58,8 @@ def _stage(path: Path, model, resume: bool, compute):
 
 def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> dict:
     check_names(recipe, plugins)
-    domain = _create(plugins, "domains", recipe.domain.name, "domain.options", recipe.domain.options)
-    skill = _create(plugins, "skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
+    domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
+    skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     eval_tasks = _load_eval_tasks(recipe, domain)
     student = resolve_model(recipe.student.model)
     rd = RunDir(run_dir)
@@ -125,12 +119,16 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
             teacher = plugins.create("teachers", recipe.teacher.kind, recipe.teacher, student)
             try:
                 settings = recipe.teacher.model_dump(mode="json")
-                return stages.elicit(teacher, skill, grounded, round_, recipe.seed, settings)
+                generations = stages.elicit(teacher, skill, grounded, round_, recipe.seed, settings)
             finally:
                 teacher.close()
                 gc.collect()
+            failures = list(getattr(teacher, "failures", []))  # API teachers: requests whose retries ran out
+            rd.write_json(round_dir / "elicit.json", {"teacher_failures": len(failures), "errors": failures[:20]})
+            return generations
 
         generations = _stage(round_dir / "generations.jsonl", Generation, resume, run_teacher)
+        teacher_failures = (rd.read_json(round_dir / "elicit.json") or {}).get("teacher_failures", 0)
         lap("elicit")
         by_id = {task.id: task for task in tasks}
         feedback = _stage(round_dir / "feedback.jsonl", Feedback, resume, lambda: stages.judge(skill, by_id, generations))
@@ -170,7 +168,7 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
             "student": str(student),
             "eval": evaluation,
             "counts": {
-                "tasks": len(tasks), "generations": len(generations), "passed": passed,
+                "tasks": len(tasks), "generations": len(generations), "teacher_failures": teacher_failures, "passed": passed,
                 "sft_examples": len(examples), **{f"curation_{k}": v for k, v in curation.items()},
             },
             "update": update,

@@ -28,11 +28,13 @@ def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, updat
 
     cuda = torch.cuda.is_available()
     out_dir = Path(out_dir)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     work = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
     dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if cuda else torch.float32, use_safetensors=True)
+    # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
     args = SFTConfig(
         output_dir=str(work / "trainer"),
         learning_rate=update.learning_rate,

@@ -1,0 +1,70 @@
+"""A LangChain chat model as teacher: any OpenAI-compatible endpoint (`openai`), or any chat model a
+plugin wraps with `ChatModelTeacher`.
+
+Each sample is its own request (servers differ on `n`), sent through LangChain's `batch` with bounded
+concurrency; each call has a deadline and retries with backoff (the chat model's own `timeout` and
+`max_retries`). A request whose retries are exhausted gives an empty reply with its error recorded:
+empty replies never become training examples, and the failures are counted.
+"""
+
+import os
+
+from kdagent.errors import UserError
+from kdagent.records import Message
+
+
+class ChatModelTeacher:
+    def __init__(self, chat_model, config, label: str):
+        self.chat = chat_model
+        self.config = config
+        self.label = label
+        self.failures: list[str] = []
+        from langchain_core.runnables import RunnableLambda
+
+        # one request per sample, each with its own seed so the samples of a prompt differ
+        self._call = RunnableLambda(lambda x: self.chat.invoke(x["messages"], seed=x["seed"]))
+
+    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher") -> list[list[str]]:
+        from tqdm.auto import tqdm
+
+        n = self.config.samples
+        flat = [(p, k) for p in range(len(prompts)) for k in range(n)]
+        replies: list[list[str]] = [[""] * n for _ in prompts]
+        with tqdm(total=len(flat), desc=desc, unit="request", leave=False) as bar:
+            for start in range(0, len(flat), 256):
+                part = flat[start : start + 256]
+                inputs = [
+                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": seed * 1_000_003 + start + i}
+                    for i, (p, _) in enumerate(part)
+                ]
+                results = self._call.batch(inputs, config={"max_concurrency": self.config.concurrency}, return_exceptions=True)
+                for (p, k), result in zip(part, results):
+                    if isinstance(result, Exception):
+                        self.failures.append(f"{type(result).__name__}: {str(result)[:200]}")
+                    elif isinstance(result.content, str):
+                        replies[p][k] = result.content.strip()
+                bar.update(len(part))
+        return replies
+
+    def close(self) -> None:
+        pass
+
+
+def openai_teacher(config, student_path):
+    """Any OpenAI-compatible endpoint. The key is read from the environment variable the recipe names."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    if not config.model or not config.base_url:
+        raise UserError("teacher: the 'openai' teacher needs teacher.model and teacher.base_url")
+    key = "EMPTY"
+    if config.api_key_env:
+        key = os.environ.get(config.api_key_env, "")
+        if not key:
+            raise UserError(f"teacher.api_key_env: the environment variable {config.api_key_env} is not set")
+    chat = ChatOpenAI(
+        model=config.model, base_url=config.base_url, api_key=SecretStr(key),
+        temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens,
+        timeout=config.timeout_s, max_retries=config.max_retries,
+    )
+    return ChatModelTeacher(chat, config, label=f"openai:{config.model}")

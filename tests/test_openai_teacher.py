@@ -1,0 +1,83 @@
+"""The `openai` teacher against a real OpenAI-compatible server on loopback (`transformers serve`)."""
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from kdagent.errors import UserError
+from kdagent.recipe import TeacherConfig
+from kdagent.teachers.chat import openai_teacher
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(smollm_path, tmp_path_factory):
+    exe = Path(sys.executable).with_name("transformers")
+    if not exe.exists():
+        pytest.fail("transformers[serving] is not installed (it is part of kdagent's test extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(exe), "serve", str(smollm_path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("transformers serve did not become healthy in 180 s")
+    yield url, str(smollm_path)
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.integration
+def test_openai_teacher_samples_from_a_real_server(server, monkeypatch):
+    url, model = server
+    monkeypatch.setenv("KDAGENT_TEST_KEY", "sk-canary-123")
+    config = TeacherConfig(kind="openai", model=model, base_url=f"{url}/v1", api_key_env="KDAGENT_TEST_KEY",
+                           samples=2, temperature=1.0, max_new_tokens=8, concurrency=2, timeout_s=60, max_retries=1)
+    teacher = openai_teacher(config, None)
+    prompts = [[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Count to three."}]]
+    replies = teacher.generate(prompts, seed=0)
+    assert teacher.failures == []
+    assert len(replies) == 2 and all(len(r) == 2 for r in replies)
+    assert all(isinstance(t, str) and t for r in replies for t in r)
+    assert "sk-canary-123" not in repr(teacher.chat)  # held as a SecretStr
+
+
+def test_unreachable_endpoint_fails_per_request_not_per_batch():
+    config = TeacherConfig(kind="openai", model="m", base_url=f"http://127.0.0.1:{free_port()}/v1", samples=2,
+                           max_new_tokens=4, timeout_s=2, max_retries=0, concurrency=3)
+    teacher = openai_teacher(config, None)
+    replies = teacher.generate([[{"role": "user", "content": "x"}]] * 3, seed=0)
+    assert replies == [["", ""]] * 3
+    assert len(teacher.failures) == 6 and all("Connection" in f for f in teacher.failures)
+
+
+def test_missing_key_variable_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("KDAGENT_ABSENT_KEY", raising=False)
+    with pytest.raises(UserError, match="KDAGENT_ABSENT_KEY is not set"):
+        openai_teacher(TeacherConfig(kind="openai", model="m", base_url="http://127.0.0.1:1/v1", api_key_env="KDAGENT_ABSENT_KEY"), None)
+    with pytest.raises(UserError, match="needs teacher.model and teacher.base_url"):
+        openai_teacher(TeacherConfig(kind="openai"), None)
