@@ -71,6 +71,8 @@ class Feedback(BaseModel):
     score: float
     predicted: str | None = Field(None, description="The answer parsed from the reply.")
     reason: str = ""
+    failed: bool = Field(False, description="The check itself failed (e.g. a judge's output stayed malformed); never a pass.")
+    raw: str | None = Field(None, description="The judge's raw output, kept when a judge was used.")
 
 
 class Provenance(BaseModel):

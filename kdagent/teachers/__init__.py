@@ -8,8 +8,12 @@ from kdagent.records import Message
 class Teacher(Protocol):
     label: str  # kind and model, recorded in every record's provenance
 
-    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher") -> list[list[str]]:
-        """For each chat prompt, the configured number of sampled replies."""
+    def generate(
+        self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None
+    ) -> list[list[str]]:
+        """For each chat prompt, `n` replies (default: the configured `samples`), sampled at `temperature`
+        (default: the configured one; 0 is greedy). Judges and expansion call it with their own n and
+        temperature."""
 
     def close(self) -> None:
         """Free the teacher's memory."""

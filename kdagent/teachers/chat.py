@@ -22,19 +22,20 @@ class ChatModelTeacher:
         from langchain_core.runnables import RunnableLambda
 
         # one request per sample, each with its own seed so the samples of a prompt differ
-        self._call = RunnableLambda(lambda x: self.chat.invoke(x["messages"], seed=x["seed"]))
+        self._call = RunnableLambda(lambda x: self.chat.invoke(x["messages"], seed=x["seed"], **x["extra"]))
 
-    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher") -> list[list[str]]:
+    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None) -> list[list[str]]:
         from tqdm.auto import tqdm
 
-        n = self.config.samples
+        n = n or self.config.samples
+        extra = {} if temperature is None else {"temperature": temperature}
         flat = [(p, k) for p in range(len(prompts)) for k in range(n)]
         replies: list[list[str]] = [[""] * n for _ in prompts]
         with tqdm(total=len(flat), desc=desc, unit="request", leave=False) as bar:
             for start in range(0, len(flat), 256):
                 part = flat[start : start + 256]
                 inputs = [
-                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": seed * 1_000_003 + start + i}
+                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": seed * 1_000_003 + start + i, "extra": extra}
                     for i, (p, _) in enumerate(part)
                 ]
                 results = self._call.batch(inputs, config={"max_concurrency": self.config.concurrency}, return_exceptions=True)
