@@ -34,6 +34,13 @@ def kdagent_register_teachers(register):
 
 
 @hookspec
+def kdagent_register_chat_models(register):
+    """Register LangChain chat models for the `langchain` teacher kind: `register(name, factory)`;
+    `factory(config)` returns a LangChain chat model (`BaseChatModel`) for a `TeacherConfig`. A recipe then
+    names it: `teacher: {kind: langchain, model: <name>}`."""
+
+
+@hookspec
 def kdagent_register_tools(register):
     """Register tools: `register(name, tool)`; `tool` is a LangChain tool (`@tool`) or a callable with a
     docstring. Model-written code still runs only in kdagent's sandbox."""

@@ -19,11 +19,12 @@ from kdagent import hookspecs
 ENTRY_POINT_GROUP = "kdagent"
 DEFAULT_PLUGINS = (
     "kdagent.default_plugins.cot",
+    "kdagent.default_plugins.qa",
     "kdagent.default_plugins.arithmetic",
     "kdagent.default_plugins.teachers",
     "kdagent.default_plugins.tools",
 )
-KINDS = ("skills", "domains", "teachers", "tools")
+KINDS = ("skills", "domains", "teachers", "chat_models", "tools")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Plugins:
     skills: dict[str, Registered] = field(default_factory=dict)
     domains: dict[str, Registered] = field(default_factory=dict)
     teachers: dict[str, Registered] = field(default_factory=dict)
+    chat_models: dict[str, Registered] = field(default_factory=dict)
     tools: dict[str, Registered] = field(default_factory=dict)
 
     # -- calls the loop makes -------------------------------------------------------------------------
@@ -68,6 +70,15 @@ class Plugins:
         entry = getattr(self, kind)[name]
         return entry.obj(*args, **kwargs)
 
+    def create_teacher(self, config, student_path):
+        """The recipe's teacher; a factory that takes a `plugins` argument gets this registry too."""
+        import inspect
+
+        factory = self.teachers[config.kind].obj
+        if "plugins" in inspect.signature(factory).parameters:
+            return factory(config, student_path, plugins=self)
+        return factory(config, student_path)
+
     def instantiate(self, kind: str, name: str, path: str, options: dict):
         """A skill or domain from the recipe; options it rejects are a UserError naming the recipe field."""
         from kdagent.errors import UserError
@@ -81,7 +92,7 @@ class Plugins:
         rows = []
         for kind in KINDS:
             for entry in getattr(self, kind).values():
-                rows.append({"kind": kind[:-1], "name": entry.name, "plugin": entry.plugin, "distribution": entry.distribution})
+                rows.append({"kind": kind[:-1].replace("chat_model", "chat-model"), "name": entry.name, "plugin": entry.plugin, "distribution": entry.distribution})
         return rows
 
 

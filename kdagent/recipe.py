@@ -23,8 +23,8 @@ class StudentConfig(_Config):
 
 
 class TeacherConfig(_Config):
-    kind: str = Field("self", description="A registered teacher kind: 'self' (the current student) or 'hf' (a local model), or one a plugin adds.")
-    model: str | None = Field(None, description="The teacher model (alias or local folder) for kinds that need one, such as 'hf'.")
+    kind: str = Field("self", description="A registered teacher kind: 'self' (the current student), 'hf' (a local model), 'openai' (an OpenAI-compatible endpoint), 'langchain' (a chat model a plugin registers, named by `model`), or one a plugin adds.")
+    model: str | None = Field(None, description="The teacher model: an alias or local folder for 'hf', the served model name for 'openai', a registered chat model for 'langchain'.")
     samples: int = Field(4, ge=1, le=64, description="Answers sampled per task.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy (then samples must be 1).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
@@ -235,6 +235,9 @@ def check_names(recipe: Recipe, plugins) -> None:
         known("skill", f"skills[{i}].name", skill.name, plugins.skills)
     known("domain", "domain.name", recipe.domain.name, plugins.domains)
     known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
+    if recipe.teacher.kind == "langchain" and recipe.teacher.model not in plugins.chat_models:
+        names = ", ".join(sorted(plugins.chat_models)) or "none"
+        raise UserError(f"teacher.model: unknown chat model {recipe.teacher.model!r} for the 'langchain' teacher (registered: {names})")
     if recipe.teacher.kind in ("hf", "openai") and not recipe.teacher.model:
         raise UserError(f"teacher.model: the {recipe.teacher.kind!r} teacher needs a model")
     if recipe.teacher.kind == "openai" and not recipe.teacher.base_url:

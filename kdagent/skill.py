@@ -5,6 +5,7 @@ reference, and turns a checked reply into the completion the student learns. Bui
 skills implement the same class and are registered through `kdagent_register_skills`.
 """
 
+import re
 from dataclasses import dataclass
 
 from kdagent.records import Message, Passage, Task
@@ -19,9 +20,26 @@ class Verdict:
 
 
 def format_passages(passages: list[Passage]) -> str:
-    """Retrieved text, delimited so that it reads as material to use, never as instructions."""
-    blocks = [f'<passage id="{p.id}" source="{p.source}">\n{p.text.strip()}\n</passage>' for p in passages]
+    """Retrieved text, numbered [1], [2], ... for citation and delimited so that it reads as material to
+    use, never as instructions. A passage cannot close its own delimiter."""
+    blocks = []
+    for n, p in enumerate(passages, start=1):
+        body = p.text.strip().replace("</passage>", "</ passage>")
+        blocks.append(f'<passage n="{n}" id="{p.id}">\n[{n}] {body}\n</passage>')
     return "\n".join(blocks)
+
+
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def cited_passage_ids(reply: str, passage_ids: list[str]) -> list[str]:
+    """The ids of the passages a reply cites as [n] (numbers that match no passage are ignored)."""
+    out: list[str] = []
+    for match in _CITATION.finditer(reply):
+        n = int(match.group(1))
+        if 1 <= n <= len(passage_ids) and passage_ids[n - 1] not in out:
+            out.append(passage_ids[n - 1])
+    return out
 
 
 class Skill:

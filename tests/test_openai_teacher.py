@@ -81,3 +81,32 @@ def test_missing_key_variable_is_a_user_error(monkeypatch):
         openai_teacher(TeacherConfig(kind="openai", model="m", base_url="http://127.0.0.1:1/v1", api_key_env="KDAGENT_ABSENT_KEY"), None)
     with pytest.raises(UserError, match="needs teacher.model and teacher.base_url"):
         openai_teacher(TeacherConfig(kind="openai"), None)
+
+
+@pytest.mark.integration
+def test_langchain_kind_uses_a_chat_model_a_plugin_registers(server):
+    from langchain_openai import ChatOpenAI
+
+    from kdagent.hookspecs import hookimpl
+    from kdagent.plugins import build_plugins
+
+    url, model = server
+
+    class LocalChat:
+        @hookimpl
+        def kdagent_register_chat_models(self, register):
+            register("local-chat", lambda config: ChatOpenAI(model=model, base_url=f"{url}/v1", api_key="none", max_tokens=config.max_new_tokens))
+
+    plugins = build_plugins(load_entry_points=False)
+    plugins.pm.register(LocalChat(), name="local-chat-plugin")
+    plugins.chat_models.clear()
+    from kdagent.plugins import _collect
+
+    _collect(plugins, "chat_models")
+    assert plugins.chat_models["local-chat"].plugin == "local-chat-plugin"
+    teacher = plugins.create_teacher(TeacherConfig(kind="langchain", model="local-chat", samples=1, max_new_tokens=6), None)
+    assert teacher.label == "langchain:local-chat"
+    (replies,) = teacher.generate([[{"role": "user", "content": "Say hi."}]], seed=0)
+    assert teacher.failures == [] and replies[0]
+    with pytest.raises(UserError, match=r"unknown chat model 'nope' .*registered: local-chat"):
+        plugins.create_teacher(TeacherConfig(kind="langchain", model="nope"), None)

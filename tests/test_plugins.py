@@ -33,7 +33,7 @@ def plugins_json(env):
 def test_builtins_are_listed_with_their_distribution():
     data = plugins_json({"KDAGENT_PLUGINS": ""})
     rows = {(r["kind"], r["name"]): r for r in data["registered"]}
-    for key in [("skill", "cot"), ("domain", "arithmetic"), ("teacher", "self"), ("teacher", "hf"), ("teacher", "openai"), ("tool", "calculator")]:
+    for key in [("skill", "cot"), ("domain", "arithmetic"), ("teacher", "self"), ("teacher", "hf"), ("teacher", "openai"), ("teacher", "langchain"), ("skill", "qa"), ("tool", "calculator")]:
         assert rows[key]["distribution"] == "kdagent"
     text = run_cli("plugins", env={"KDAGENT_PLUGINS": ""}).stdout
     assert "cot" in text and "kdagent (kdagent.default_plugins.cot)" in text

@@ -55,7 +55,7 @@ def test_unknown_names_list_what_is_registered(tmp_path):
     for text, pattern in [
         ("skills: [nope]", r"skills\[0\]\.name: unknown skill 'nope' \(registered: .*cot"),
         ("domain: {name: nope}", r"domain\.name: unknown domain 'nope' \(registered: .*arithmetic"),
-        ("teacher: {kind: nope}", r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, openai, self"),
+        ("teacher: {kind: nope}", r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, langchain, openai, self"),
     ]:
         recipe = load_recipe(write(tmp_path, f"name: x\n{text}\n"))
         with pytest.raises(UserError, match=pattern):

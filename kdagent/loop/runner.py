@@ -116,7 +116,7 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
         lap("ground")
 
         def run_teacher():
-            teacher = plugins.create("teachers", recipe.teacher.kind, recipe.teacher, student)
+            teacher = plugins.create_teacher(recipe.teacher, student)
             try:
                 settings = recipe.teacher.model_dump(mode="json")
                 generations = stages.elicit(teacher, skill, grounded, round_, recipe.seed, settings)
