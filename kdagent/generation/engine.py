@@ -87,17 +87,21 @@ class Engine:
 
     def choice_logprobs(self, prompts: list[list[Message]], choices: list[list[str]], batch_size: int = 16) -> list[list[float]]:
         """For each prompt, the summed log-probability of each choice as the assistant's reply."""
+        pairs = [(messages, option) for messages, options in zip(prompts, choices) for option in options]
+        sums = iter([sum(lp) for lp in self.token_logprobs([m for m, _ in pairs], [o for _, o in pairs], batch_size)])
+        return [[next(sums) for _ in options] for options in choices]
+
+    def token_logprobs(self, prompts: list[list[Message]], replies: list[str], batch_size: int = 16) -> list[list[float]]:
+        """For each (prompt, reply) pair, the log-probability of each of the reply's tokens (white-box)."""
         import torch
 
-        rows, owners = [], []
-        for p, (messages, options) in enumerate(zip(prompts, choices)):
+        rows = []
+        for messages, reply in zip(prompts, replies):
             prefix = self.render(messages)
             prefix_ids = self.tokenizer(prefix, add_special_tokens=False).input_ids
-            for option in options:
-                ids = self.tokenizer(prefix + option, add_special_tokens=False).input_ids
-                rows.append((ids, len(prefix_ids)))
-                owners.append(p)
-        scores: list[float] = []
+            ids = self.tokenizer(prefix + reply, add_special_tokens=False).input_ids
+            rows.append((ids, len(prefix_ids)))
+        out: list[list[float]] = []
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
@@ -113,10 +117,7 @@ class Engine:
             targets = input_ids[:, 1:].to(self.device)
             token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             for r, (ids, prefix_len) in enumerate(batch):
-                scores.append(token_lp[r, prefix_len - 1 : len(ids) - 1].sum().item())
-        out: list[list[float]] = [[] for _ in prompts]
-        for owner, score in zip(owners, scores):
-            out[owner].append(score)
+                out.append(token_lp[r, prefix_len - 1 : len(ids) - 1].tolist())
         return out
 
     def close(self) -> None:

@@ -19,5 +19,9 @@ class HFTeacher:
             max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, seed=seed, desc=desc,
         )
 
+    def token_logprobs(self, prompts: list[list[Message]], replies: list[str]) -> list[list[float]]:
+        """White-box: the teacher's log-probability of each token of each reply."""
+        return self.engine.token_logprobs(prompts, replies, batch_size=self.config.batch_size)
+
     def close(self) -> None:
         self.engine.close()

@@ -1,0 +1,30 @@
+import math
+
+import pytest
+
+from kdagent.errors import UserError
+from kdagent.generation.engine import Engine
+from kdagent.models import resolve_model
+from kdagent.teachers.vocab import require_shared_vocabulary, vocabulary_difference
+
+
+def test_token_logprobs_are_per_token_and_sum_to_choice_scores(tiny_model_dir):
+    engine = Engine(tiny_model_dir, device="cpu")
+    prompts = [[{"role": "user", "content": "Pick one."}]] * 2
+    per_token = engine.token_logprobs(prompts, ["yes", "no thanks"])
+    assert len(per_token) == 2 and all(len(row) >= 1 and all(lp <= 0 for lp in row) for row in per_token)
+    sums = engine.choice_logprobs(prompts[:1], [["yes", "no thanks"]])[0]
+    assert sums == pytest.approx([sum(per_token[0]), sum(per_token[1])], rel=1e-5)
+    n_tokens = len(engine.tokenizer(engine.render(prompts[0]) + "no thanks", add_special_tokens=False).input_ids) - len(
+        engine.tokenizer(engine.render(prompts[0]), add_special_tokens=False).input_ids)
+    assert len(per_token[1]) == n_tokens
+    assert all(math.isfinite(lp) for row in per_token for lp in row)
+
+
+def test_white_box_needs_a_shared_vocabulary(tiny_model_dir, smollm_path):
+    require_shared_vocabulary(smollm_path, tiny_model_dir)  # same tokenizer: fine
+    minilm = resolve_model("minilm-l6")  # a BERT WordPiece vocabulary
+    t, s, differ = vocabulary_difference(smollm_path, minilm)
+    assert (t, s) == (49152, 30522) and differ > 0
+    with pytest.raises(UserError, match="share a vocabulary: the teacher has 49152 tokens, the student 30522"):
+        require_shared_vocabulary(smollm_path, minilm)
