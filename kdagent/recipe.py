@@ -56,7 +56,14 @@ class RetrievalConfig(_Config):
     chunk_chars: int = Field(800, ge=50, description="Corpus documents are split into chunks of at most this many characters, on paragraph breaks.")
 
 
+class ExpansionConfig(_Config):
+    method: Literal["self_instruct", "evol_instruct"] = Field("self_instruct", description="Self-instruct (new tasks from few-shot seeds) or evol-instruct (seeds rewritten deeper, more concrete, with more steps).")
+    n_new: int = Field(8, ge=1, description="New tasks asked for per round (self-instruct); evol-instruct rewrites each seed once.")
+    novelty_threshold: float = Field(0.9, gt=0.0, le=1.0, description="A new task whose embedding similarity to an existing task reaches this is dropped.")
+
+
 class SynthesisConfig(_Config):
+    expansion: ExpansionConfig | None = Field(None, description="Expand the seed tasks with new ones written by the teacher; omitted means no expansion.")
     train_with_passages: bool = Field(
         False,
         description="Keep the retrieved passages in the training prompt. False distils the grounded answers into the bare prompt, "
@@ -65,7 +72,22 @@ class SynthesisConfig(_Config):
 
 
 class FeedbackConfig(_Config):
-    verifier: Literal["reference"] = Field("reference", description="How samples are checked: 'reference' runs the skill's verifier against each task's reference answer.")
+    verifier: Literal["reference", "judge", "self_consistency"] = Field(
+        "reference",
+        description="How samples are checked: 'reference' runs the skill's verifier against the task's reference answer; "
+        "'judge' asks the teacher to grade each reply against a rubric; 'self_consistency' keeps replies that agree with the majority answer.",
+    )
+    unreferenced: Literal["self_consistency", "judge", "drop"] = Field(
+        "self_consistency", description="How tasks without a reference answer (such as expanded tasks) are checked when the verifier is 'reference'."
+    )
+    rubric: str | None = Field(None, description="The judge's rubric; omitted means the domain's, else a default (helpful, honest, harmless, correct).")
+    judge_attempts: int = Field(3, ge=1, le=10, description="Tries per reply when the judge's output cannot be parsed; still malformed after them, the reply is recorded as failed, never a pass.")
+    faithfulness: Literal["off", "overlap", "judge"] = Field(
+        "off", description="Drop grounded answers whose citations do not support them: 'overlap' needs a cited passage holding most of the reply's content words; 'judge' asks the teacher."
+    )
+    min_overlap: float = Field(0.5, ge=0.0, le=1.0, description="For faithfulness 'overlap': the share of the reply's content words that the cited passages must hold.")
+    preferences: bool = Field(False, description="Also rank each task's samples into a preference pair (best against worst), written to preferences.jsonl.")
+    min_margin: float = Field(0.0, ge=0.0, description="A preference pair needs a score margin above this.")
     fallback_to_reference: bool = Field(
         False,
         description="When no sample of a task passes, train on the task's reference solution instead (STaR-style rationalisation). "
@@ -75,8 +97,12 @@ class FeedbackConfig(_Config):
 
 class CurationConfig(_Config):
     max_per_task: int = Field(1, ge=1, description="Training examples kept per task among the samples that passed.")
-    dedupe: bool = Field(True, description="Drop examples whose prompt and reply are identical to one already kept.")
+    dedupe: bool = Field(True, description="Drop examples whose prompt and reply are identical (case and spacing aside) to one already kept.")
+    near_dup_threshold: float | None = Field(0.85, gt=0.0, le=1.0, description="MinHash similarity at which an example counts as a near-duplicate of an earlier one (both prompt and reply); null turns it off.")
+    decontam_ngram: int = Field(8, ge=3, le=50, description="Seed tasks and examples that share a word n-gram of this length with any evaluation item are dropped.")
     min_reply_chars: int = Field(1, ge=1, description="Replies shorter than this (after stripping) are never training examples.")
+    max_reply_chars: int = Field(8000, ge=1, description="Replies longer than this are dropped.")
+    max_repeat_ratio: float = Field(0.5, gt=0.0, le=1.0, description="Replies whose share of repeated word 3-grams exceeds this are dropped as degenerate.")
 
 
 class LoraConfig(_Config):

@@ -1,0 +1,83 @@
+"""Self-consistency: for tasks without a trusted reference, the answer most samples agree on stands in
+for one, and the replies that reach it pass (Wang et al., 2023)."""
+
+from collections import Counter
+from collections.abc import Callable
+
+from kdagent.records import Feedback, Generation, Task
+
+AnswerParser = Callable[[str], str | None]
+
+
+def _key(answer: str) -> str:
+    return " ".join(answer.split()).casefold()
+
+
+def majority_vote(answers: list[str | None]) -> tuple[str | None, float]:
+    """(the answer most samples give, its share of ALL samples, None ones included).
+
+    None (no parseable answer) never wins. Answers are compared ignoring case and spacing; the winner is
+    returned as first written. A tie for first place is no majority: (None, the tied share). No answer
+    at all: (None, 0.0)."""
+    counts: Counter = Counter()
+    first: dict[str, str] = {}
+    for a in answers:
+        if a is None or not a.strip():
+            continue
+        k = _key(a)
+        counts[k] += 1
+        first.setdefault(k, a.strip())
+    if not counts:
+        return None, 0.0
+    ranked = counts.most_common(2)
+    share = ranked[0][1] / len(answers)
+    if len(ranked) > 1 and ranked[1][1] == ranked[0][1]:
+        return None, share
+    return first[ranked[0][0]], share
+
+
+def answer_parser(skill, task: Task) -> AnswerParser:
+    """How to read a reply's final answer: the skill's `final_answer(text, kind)` (as `cot` has)."""
+    final_answer = getattr(skill, "final_answer", None)
+    if final_answer is None:
+        raise ValueError(f"skill {getattr(skill, 'name', skill)!r} has no final_answer(); pass parse= to consistency_feedback")
+    return lambda text: final_answer(text, task.kind)[0]
+
+
+def consistency_feedback(skill, task: Task, generations: list[Generation], parse: AnswerParser | None = None) -> list[Feedback]:
+    """One Feedback per generation of `task`: passed when its answer agrees with the majority answer,
+    scored with the majority's share of the samples; with no majority, none pass."""
+    if any(g.task_id != task.id for g in generations):
+        raise ValueError(f"consistency_feedback: every generation must belong to task {task.id}")
+    parse = parse or answer_parser(skill, task)
+    answers = [parse(g.text) for g in generations]
+    majority, share = majority_vote(answers)
+    n = len(generations)
+    out = []
+    for gen, answer in zip(generations, answers):
+        agrees = majority is not None and answer is not None and _key(answer) == _key(majority)
+        if majority is None:
+            reason = "no majority answer among the samples"
+        elif answer is None:
+            reason = "no final answer parsed"
+        elif agrees:
+            reason = f"agrees with the majority answer {majority!r} ({round(share * n)}/{n})"
+        else:
+            reason = f"disagrees with the majority answer {majority!r} ({round(share * n)}/{n})"
+        out.append(Feedback(
+            generation_id=gen.id, task_id=gen.task_id, verifier="self-consistency",
+            passed=agrees, score=share if agrees else 0.0, predicted=answer, reason=reason,
+        ))
+    return out
+
+
+def self_consistency(skill, tasks: dict[str, Task], generations: list[Generation], parse: AnswerParser | None = None) -> list[Feedback]:
+    """`consistency_feedback` over many tasks (the shape of `loop.stages.judge`), in the generations' order."""
+    by_task: dict[str, list[Generation]] = {}
+    for g in generations:
+        by_task.setdefault(g.task_id, []).append(g)
+    verdicts: dict[str, Feedback] = {}
+    for task_id, gens in by_task.items():
+        for f in consistency_feedback(skill, tasks[task_id], gens, parse):
+            verdicts[f.generation_id] = f
+    return [verdicts[g.id] for g in generations]

@@ -1,0 +1,1 @@
+"""Synthesis: prompt building, task expansion (`expand`) and elicitation."""
