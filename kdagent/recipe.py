@@ -53,6 +53,8 @@ class RetrievalConfig(_Config):
     enabled: bool = Field(True, description="Index the domain corpus into a persistent Chroma store and ground each task with passages.")
     embedder: str = Field("minilm-l6", description="The sentence embedder: a model alias or a local folder.")
     top_k: int = Field(2, ge=1, le=20, description="Passages retrieved per task.")
+    domain_corpus: bool = Field(True, description="Index the domain's own corpus.")
+    corpus_dir: str | None = Field(None, description="A folder of .txt, .md and .jsonl files (a 'text' field per record) to index as well.")
     chunk_chars: int = Field(800, ge=50, description="Corpus documents are split into chunks of at most this many characters, on paragraph breaks.")
 
 
@@ -97,7 +99,6 @@ class FeedbackConfig(_Config):
 
 class CurationConfig(_Config):
     max_per_task: int = Field(1, ge=1, description="Training examples kept per task among the samples that passed.")
-    dedupe: bool = Field(True, description="Drop examples whose prompt and reply are identical (case and spacing aside) to one already kept.")
     near_dup_threshold: float | None = Field(0.85, gt=0.0, le=1.0, description="MinHash similarity at which an example counts as a near-duplicate of an earlier one (both prompt and reply); null turns it off.")
     decontam_ngram: int = Field(8, ge=3, le=50, description="Seed tasks and examples that share a word n-gram of this length with any evaluation item are dropped.")
     min_reply_chars: int = Field(1, ge=1, description="Replies shorter than this (after stripping) are never training examples.")
@@ -113,7 +114,7 @@ class LoraConfig(_Config):
 
 
 class UpdateConfig(_Config):
-    method: Literal["sft"] = Field("sft", description="How the student learns: 'sft' (TRL SFTTrainer). DPO, distillation and GRPO come with later releases.")
+    method: Literal["sft", "none"] = Field("sft", description="How the student learns: 'sft' (TRL SFTTrainer), or 'none' to only build the datasets. DPO, distillation and GRPO come with later releases.")
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
     epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training examples.")
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
@@ -268,6 +269,10 @@ def check_names(recipe: Recipe, plugins) -> None:
         raise UserError(f"teacher.model: the {recipe.teacher.kind!r} teacher needs a model")
     if recipe.teacher.kind == "openai" and not recipe.teacher.base_url:
         raise UserError("teacher.base_url: the 'openai' teacher needs an endpoint, e.g. http://127.0.0.1:8000/v1")
+    if recipe.retrieval.corpus_dir and not Path(recipe.retrieval.corpus_dir).is_dir():
+        raise UserError(f"retrieval.corpus_dir: {recipe.retrieval.corpus_dir} is not a folder")
+    if recipe.evaluation.data and not Path(recipe.evaluation.data).is_file():
+        raise UserError(f"evaluation.data: {recipe.evaluation.data} not found")
     plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     for i, skill in enumerate(recipe.skills):
         plugins.instantiate("skills", skill.name, f"skills[{i}].options", skill.options)

@@ -1,5 +1,9 @@
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,41 @@ def run_cli(*args, env=None, cwd=None):
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run([KDAGENT, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=900)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def openai_server(smollm_path, tmp_path_factory):
+    """`transformers serve` on 127.0.0.1 serving the embedded model: a real OpenAI-compatible server."""
+    exe = Path(sys.executable).with_name("transformers")
+    if not exe.exists():
+        pytest.fail("transformers[serving] is not installed (it is part of kdagent's test extra)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [str(exe), "serve", str(smollm_path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("transformers serve did not become healthy in 180 s")
+    yield url, str(smollm_path)
+    proc.terminate()
+    proc.wait(timeout=30)

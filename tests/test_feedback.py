@@ -227,6 +227,13 @@ def test_consistency_feedback_with_cot():
     assert "agrees" in feedback[0].reason and "disagrees" in feedback[2].reason
 
 
+def test_one_lone_answer_among_many_samples_is_not_agreement():
+    task = make_task(0, answer="")
+    gens = [make_gen(task, k, t) for k, t in enumerate(["The answer is 18.", "no idea", "1. 2. 3. bags"])]
+    feedback = consistency_feedback(ChainOfThought(), task, gens)
+    assert not any(f.passed for f in feedback) and "holds only 1/3" in feedback[0].reason
+
+
 def test_consistency_feedback_without_a_majority_passes_none():
     task = make_task(0)
     gens = [make_gen(task, k, "no answer here") for k in range(3)]

@@ -1,59 +1,16 @@
 """The `openai` teacher against a real OpenAI-compatible server on loopback (`transformers serve`)."""
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import pytest
 
+from conftest import free_port
 from kdagent.errors import UserError
 from kdagent.recipe import TeacherConfig
 from kdagent.teachers.chat import openai_teacher
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(smollm_path, tmp_path_factory):
-    exe = Path(sys.executable).with_name("transformers")
-    if not exe.exists():
-        pytest.fail("transformers[serving] is not installed (it is part of kdagent's test extra)")
-    port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [str(exe), "serve", str(smollm_path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("transformers serve did not become healthy in 180 s")
-    yield url, str(smollm_path)
-    proc.terminate()
-    proc.wait(timeout=30)
-
-
 @pytest.mark.integration
-def test_openai_teacher_samples_from_a_real_server(server, monkeypatch):
-    url, model = server
+def test_openai_teacher_samples_from_a_real_server(openai_server, monkeypatch):
+    url, model = openai_server
     monkeypatch.setenv("KDAGENT_TEST_KEY", "sk-canary-123")
     config = TeacherConfig(kind="openai", model=model, base_url=f"{url}/v1", api_key_env="KDAGENT_TEST_KEY",
                            samples=2, temperature=1.0, max_new_tokens=8, concurrency=2, timeout_s=60, max_retries=1)
@@ -84,13 +41,13 @@ def test_missing_key_variable_is_a_user_error(monkeypatch):
 
 
 @pytest.mark.integration
-def test_langchain_kind_uses_a_chat_model_a_plugin_registers(server):
+def test_langchain_kind_uses_a_chat_model_a_plugin_registers(openai_server):
     from langchain_openai import ChatOpenAI
 
     from kdagent.hookspecs import hookimpl
     from kdagent.plugins import build_plugins
 
-    url, model = server
+    url, model = openai_server
 
     class LocalChat:
         @hookimpl

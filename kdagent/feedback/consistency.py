@@ -44,9 +44,12 @@ def answer_parser(skill, task: Task) -> AnswerParser:
     return lambda text: final_answer(text, task.kind)[0]
 
 
-def consistency_feedback(skill, task: Task, generations: list[Generation], parse: AnswerParser | None = None) -> list[Feedback]:
-    """One Feedback per generation of `task`: passed when its answer agrees with the majority answer,
-    scored with the majority's share of the samples; with no majority, none pass."""
+def consistency_feedback(
+    skill, task: Task, generations: list[Generation], parse: AnswerParser | None = None, min_share: float = 0.5
+) -> list[Feedback]:
+    """One Feedback per generation of `task`: passed when its answer agrees with the majority answer and
+    that answer holds at least `min_share` of all samples (one lone parsed answer among many is not
+    agreement); scored with the majority's share. With no such majority, none pass."""
     if any(g.task_id != task.id for g in generations):
         raise ValueError(f"consistency_feedback: every generation must belong to task {task.id}")
     parse = parse or answer_parser(skill, task)
@@ -55,9 +58,11 @@ def consistency_feedback(skill, task: Task, generations: list[Generation], parse
     n = len(generations)
     out = []
     for gen, answer in zip(generations, answers):
-        agrees = majority is not None and answer is not None and _key(answer) == _key(majority)
+        agrees = majority is not None and answer is not None and _key(answer) == _key(majority) and share >= min_share
         if majority is None:
             reason = "no majority answer among the samples"
+        elif share < min_share:
+            reason = f"the most common answer {majority!r} holds only {round(share * n)}/{n} samples"
         elif answer is None:
             reason = "no final answer parsed"
         elif agrees:

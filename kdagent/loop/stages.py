@@ -3,7 +3,7 @@ them as JSONL in the round's folder and skips a stage whose output already exist
 
 from collections import Counter
 
-from kdagent.records import Feedback, Generation, GroundedTask, Passage, Provenance, SFTExample, Task, stable_id
+from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, Provenance, SFTExample, Task, stable_id
 
 
 def ground(tasks: list[Task], store, top_k: int) -> list[GroundedTask]:
@@ -48,24 +48,22 @@ def judge(skill, tasks: dict[str, Task], generations: list[Generation]) -> list[
 def curate(
     skill, recipe, plugins, round_: int, grounded: list[GroundedTask], generations: list[Generation], feedback: list[Feedback],
 ) -> tuple[list[SFTExample], dict]:
-    """Turn accepted samples into SFT examples: per-task cap, dedupe, empty replies out, plugin vetoes."""
+    """Turn accepted samples into SFT examples: a per-task cap, the reference fallback, plugin vetoes."""
     cur = recipe.curation
     verdicts = {f.generation_id: f for f in feedback}
     by_task: dict[str, list[Generation]] = {}
     for gen in generations:
         by_task.setdefault(gen.task_id, []).append(gen)
     counts: Counter = Counter()
-    seen: set[tuple[str, str]] = set()
     examples: list[SFTExample] = []
     for g in grounded:
         task = g.task
-        train_passages: list[Passage] = g.passages if recipe.synthesis.train_with_passages else []
-        prompt = skill.messages(task, train_passages)
+        prompt = skill.messages(task, g.passages if recipe.synthesis.train_with_passages else [])
         candidates = []
         for gen in by_task.get(task.id, []):
             verdict = verdicts[gen.id]
             if not verdict.passed:
-                counts["rejected_by_verifier"] += 1
+                counts["failed_check" if verdict.failed else "rejected_by_verifier"] += 1
                 continue
             candidates.append((gen, verdict, skill.completion(task, gen.text)))
         if not candidates and recipe.feedback.fallback_to_reference:
@@ -78,13 +76,6 @@ def curate(
             if kept >= cur.max_per_task:
                 counts["over_per_task_cap"] += 1
                 continue
-            if len(text.strip()) < cur.min_reply_chars:
-                counts["empty_reply"] += 1
-                continue
-            key = (prompt[-1]["content"], text)
-            if cur.dedupe and key in seen:
-                counts["duplicate"] += 1
-                continue
             example = SFTExample(
                 id=stable_id(round_, task.id, gen.id if gen else "reference", text),
                 prompt=prompt,
@@ -95,12 +86,46 @@ def curate(
                     feedback=verdict.model_dump(exclude={"generation_id", "task_id"}) if verdict else {"verifier": "reference-solution"},
                 ),
             )
-            reasons = plugins.veto_reasons(example, recipe)
-            if reasons:
+            if plugins.veto_reasons(example, recipe):
                 counts["vetoed"] += 1
                 continue
-            seen.add(key)
             examples.append(example)
             kept += 1
-    counts["kept"] = len(examples)
     return examples, dict(counts)
+
+
+def filter_examples(examples: list, eval_texts: list[str], cur, near_dups: bool = True) -> tuple[list, dict]:
+    """The curation filters: length and quality, exact and near duplicates, decontamination against every
+    evaluation item. Returns the kept examples and a count per drop reason."""
+    from kdagent.curate import FilterConfig, curate_examples
+
+    config = FilterConfig(
+        near_dup_threshold=cur.near_dup_threshold if near_dups else None, decontam_ngram=cur.decontam_ngram,
+        min_chars=cur.min_reply_chars, max_chars=cur.max_reply_chars, max_repeat_ratio=cur.max_repeat_ratio,
+    )
+    kept, counts = curate_examples(examples, eval_texts, config)
+    return kept, {k: v for k, v in counts.items() if v}
+
+
+def preference_pairs(skill, recipe, plugins, round_: int, grounded, generations, feedback, eval_texts) -> tuple[list[PreferencePair], dict]:
+    """Best against worst sample of each task, with the score margin; filtered and vetoed like SFT examples."""
+    from kdagent.feedback import rank_pairs
+
+    by_task: dict[str, list[Generation]] = {}
+    for gen in generations:
+        by_task.setdefault(gen.task_id, []).append(gen)
+    verdicts = {f.generation_id: f for f in feedback}
+    counts: Counter = Counter()
+    pairs: list[PreferencePair] = []
+    for g in grounded:
+        gens = by_task.get(g.task.id, [])
+        prompt = skill.messages(g.task, g.passages if recipe.synthesis.train_with_passages else [])
+        pairs += rank_pairs(
+            g.task, prompt, gens, [verdicts[x.id] for x in gens], round_, skill.name, recipe.domain.name,
+            min_margin=recipe.feedback.min_margin, completion=lambda text, task=g.task: skill.completion(task, text), counts=counts,
+        )
+    kept, dropped = filter_examples(pairs, eval_texts, recipe.curation, near_dups=False)
+    allowed = [p for p in kept if not plugins.veto_reasons(p, recipe)]
+    if len(allowed) < len(kept):
+        dropped["vetoed"] = len(kept) - len(allowed)
+    return allowed, {"ranking": dict(counts), "dropped": dropped}
