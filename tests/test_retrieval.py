@@ -52,3 +52,18 @@ def test_second_writer_is_refused(tmp_path, embedder):
     first.release()
     assert second.index([Document("b", "another passage")], 100) == 1
     second.release()
+
+
+def test_task_index_gives_nearest_similarity(tmp_path, embedder):
+    index = ChromaStore(tmp_path / "chroma", "arithmetic-tasks", embedder)
+    assert index.max_similarity(["anything"]) == [-1.0]
+    index.add_texts(["Tom has 5 apples and buys 3 more. How many apples does he have?"], source="seed")
+    index.add_texts(["Tom has 5 apples and buys 3 more. How many apples does he have?"], source="seed")  # idempotent
+    assert index.count() == 1
+    near, far = index.max_similarity(["Tom has 5 apples and buys 3 more apples. How many does he have?", "Which court hears appeals?"])
+    assert near > 0.9 > far
+    from kdagent.synth.expand import filter_novel
+
+    kept, counts = filter_novel(["Tom has 5 apples and he buys 3 more. How many apples does he have now?", "A train leaves at 3 pm; when does it arrive?"], [], embedder, 0.9, index=index)
+    assert kept == ["A train leaves at 3 pm; when does it arrive?"] and counts["not_novel"] == 1
+    index.release()

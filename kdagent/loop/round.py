@@ -88,11 +88,18 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
     if r.synthesis.expansion is not None:
         from kdagent.synth.expand import expand_tasks
 
+        from kdagent.retrieval.store import ChromaStore
+
         x = r.synthesis.expansion
+        # every task of every round so far, in a collection of the run's Chroma store
+        index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder)
+        index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
         new, expand_counts = expand_tasks(
             teacher.get(), seeds, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
-            existing=[t.prompt for t in ctx.eval_tasks], threshold=x.novelty_threshold,
+            existing=[t.prompt for t in ctx.eval_tasks], threshold=x.novelty_threshold, index=index,
         )
+        index.add_texts([t.prompt for t in new], source=f"round-{round_:02d}/expansion")
+        index.release()
         tasks += [ctx.plugins.transform_task(task, r) for task in new]
         counts["expanded"], counts["expansion"] = len(new), expand_counts
     return tasks, counts

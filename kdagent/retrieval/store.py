@@ -64,7 +64,7 @@ class ChromaStore:
     def _acquire_write_lock(self) -> None:
         if self._lock_fh is not None:
             return
-        fh = open(self.path / ".kdagent-writer.lock", "w")
+        fh = open(self.path / f".kdagent-writer-{self.collection.name}.lock", "w")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -96,6 +96,25 @@ class ChromaStore:
                 metadatas=[{"source": seen[i][1]} for i in part],
             )
         return len(ids)
+
+    def add_texts(self, texts: list[str], source: str) -> None:
+        """Upsert short texts (such as task prompts) whole, keyed by content hash."""
+        self._acquire_write_lock()
+        unique = {stable_id(t): t for t in texts}
+        ids = list(unique)
+        for start in range(0, len(ids), 256):
+            part = ids[start : start + 256]
+            docs = [unique[i] for i in part]
+            self.collection.upsert(ids=part, documents=docs, embeddings=self.embedder.embed(docs), metadatas=[{"source": source}] * len(part))
+
+    def max_similarity(self, texts: list[str]) -> list[float]:
+        """For each text, the cosine similarity of its nearest neighbour in the store (-1 when it is empty)."""
+        if not texts:
+            return []
+        if self.count() == 0:
+            return [-1.0] * len(texts)
+        res = self.collection.query(query_embeddings=self.embedder.embed(texts), n_results=1, include=["distances"])
+        return [1.0 - float(d[0]) for d in res["distances"]]
 
     def count(self) -> int:
         return self.collection.count()

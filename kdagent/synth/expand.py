@@ -116,9 +116,11 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def filter_novel(texts: list[str], existing: list[str], embedder, threshold: float = 0.9) -> tuple[list[str], dict[str, int]]:
+def filter_novel(texts: list[str], existing: list[str], embedder, threshold: float = 0.9, index=None) -> tuple[list[str], dict[str, int]]:
     """Drop exact duplicates (after case and whitespace folding) and candidates whose cosine similarity to any
-    existing text or to an earlier kept candidate is >= threshold. `embedder.embed` must return unit vectors."""
+    existing text or to an earlier kept candidate is >= threshold. `embedder.embed` must return unit vectors.
+    With `index` (a ChromaStore of earlier tasks, `max_similarity(texts)`), similarity to existing tasks is
+    looked up in the store as well, so tasks of earlier rounds count too."""
     import numpy as np
 
     counts = dict.fromkeys(NOVELTY_REASONS, 0)
@@ -136,6 +138,8 @@ def filter_novel(texts: list[str], existing: list[str], embedder, threshold: flo
     vectors = np.asarray(embedder.embed(list(existing) + unique), dtype=np.float32)
     ref, cand = vectors[: len(existing)], vectors[len(existing) :]
     to_existing = (cand @ ref.T).max(axis=1) if len(existing) else np.full(len(unique), -1.0)
+    if index is not None:
+        to_existing = np.maximum(to_existing, np.asarray(index.max_similarity(unique), dtype=np.float32))
     among = cand @ cand.T
     kept, kept_idx = [], []
     for i, text in enumerate(unique):
@@ -202,7 +206,7 @@ def _majority(values: list) -> object:
 
 def expand_tasks(
     teacher, seeds: list[Task], embedder, n_new: int, seed: int, method: str = "self_instruct", domain: str | None = None,
-    existing: list[str] | None = None, threshold: float = 0.9, examples_per_prompt: int = 3,
+    existing: list[str] | None = None, threshold: float = 0.9, examples_per_prompt: int = 3, index=None,
 ) -> tuple[list[Task], dict[str, int]]:
     """Generate `n_new` candidates with `method`, filter them (format, then novelty against the seeds and
     `existing`, e.g. held-out prompts) and return the survivors as Tasks with provenance. Counts:
@@ -227,7 +231,7 @@ def expand_tasks(
 
     formatted, format_counts = filter_format(texts)
     reference = [t.prompt for t in seeds] + list(existing or [])
-    novel, novelty_counts = filter_novel(formatted, reference, embedder, threshold)
+    novel, novelty_counts = filter_novel(formatted, reference, embedder, threshold, index=index)
     first_index: dict[str, int] = {}
     for i, text in enumerate(texts):
         first_index.setdefault(text, i)
