@@ -89,6 +89,11 @@ class FeedbackConfig(_Config):
     )
     min_overlap: float = Field(0.5, ge=0.0, le=1.0, description="For faithfulness 'overlap': the share of the reply's content words that the cited passages must hold.")
     preferences: bool = Field(False, description="Also rank each task's samples into a preference pair (best against worst), written to preferences.jsonl.")
+    pairs: Literal["ranked", "spin"] = Field(
+        "ranked",
+        description="How preference pairs are made: 'ranked' (best against worst sample by score) or 'spin' (the task's reference solution, "
+        "or a sample that passed, chosen against a sample that failed; self-play fine-tuning).",
+    )
     min_margin: float = Field(0.0, ge=0.0, description="A preference pair needs a score margin above this.")
     fallback_to_reference: bool = Field(
         False,
@@ -113,17 +118,58 @@ class LoraConfig(_Config):
     target_modules: list[str] | str = Field("all-linear", description="Modules to adapt, as peft takes them.")
 
 
+UpdateMethod = Literal["sft", "dpo", "distill", "grpo", "none"]
+
+
+class DPOOptions(_Config):
+    beta: float = Field(0.1, gt=0.0, description="DPO's beta: how far the student may move from the reference model.")
+    loss_type: str = Field("sigmoid", description="One of the loss variants TRL's DPOTrainer offers (sigmoid, ipo, hinge, ...).")
+
+
+class DistillOptions(_Config):
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("jsd", description="Token-level divergence between teacher and student distributions.")
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="For 'jsd': the generalised JSD's interpolation weight.")
+    lmbda: float = Field(0.5, ge=0.0, le=1.0, description="Share of on-policy (student-generated) sequences.")
+    temperature: float = Field(1.0, gt=0.0, description="Temperature applied to both distributions.")
+    max_completion_length: int = Field(64, ge=1, description="Longest sequence the student generates on-policy.")
+
+
+class GRPOOptions(_Config):
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (the group whose rewards are compared).")
+    max_completion_length: int = Field(64, ge=1, description="Longest completion, in tokens.")
+    beta: float = Field(0.0, ge=0.0, description="KL penalty against the reference model (0 turns it off, as TRL's default).")
+    judge_weight: float = Field(0.0, ge=0.0, le=1.0, description="Share of the reward that comes from the teacher as judge; the rest is the skill's verifier.")
+
+
 class UpdateConfig(_Config):
-    method: Literal["sft", "none"] = Field("sft", description="How the student learns: 'sft' (TRL SFTTrainer), or 'none' to only build the datasets. DPO, distillation and GRPO come with later releases.")
+    method: UpdateMethod | list[UpdateMethod] = Field(
+        "sft",
+        description="How the student learns: 'sft' (TRL SFTTrainer on sft.jsonl), 'dpo' (DPOTrainer on preferences.jsonl), 'distill' "
+        "(white-box token-level distillation from an 'hf' teacher through TRL's DistillationTrainer), 'grpo' (GRPOTrainer with the skill's "
+        "verifier as reward), 'none' (only build the datasets), or a list run in order within the round, e.g. [sft, dpo].",
+    )
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
     epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training examples.")
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up the learning rate.")
     lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
+    dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
+    distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")
+    grpo: GRPOOptions = Field(default_factory=GRPOOptions, description="Options of the 'grpo' method.")
+
+    def methods(self) -> list[str]:
+        """The methods to run in order ('none' removed)."""
+        items = self.method if isinstance(self.method, list) else [self.method]
+        return [m for m in items if m != "none"]
+
+
+class GateConfig(_Config):
+    max_regression: float = Field(0.0, ge=0.0, le=1.0, description="A round whose accuracy falls more than this below the best student so far fails the gate.")
 
 
 class EvaluationConfig(_Config):
+    gate: GateConfig | None = Field(None, description="Keep the previous student when a round regresses; omitted means every round's student is kept.")
     data: str | None = Field(None, description="A JSONL file in the evaluation format to use instead of the domain's held-out tasks.")
     max_new_tokens: int = Field(128, ge=1, description="Longest reply when the model answers freely.")
     batch_size: int = Field(16, ge=1, description="Tasks per evaluation batch.")
@@ -131,6 +177,10 @@ class EvaluationConfig(_Config):
 
 class LoopConfig(_Config):
     rounds: int = Field(1, ge=1, le=100, description="Rounds of elicit, feedback, curate, update and evaluate.")
+    failure_mining: bool = Field(
+        False,
+        description="Seed the next round's expansion with the training tasks no sample of this round solved (needs synthesis.expansion).",
+    )
 
 
 class Recipe(_Config):
@@ -276,6 +326,13 @@ def check_names(recipe: Recipe, plugins) -> None:
     plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     for i, skill in enumerate(recipe.skills):
         plugins.instantiate("skills", skill.name, f"skills[{i}].options", skill.options)
+    methods = recipe.update.methods()
+    if "dpo" in methods and not recipe.feedback.preferences:
+        raise UserError("update.method: 'dpo' trains on preference pairs; set feedback.preferences: true")
+    if "distill" in methods and recipe.teacher.kind != "hf":
+        raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
+    if recipe.loop.failure_mining and recipe.synthesis.expansion is None:
+        raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
         raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")
 

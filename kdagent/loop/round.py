@@ -15,6 +15,7 @@ from kdagent.errors import UserError
 from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop import feedback as feedback_stage
 from kdagent.loop import stages
+from kdagent.loop.update import run_methods
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
 
 
@@ -69,6 +70,13 @@ def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[li
     return records, counts
 
 
+def failed_tasks(round_dir: Path) -> list[Task]:
+    """Training tasks of a finished round that have a reference answer and that no sample solved."""
+    tasks = read_jsonl(round_dir / "tasks.jsonl", Task)
+    solved = {f.task_id for f in read_jsonl(round_dir / "feedback.jsonl", Feedback) if f.passed}
+    return [t for t in tasks if t.answer and t.id not in solved]
+
+
 def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Task], dict]:
     r = ctx.recipe
     try:
@@ -85,6 +93,11 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
     if not seeds:
         raise UserError(f"round {round_}: no seed tasks left (domain gave {counts['seed_tasks']}, contaminated {len(bad)})")
     tasks = list(seeds)
+    parents = seeds
+    if r.loop.failure_mining and round_ > 1:
+        failed = failed_tasks(ctx.rd.round_dir(round_ - 1))
+        counts["mined_failures"] = len(failed)
+        parents = failed or seeds
     if r.synthesis.expansion is not None:
         from kdagent.synth.expand import expand_tasks
 
@@ -95,7 +108,7 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
         index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder)
         index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
         new, expand_counts = expand_tasks(
-            teacher.get(), seeds, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
+            teacher.get(), parents, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
             existing=[t.prompt for t in ctx.eval_tasks], threshold=x.novelty_threshold, index=index,
         )
         index.add_texts([t.prompt for t in new], source=f"round-{round_:02d}/expansion")
@@ -152,16 +165,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         )
     lap("curate")
 
-    update: dict = {"skipped": "update.method is none" if r.update.method == "none" else "no training examples"}
-    if examples and r.update.method == "sft":
-        from kdagent.update.sft import train_sft
-
-        if not (round_dir / "student").is_dir():
-            update = train_sft(examples, student, round_dir / "student", r.update, r.student.max_length, r.seed + round_)
-            rd.write_json(round_dir / "update.json", update)
-        else:
-            update = rd.read_json(round_dir / "update.json") or {}
-        student = round_dir / "student"
+    student, update = run_methods(ctx, round_, round_dir, student, examples, pairs, tasks)
     lap("update")
 
     evaluation = ctx.evaluate(student, round_dir / "eval-predictions.jsonl", f"round {round_}: evaluate")
@@ -189,5 +193,4 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         "update": update,
         "seconds": seconds,
     }
-    rd.write_json(round_dir / "metrics.json", entry)
     return entry, student

@@ -94,19 +94,35 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
     _log(f"baseline accuracy {metrics['baseline']['accuracy']:.3f}")
 
     ctx = Context(recipe, rd, plugins, domain, skill, eval_tasks, store, embedder, resume, evaluate)
+    best = metrics["baseline"]["accuracy"]
     for round_ in range(1, recipe.loop.rounds + 1):
         done = {m["round"]: m for m in metrics["rounds"]}
         if round_ in done:
             student = Path(done[round_]["student"])
             scores.setdefault(str(student.resolve()), done[round_]["eval"])
+            best = max(best, done[round_]["eval"]["accuracy"]) if done[round_].get("gate", {}).get("passed", True) else best
             continue
         plugins.round_start(round=round_, run_dir=rd.path, recipe=recipe)
+        previous = student
         entry, student = run_round(ctx, round_, student)
+        accuracy = entry["eval"]["accuracy"]
+        if recipe.evaluation.gate is not None:
+            floor = best - recipe.evaluation.gate.max_regression
+            passed = accuracy >= floor - 1e-12
+            entry["gate"] = {"passed": passed, "best_so_far": best, "floor": round(floor, 4)}
+            if not passed:
+                entry["gate"]["kept_student"] = str(previous)
+                entry["student"] = str(previous)
+                student = previous
+                _log(f"round {round_}: accuracy {accuracy:.3f} is below the gate's floor {floor:.3f}; keeping the previous student")
+        if entry.get("gate", {}).get("passed", True):
+            best = max(best, accuracy)
+        rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)
         c = entry["counts"]
-        _log(f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples; "
-             f"accuracy {metrics['baseline']['accuracy']:.3f} -> {entry['eval']['accuracy']:.3f}")
+        _log(f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples, "
+             f"{c['preference_pairs']} preference pairs; accuracy {metrics['baseline']['accuracy']:.3f} -> {accuracy:.3f}")
         plugins.round_end(round=round_, run_dir=rd.path, recipe=recipe, metrics=entry)
 
     if store is not None:

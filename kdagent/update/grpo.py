@@ -1,0 +1,130 @@
+"""`grpo`: TRL's GRPOTrainer on conversational prompts scored by a TRL-style reward function.
+
+The same shape as `sft`: full fine-tuning or LoRA (peft, merged at the end), fp32 master weights with bf16 autocast
+on a GPU, fp32 on the CPU. The student samples `num_generations` completions per prompt; `reward_fn(prompts,
+completions, **kwargs)` scores them, and TRL passes each extra dataset column to it as a keyword (one value per
+completion). With `beta > 0` TRL adds a KL penalty against a reference model (a frozen copy loaded from
+`base_model`, or the adapter-disabled model with LoRA); with `beta == 0` (TRL's default) none is loaded.
+The trained student is saved to a temporary folder and renamed into place.
+"""
+
+import math
+import os
+from pathlib import Path
+from statistics import fmean
+
+from kdagent.update.dpo import _save, _work_dir
+from kdagent.update.sft import _peft_config
+
+
+def generation_batch_size(batch_size: int, gradient_accumulation_steps: int, num_generations: int, world_size: int = 1) -> int:
+    """Completions sampled at once: TRL's default (one optimiser step's worth) rounded up to whole prompt groups."""
+    return math.lcm(batch_size * world_size * gradient_accumulation_steps, num_generations)
+
+
+def train_grpo(
+    prompts: list[list[dict]],
+    reward_fn,
+    base_model: Path,
+    out_dir: Path,
+    update,
+    max_length: int,
+    seed: int,
+    num_generations: int = 4,
+    max_completion_length: int = 32,
+    beta: float = 0.0,
+    temperature: float = 1.0,
+    extra_columns: dict[str, list] | None = None,
+) -> dict:
+    """Train on `prompts` (lists of chat messages) starting from `base_model`; save a full checkpoint to `out_dir`.
+
+    `max_length` bounds prompt plus completion: prompts longer than `max_length - max_completion_length` tokens
+    (chat template applied) are skipped and counted in the metrics. `extra_columns` maps a column name to one value
+    per prompt; the reward function receives it as a keyword argument. Returns metrics.
+    """
+    extra_columns = dict(extra_columns or {})
+    for name, values in extra_columns.items():
+        if name in ("prompt", "completion", "completions", "prompts", "completion_ids"):
+            raise ValueError(f"extra column name {name!r} is reserved by TRL's reward-function call")
+        if len(values) != len(prompts):
+            raise ValueError(f"extra column {name!r} has {len(values)} values for {len(prompts)} prompts")
+    if num_generations < 2:
+        raise ValueError("GRPO needs num_generations >= 2 (advantages are computed within a prompt's group)")
+    if max_completion_length >= max_length:
+        raise ValueError(f"max_completion_length ({max_completion_length}) must be below max_length ({max_length})")
+
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    cuda = torch.cuda.is_available()
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    budget = max_length - max_completion_length
+    keep = [
+        i for i, p in enumerate(prompts)
+        if len(tokenizer(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False), add_special_tokens=False).input_ids) <= budget
+    ]
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    gen_batch = generation_batch_size(update.batch_size, update.gradient_accumulation_steps, num_generations, world)
+    if len(keep) < gen_batch // num_generations:
+        raise ValueError(
+            f"GRPO samples {gen_batch // num_generations} prompts x {num_generations} completions at a time, but only "
+            f"{len(keep)} of {len(prompts)} prompts fit in {budget} tokens: add prompts or lower batch_size"
+        )
+    rows = [{"prompt": prompts[i], **{name: values[i] for name, values in extra_columns.items()}} for i in keep]
+    dataset = Dataset.from_list(rows)
+
+    work = _work_dir(out_dir)
+    # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
+    # config keeps `base_model` as its name, which is where TRL loads the reference model from (beta > 0).
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
+    args = GRPOConfig(
+        output_dir=str(work / "trainer"),
+        learning_rate=update.learning_rate,
+        num_train_epochs=update.epochs,
+        per_device_train_batch_size=update.batch_size,  # completions, not prompts
+        gradient_accumulation_steps=update.gradient_accumulation_steps,
+        generation_batch_size=gen_batch,
+        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
+        lr_scheduler_type="linear",
+        num_generations=num_generations,
+        max_completion_length=max_completion_length,
+        temperature=temperature,
+        beta=beta,
+        remove_unused_columns=False,  # the extra columns reach the reward function
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=seed,
+        bf16=cuda,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
+        peft_config=_peft_config(update.lora),
+    )
+    result = trainer.train()
+    history = trainer.state.log_history
+    losses = [round(h["loss"], 4) for h in history if "loss" in h]
+    rewards = [round(h["reward"], 4) for h in history if "reward" in h]
+    reward_stds = [round(h["reward_std"], 4) for h in history if "reward_std" in h]
+    zero_std = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
+    _save(trainer, tokenizer, update.lora, work, out_dir)
+    metrics = {
+        "examples": len(keep),
+        "skipped": len(prompts) - len(keep),
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "losses": losses,
+    }
+    if rewards:
+        metrics["reward_mean"] = round(fmean(rewards), 4)
+        metrics["rewards"] = rewards
+        metrics["reward_stds"] = reward_stds
+    if zero_std:  # share of prompt groups whose completions all got the same reward, i.e. taught nothing
+        metrics["frac_reward_zero_std"] = round(fmean(zero_std), 4)
+    return metrics
