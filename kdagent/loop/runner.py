@@ -42,6 +42,21 @@ def _evaluate(model_path: Path, tasks, skill, recipe: Recipe, out: Path, desc: s
     return summary
 
 
+def apply_gate(gate, entry: dict, best: float, previous: Path, student: Path) -> tuple[Path, float]:
+    """The evaluation gate: a round more than `gate.max_regression` below the best accuracy so far keeps
+    the previous student (recorded in `entry`). Returns the student to go on with and the new best."""
+    accuracy = entry["eval"]["accuracy"]
+    if gate is None:
+        return student, max(best, accuracy)
+    floor = best - gate.max_regression
+    passed = accuracy >= floor - 1e-12
+    entry["gate"] = {"passed": passed, "best_so_far": best, "floor": round(floor, 4)}
+    if passed:
+        return student, max(best, accuracy)
+    entry["gate"]["kept_student"] = entry["student"] = str(previous)
+    return previous, best
+
+
 def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> dict:
     check_names(recipe, plugins)
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
@@ -106,17 +121,9 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
         previous = student
         entry, student = run_round(ctx, round_, student)
         accuracy = entry["eval"]["accuracy"]
-        if recipe.evaluation.gate is not None:
-            floor = best - recipe.evaluation.gate.max_regression
-            passed = accuracy >= floor - 1e-12
-            entry["gate"] = {"passed": passed, "best_so_far": best, "floor": round(floor, 4)}
-            if not passed:
-                entry["gate"]["kept_student"] = str(previous)
-                entry["student"] = str(previous)
-                student = previous
-                _log(f"round {round_}: accuracy {accuracy:.3f} is below the gate's floor {floor:.3f}; keeping the previous student")
-        if entry.get("gate", {}).get("passed", True):
-            best = max(best, accuracy)
+        student, best = apply_gate(recipe.evaluation.gate, entry, best, previous, student)
+        if not entry.get("gate", {}).get("passed", True):
+            _log(f"round {round_}: accuracy {accuracy:.3f} is below the gate's floor {entry['gate']['floor']:.3f}; keeping the previous student")
         rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)

@@ -1,0 +1,67 @@
+"""Loop policies on a config-built tiny model: the gate, SPIN pairs with DPO, failure mining, methods in order."""
+
+from pathlib import Path
+
+import pytest
+
+from kdagent.jsonl import read_jsonl
+from kdagent.loop.runner import apply_gate, run_recipe
+from kdagent.plugins import build_plugins
+from kdagent.recipe import GateConfig, Recipe
+from kdagent.records import PreferencePair
+
+
+def recipe(model_dir, **sections) -> Recipe:
+    data = {
+        "name": "tiny", "seed": 2,
+        "student": {"model": str(model_dir), "max_length": 256},
+        "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 4},
+        "domain": {"name": "arithmetic", "seed_tasks": 4, "eval_tasks": 2, "options": {"corpus_examples": 4}},
+        "retrieval": {"enabled": False},
+        "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+        "evaluation": {"max_new_tokens": 4},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return Recipe.model_validate(data)
+
+
+def test_gate_keeps_the_previous_student_on_regression():
+    gate = GateConfig(max_regression=0.05)
+    entry = {"eval": {"accuracy": 0.30}, "student": "r2"}
+    student, best = apply_gate(gate, entry, best=0.40, previous=Path("r1"), student=Path("r2"))
+    assert student == Path("r1") and best == 0.40 and entry["student"] == "r1"
+    assert entry["gate"] == {"passed": False, "best_so_far": 0.40, "floor": 0.35, "kept_student": "r1"}
+    entry = {"eval": {"accuracy": 0.36}, "student": "r2"}
+    assert apply_gate(gate, entry, 0.40, Path("r1"), Path("r2")) == (Path("r2"), 0.40) and entry["gate"]["passed"]
+    entry = {"eval": {"accuracy": 0.5}, "student": "r2"}
+    assert apply_gate(None, entry, 0.40, Path("r1"), Path("r2")) == (Path("r2"), 0.5) and "gate" not in entry
+
+
+def test_spin_pairs_train_with_dpo_and_the_gate_is_recorded(tmp_path, tiny_model_dir):
+    r = recipe(tiny_model_dir, feedback={"preferences": True, "pairs": "spin"}, update={"method": "dpo"},
+               evaluation={"gate": {"max_regression": 1.0}})
+    metrics = run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
+    (entry,) = metrics["rounds"]
+    pairs = read_jsonl(tmp_path / "run" / "round-01" / "preferences.jsonl", PreferencePair)
+    assert len(pairs) == 4 and entry["counts"]["preference_pairs"] == 4  # a random model fails every task
+    for pair in pairs:
+        assert pair.provenance.feedback["chosen"] == "reference-solution"
+        assert pair.chosen[0]["content"].rstrip().endswith(".") and "The answer is" in pair.chosen[0]["content"]
+        assert pair.rejected[0]["content"] != pair.chosen[0]["content"]
+    assert entry["update"]["steps"] >= 1 and entry["student"].endswith("round-01/student")
+    assert entry["gate"]["passed"] is True
+
+
+def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_path, tiny_model_dir):
+    r = recipe(tiny_model_dir, synthesis={"expansion": {"method": "self_instruct", "n_new": 2}},
+               feedback={"fallback_to_reference": True, "preferences": True, "pairs": "spin"},
+               update={"method": ["sft", "dpo"]}, loop={"rounds": 2, "failure_mining": True})
+    metrics = run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
+    assert [e["round"] for e in metrics["rounds"]] == [1, 2]
+    second = metrics["rounds"][1]
+    assert set(second["update"]) == {"sft", "dpo"} and second["update"]["sft"]["steps"] >= 1
+    assert (tmp_path / "run" / "round-02" / "student-1-sft").is_dir() and (tmp_path / "run" / "round-02" / "student").is_dir()
+    counts = (tmp_path / "run" / "round-02" / "tasks.counts.json").read_text()
+    assert '"mined_failures": 4' in counts  # round 1's seeds all failed, so all four seeded round 2's expansion
+    assert metrics["rounds"][1]["student"].endswith("round-02/student")

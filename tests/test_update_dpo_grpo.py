@@ -1,0 +1,121 @@
+"""DPO and GRPO wrappers: real TRL trainers on the tiny 2-layer llama, a few steps each, no mocks."""
+
+import pytest
+import torch
+
+from kdagent.records import PreferencePair, Provenance
+from kdagent.recipe import LoraConfig, UpdateConfig
+from kdagent.update.dpo import dpo_loss_types, train_dpo
+from kdagent.update.grpo import generation_batch_size, train_grpo
+
+PARAM = "model.layers.0.self_attn.q_proj.weight"
+
+
+def _pairs(n: int = 8) -> list[PreferencePair]:
+    prov = Provenance(round=0, teacher="test", skill="cot", domain="math", task_id="t")
+    return [
+        PreferencePair(
+            id=f"p{i}",
+            prompt=[{"role": "user", "content": f"What is {i} plus {i}?"}],
+            chosen=[{"role": "assistant", "content": "The answer is yes."}],
+            rejected=[{"role": "assistant", "content": "Banana kettle moon."}],
+            margin=1.0,
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
+
+
+def _param(folder, name=PARAM) -> torch.Tensor:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    return dict(model.named_parameters())[name].detach().clone()
+
+
+def _no_temp_left(out_dir) -> bool:
+    return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
+
+
+def test_dpo_sigmoid_learns_and_saves(tiny_model_dir, tmp_path):
+    out = tmp_path / "student"
+    stale = tmp_path / ".student.tmp-999999"  # as a killed run would leave it
+    stale.mkdir()
+    update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
+    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0)
+    assert metrics["examples"] == 8 and metrics["steps"] == 6
+    assert len(metrics["losses"]) == 6
+    assert metrics["losses"][0] > metrics["losses"][-1], metrics["losses"]
+    assert metrics["rewards_margin"] > 0
+    assert _no_temp_left(out)
+    assert not torch.equal(_param(out), _param(tiny_model_dir))
+
+
+def test_dpo_unknown_loss_type_lists_the_valid_ones(tiny_model_dir, tmp_path):
+    assert {"sigmoid", "ipo", "hinge"} <= set(dpo_loss_types())
+    with pytest.raises(ValueError, match="sigmoid.*ipo"):
+        train_dpo(_pairs(), tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=64, seed=0, loss_type="nope")
+    assert not (tmp_path / "s").exists()
+
+
+def test_dpo_ipo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "student"
+    update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=4, lora=LoraConfig(r=4, alpha=8))
+    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0, beta=0.1, loss_type="ipo")
+    assert metrics["steps"] == 2 and all(loss == loss for loss in metrics["losses"])  # ran, no NaN
+    assert _no_temp_left(out)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora" in k for k in keys)  # a plain checkpoint: the adapter was merged
+    assert not torch.equal(_param(out), _param(tiny_model_dir))  # and the merge moved the base weights
+
+
+SEEN: list[tuple[str, str]] = []
+
+
+def count_a(prompts, completions, answer, **kwargs):
+    """Reward: how often the letter 'a' appears; random completions differ, so groups have non-zero spread."""
+    for prompt, ans in zip(prompts, answer, strict=True):
+        SEEN.append((prompt[-1]["content"], ans))
+    return [float(c[0]["content"].count("a")) for c in completions]
+
+
+def test_grpo_generation_batch_holds_whole_groups():
+    assert generation_batch_size(8, 1, 4) == 8
+    assert generation_batch_size(3, 1, 4) == 12  # 4 optimiser steps per generation
+    assert generation_batch_size(2, 2, 4, world_size=2) == 8
+
+
+def test_grpo_trains_on_varying_rewards(tiny_model_dir, tmp_path):
+    SEEN.clear()
+    out = tmp_path / "student"
+    words = ["apple", "banana", "cherry", "date"]
+    prompts = [[{"role": "user", "content": f"Say {w}."}] for w in words]
+    update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=8)
+    metrics = train_grpo(
+        prompts, count_a, tiny_model_dir, out, update, max_length=128, seed=0,
+        num_generations=4, max_completion_length=16, extra_columns={"answer": words},
+    )
+    assert metrics["examples"] == 4 and metrics["skipped"] == 0
+    assert metrics["steps"] == 2
+    assert len(metrics["rewards"]) == 2 and metrics["reward_mean"] > 0
+    assert max(metrics["reward_stds"]) > 0 and metrics["frac_reward_zero_std"] < 1
+    # the extra column reached the reward function, row-aligned with its prompt, once per completion
+    assert len(SEEN) == 16 and all(f"Say {ans}." == p for p, ans in SEEN)
+    assert _no_temp_left(out)
+    assert not torch.equal(_param(out), _param(tiny_model_dir))
+
+
+def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):
+    prompts = [[{"role": "user", "content": "Hi."}]]
+    with pytest.raises(ValueError, match="prompts"):
+        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(batch_size=8), max_length=64, seed=0)
+    long = [[{"role": "user", "content": "word " * 50}]] * 2
+    with pytest.raises(ValueError, match="only 0 of 2 prompts fit in 8 tokens"):  # too long: skipped, none left
+        train_grpo(long, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(batch_size=4), max_length=40, seed=0)
+    with pytest.raises(ValueError, match="max_completion_length"):
+        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=32, seed=0)
+    with pytest.raises(ValueError, match="extra column"):
+        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=64, seed=0, extra_columns={"answer": []})
