@@ -63,3 +63,22 @@ def read_jsonl(path: Path, model: type[M] | None = None) -> list:
             raise UserError(f"{path}:{number}: not valid JSON") from None
         records.append(model.model_validate(obj) if model else obj)
     return records
+
+
+def append_jsonl(path: Path, records: Iterable) -> None:
+    """Append records and fsync: a crash leaves at most a torn last line, which is cut off here before
+    the next append (and dropped by read_jsonl), so no record is ever half-written into another."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+            if not tail.endswith(b"\n"):
+                cut = tail.rfind(b"\n")
+                fh.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+        fh.seek(0, os.SEEK_END)
+        fh.write("".join(_dump(r) + "\n" for r in records).encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())

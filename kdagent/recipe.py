@@ -153,6 +153,7 @@ class UpdateConfig(_Config):
     batch_size: int = Field(8, ge=1, description="Examples per device per step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up the learning rate.")
+    checkpoint_steps: int = Field(50, ge=1, description="Save a resumable Trainer checkpoint every this many steps; an interrupted update resumes from the last complete one.")
     lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pytest
 
 from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import apply_gate, run_recipe

@@ -34,7 +34,7 @@ def _param(folder, name=PARAM) -> torch.Tensor:
 
 
 def _no_temp_left(out_dir) -> bool:
-    return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*"))
+    return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) and not list(out_dir.parent.glob(f".{out_dir.name}.partial"))
 
 
 def test_dpo_sigmoid_learns_and_saves(tiny_model_dir, tmp_path):

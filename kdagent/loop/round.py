@@ -65,8 +65,11 @@ def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[li
     if ctx.resume and path.exists():
         return read_jsonl(path, model), (ctx.rd.read_json(counts_path) or {})
     records, counts = compute()
+    partial = counts.pop("_partial", None)
     ctx.rd.write_json(counts_path, counts)
     write_jsonl(path, records)
+    if partial:
+        Path(partial).unlink(missing_ok=True)
     return records, counts
 
 
@@ -137,9 +140,10 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
 
     def elicit():
         settings = r.teacher.model_dump(mode="json")
-        gens = stages.elicit(teacher.get(), skill, grounded, round_, r.seed, settings)
+        partial = round_dir / "generations.partial.jsonl"
+        gens = stages.elicit(teacher.get, skill, grounded, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
         failures = teacher.failures()
-        return gens, {"teacher_failures": len(failures), "errors": failures[:20]}
+        return gens, {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
 
     generations, elicit_counts = _stage(ctx, round_dir, "generations", Generation, elicit)
     lap("elicit")

@@ -2,6 +2,7 @@
 them as JSONL in the round's folder and skips a stage whose output already exists on --resume."""
 
 from collections import Counter
+from pathlib import Path
 
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, Provenance, SFTExample, Task, stable_id
 
@@ -14,21 +15,47 @@ def ground(tasks: list[Task], store, top_k: int) -> list[GroundedTask]:
     return [GroundedTask(task=t, passages=p) for t, p in zip(tasks, hits)]
 
 
-def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int, teacher_settings: dict) -> list[Generation]:
-    """Sample the teacher's answers to the grounded prompts."""
+def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int, teacher_settings: dict,
+           partial: Path | None = None, chunk: int = 32) -> list[Generation]:
+    """Sample the teacher's answers to the grounded prompts, `chunk` tasks at a time.
+
+    `teacher` is a callable returning the teacher (loaded only if something is left to do). Each chunk is
+    sampled with a seed of its own and appended to `partial` as it finishes, so an interrupted run resumes
+    after the last finished chunk and produces the same records as an uninterrupted one."""
+    from tqdm.auto import tqdm
+
+    from kdagent.jsonl import append_jsonl, read_jsonl
+
     prompts = [skill.messages(g.task, g.passages) for g in grounded]
-    samples = teacher.generate(prompts, seed=seed * 1000 + round_, desc=f"round {round_}: elicit")
-    out = []
-    for g, messages, replies in zip(grounded, prompts, samples):
-        for k, reply in enumerate(replies):
-            out.append(
+    have: dict[str, list[Generation]] = {}
+    if partial is not None and partial.exists():
+        for gen in read_jsonl(partial, Generation):
+            have.setdefault(gen.task_id, []).append(gen)
+    n = teacher_settings.get("samples", 1)
+    results: dict[str, list[Generation]] = {}
+    starts = list(range(0, len(grounded), chunk))
+    for c, start in enumerate(tqdm(starts, desc=f"round {round_}: elicit", unit="chunk", disable=len(starts) < 2)):
+        part = grounded[start : start + chunk]
+        if all(len({x.sample for x in have.get(g.task.id, [])}) >= n for g in part):
+            for g in part:
+                results[g.task.id] = sorted({x.sample: x for x in have[g.task.id]}.values(), key=lambda x: x.sample)
+            continue
+        t = teacher()
+        samples = t.generate(prompts[start : start + chunk], seed=(seed * 1000 + round_) * 100_003 + c, desc=f"round {round_}: elicit {c + 1}/{len(starts)}")
+        fresh = []
+        for g, messages, replies in zip(part, prompts[start : start + chunk], samples):
+            results[g.task.id] = [
                 Generation(
-                    id=stable_id(round_, seed, g.task.id, k, teacher.label, teacher_settings),
-                    task_id=g.task.id, round=round_, sample=k, teacher=teacher.label, skill=skill.name,
+                    id=stable_id(round_, seed, g.task.id, k, t.label, teacher_settings),
+                    task_id=g.task.id, round=round_, sample=k, teacher=t.label, skill=skill.name,
                     messages=messages, passage_ids=[p.id for p in g.passages], text=reply,
                 )
-            )
-    return out
+                for k, reply in enumerate(replies)
+            ]
+            fresh += results[g.task.id]
+        if partial is not None:
+            append_jsonl(partial, fresh)
+    return [gen for g in grounded for gen in results[g.task.id]]
 
 
 def judge(skill, tasks: dict[str, Task], generations: list[Generation]) -> list[Feedback]:

@@ -119,7 +119,6 @@ def train_distill(
     the assistant's reply) or, without them, sampled from the teacher. `max_length` bounds prompt + completion:
     prompts longer than `max_length - max_completion_length` tokens are skipped (counted in the metrics).
     """
-    require_shared_vocabulary(Path(teacher_model), Path(base_model))
     trl_b = trl_beta(divergence, beta)
     if not 0.0 <= lmbda <= 1.0:
         raise UserError(f"distillation lmbda (the on-policy share) must be between 0 and 1, got {lmbda}")
@@ -131,6 +130,7 @@ def train_distill(
         raise ValueError("train_distill needs at least one prompt")
     if completions is not None and len(completions) != len(prompts):
         raise ValueError(f"train_distill got {len(completions)} completions for {len(prompts)} prompts")
+    require_shared_vocabulary(Path(teacher_model), Path(base_model))  # reads the tokenizers only
 
     import torch
     from datasets import Dataset
@@ -205,6 +205,7 @@ def train_distill(
     final = trainer.model
     if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
         final = final.merge_and_unload()
+    final.config.use_cache = True  # the trainers turn the cache off for gradient checkpointing; generation wants it
     final.save_pretrained(work / "student", safe_serialization=True)
     AutoTokenizer.from_pretrained(base_model).save_pretrained(work / "student")  # as it was, not as trained with
     shutil.rmtree(work / "trainer", ignore_errors=True)

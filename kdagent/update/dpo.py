@@ -7,12 +7,11 @@ folder and renamed into place.
 """
 
 import dataclasses
-import os
 import re
-import shutil
 from pathlib import Path
 
 from kdagent.records import PreferencePair
+from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
 
 
@@ -22,25 +21,6 @@ def dpo_loss_types() -> list[str]:
 
     field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
     return re.findall(r"`'([a-z0-9_]+)'`", field.metadata.get("help", ""))
-
-
-def _work_dir(out_dir: Path) -> Path:
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    return out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-
-
-def _save(trainer, tokenizer, lora, work: Path, out_dir: Path) -> None:
-    final = trainer.model
-    if lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
-        final = final.merge_and_unload()
-    final.save_pretrained(work / "student", safe_serialization=True)
-    tokenizer.save_pretrained(work / "student")
-    shutil.rmtree(work / "trainer", ignore_errors=True)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work / "student", out_dir)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def train_dpo(
@@ -65,43 +45,28 @@ def train_dpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    cuda = torch.cuda.is_available()
     out_dir = Path(out_dir)
-    work = _work_dir(out_dir)
+    work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
     # config keeps `base_model` as its name, which is where TRL loads the reference model from (full fine-tuning).
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
     args = DPOConfig(
-        output_dir=str(work / "trainer"),
-        learning_rate=update.learning_rate,
-        num_train_epochs=update.epochs,
-        per_device_train_batch_size=update.batch_size,
-        gradient_accumulation_steps=update.gradient_accumulation_steps,
-        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
-        lr_scheduler_type="linear",
+        **trainer_kwargs(update, work, seed),
         max_length=max_length,
         beta=beta,
         loss_type=[loss_type],
         # TRL requires a non-zero label smoothing for EXO; 1e-3 is the paper's value (unused by the other losses,
         # where 0.0 means none)
         label_smoothing=1e-3 if loss_type == "exo_pair" else 0.0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_point(work))
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
-    _save(trainer, tokenizer, update.lora, work, out_dir)
+    save_student(trainer, tokenizer, update.lora, work, out_dir)
     metrics = {
         "examples": len(pairs),
         "steps": trainer.state.global_step,

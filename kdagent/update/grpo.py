@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from statistics import fmean
 
-from kdagent.update.dpo import _save, _work_dir
+from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
 
 
@@ -58,7 +58,6 @@ def train_grpo(
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    cuda = torch.cuda.is_available()
     out_dir = Path(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     budget = max_length - max_completion_length
@@ -76,44 +75,30 @@ def train_grpo(
     rows = [{"prompt": prompts[i], **{name: values[i] for name, values in extra_columns.items()}} for i in keep]
     dataset = Dataset.from_list(rows)
 
-    work = _work_dir(out_dir)
+    work = work_dir(out_dir)
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
     # config keeps `base_model` as its name, which is where TRL loads the reference model from (beta > 0).
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
     args = GRPOConfig(
-        output_dir=str(work / "trainer"),
-        learning_rate=update.learning_rate,
-        num_train_epochs=update.epochs,
-        per_device_train_batch_size=update.batch_size,  # completions, not prompts
-        gradient_accumulation_steps=update.gradient_accumulation_steps,
+        **trainer_kwargs(update, work, seed),  # per-device batch size counts completions, not prompts
         generation_batch_size=gen_batch,
-        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
-        lr_scheduler_type="linear",
         num_generations=num_generations,
         max_completion_length=max_completion_length,
         temperature=temperature,
         beta=beta,
         remove_unused_columns=False,  # the extra columns reach the reward function
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=_peft_config(update.lora),
     )
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_point(work))
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
     rewards = [round(h["reward"], 4) for h in history if "reward" in h]
     reward_stds = [round(h["reward_std"], 4) for h in history if "reward_std" in h]
     zero_std = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
-    _save(trainer, tokenizer, update.lora, work, out_dir)
+    save_student(trainer, tokenizer, update.lora, work, out_dir)
     metrics = {
         "examples": len(keep),
         "skipped": len(prompts) - len(keep),

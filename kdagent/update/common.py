@@ -1,0 +1,89 @@
+"""What every updater shares: TRL arguments from our UpdateConfig, a resumable work folder, and an atomic
+save of the trained student.
+
+Training writes Trainer checkpoints every `update.checkpoint_steps` into `.<out>.partial/trainer` beside
+the final folder. A checkpoint is complete once its `trainer_state.json` exists (the Trainer writes it
+last); an interrupted run resumes from the last complete one and incomplete ones are removed first. The
+finished student is saved into the work folder and renamed into place, so a half-written student is never
+loaded. The run directory's lock guarantees one writer.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def work_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by older releases
+        shutil.rmtree(stale, ignore_errors=True)
+    return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def resume_point(work: Path) -> str | None:
+    """The last complete checkpoint under `work/trainer` (incomplete ones are deleted), or None."""
+    trainer_dir = Path(work) / "trainer"
+    if not trainer_dir.is_dir():
+        return None
+    complete = []
+    for path in trainer_dir.iterdir():
+        match = _CHECKPOINT.match(path.name)
+        if not match or not path.is_dir():
+            continue
+        if (path / "trainer_state.json").is_file():
+            complete.append((int(match.group(1)), path))
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return str(max(complete)[1]) if complete else None
+
+
+def trainer_kwargs(update, work: Path, seed: int) -> dict:
+    """The TRL/transformers arguments every updater sets the same way."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return dict(
+        output_dir=str(Path(work) / "trainer"),
+        learning_rate=update.learning_rate,
+        num_train_epochs=update.epochs,
+        per_device_train_batch_size=update.batch_size,
+        gradient_accumulation_steps=update.gradient_accumulation_steps,
+        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=update.checkpoint_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=seed,
+        bf16=cuda,  # fp32 master weights, bf16 autocast on a GPU
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def save_student(trainer, tokenizer, lora, work: Path, out_dir: Path) -> None:
+    final = trainer.model
+    if lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
+        final = final.merge_and_unload()
+    staging = Path(work) / "student"
+    shutil.rmtree(staging, ignore_errors=True)
+    final.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(trainer, result, examples: int) -> dict:
+    return {
+        "examples": examples,
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "losses": [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h],
+    }
