@@ -121,6 +121,23 @@ def pull(alias):
         click.echo(f"{name}: {materialise(ALIASES[name])}")
 
 
+@models.command()
+@click.argument("source")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--layers", required=True, help="How many decoder layers to keep (evenly spaced, first and last included), or a comma list of layer indices.")
+def shrink(source, dest, layers):
+    """Make a smaller student from SOURCE (alias or folder) by keeping a subset of its layers; save it at DEST."""
+    from kdagent.models import resolve_model
+    from kdagent.models.shrink import shrink as shrink_model
+
+    try:
+        keep = [int(x) for x in layers.split(",")] if "," in layers else int(layers)
+    except ValueError:
+        raise UserError(f"--layers: expected a number or a comma list of layer indices, got {layers!r}") from None
+    out = shrink_model(resolve_model(source), dest, keep)
+    click.echo(str(out))
+
+
 @cli.command(name="eval")
 @click.option("--model", required=True, help="An alias, a local Hugging Face folder, or a run's student folder.")
 @click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL in the evaluation format.")

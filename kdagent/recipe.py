@@ -130,7 +130,7 @@ class DistillOptions(_Config):
     divergence: Literal["forward_kl", "reverse_kl", "jsd"] = Field("jsd", description="Token-level divergence between teacher and student distributions.")
     beta: float = Field(0.5, ge=0.0, le=1.0, description="For 'jsd': the generalised JSD's interpolation weight.")
     lmbda: float = Field(0.5, ge=0.0, le=1.0, description="Share of on-policy (student-generated) sequences.")
-    temperature: float = Field(1.0, gt=0.0, description="Temperature applied to both distributions.")
+    temperature: float = Field(1.0, gt=0.0, description="Temperature applied to both distributions (and to on-policy sampling).")
     max_completion_length: int = Field(64, ge=1, description="Longest sequence the student generates on-policy.")
 
 
@@ -145,7 +145,7 @@ class UpdateConfig(_Config):
     method: UpdateMethod | list[UpdateMethod] = Field(
         "sft",
         description="How the student learns: 'sft' (TRL SFTTrainer on sft.jsonl), 'dpo' (DPOTrainer on preferences.jsonl), 'distill' "
-        "(white-box token-level distillation from an 'hf' teacher through TRL's DistillationTrainer), 'grpo' (GRPOTrainer with the skill's "
+        "(white-box token-level distillation from an 'hf' teacher: TRL's DistillationTrainer when update.distill.lmbda is 1, its experimental GKDTrainer otherwise), 'grpo' (GRPOTrainer with the skill's "
         "verifier as reward), 'none' (only build the datasets), or a list run in order within the round, e.g. [sft, dpo].",
     )
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")

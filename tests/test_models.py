@@ -74,3 +74,25 @@ def test_gguf_conversion_is_atomic_even_when_killed(tmp_path):
 def test_alias_table_is_complete():
     for alias in ALIASES.values():
         assert alias.description and alias.distribution and alias.kind in ("causal-lm", "embedder")
+
+
+def test_models_shrink_cli(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from conftest import REPO  # noqa: F401
+
+    tok_src = resolve_model("smollm2-135m-instruct")
+    tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    src = tmp_path / "four"
+    LlamaForCausalLM(config).save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    result = run_cli("models", "shrink", str(src), str(tmp_path / "two"), "--layers", "0,3")
+    assert result.returncode == 0, result.stderr
+    small = AutoModelForCausalLM.from_pretrained(tmp_path / "two")
+    assert small.config.num_hidden_layers == 2
+    assert run_cli("models", "shrink", str(src), str(tmp_path / "x"), "--layers", "two").returncode == 2
+    assert run_cli("models", "shrink", "nope", str(tmp_path / "y"), "--layers", "2").returncode == 2
