@@ -80,7 +80,6 @@ def test_models_shrink_cli(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from conftest import REPO  # noqa: F401
 
     tok_src = resolve_model("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(tok_src)
