@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -17,8 +18,12 @@ FIXTURES = REPO / "tests" / "fixtures"
 def installed_plugins(tmp_path_factory):
     """The fixture plugin packages, installed for real by pip into a folder put on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
+    sources = tmp_path_factory.mktemp("src")  # build from copies, so nothing is written into the repository
+    names = ["kdagent-hello", "kdagent-broken", "kdagent-misspelt"]
+    for name in names:
+        shutil.copytree(FIXTURES / name, sources / name, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-           str(FIXTURES / "kdagent-hello"), str(FIXTURES / "kdagent-broken"), str(FIXTURES / "kdagent-misspelt")]
+           *[str(sources / name) for name in names]]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert list(target.glob("kdagent_hello-*.dist-info"))
     return target
