@@ -105,7 +105,7 @@ class FeedbackConfig(_Config):
 class CurationConfig(_Config):
     max_per_task: int = Field(1, ge=1, description="Training examples kept per task among the samples that passed.")
     near_dup_threshold: float | None = Field(0.85, gt=0.0, le=1.0, description="MinHash similarity at which an example counts as a near-duplicate of an earlier one (both prompt and reply); null turns it off.")
-    decontam_ngram: int = Field(8, ge=3, le=50, description="Seed tasks and examples that share a word n-gram of this length with any evaluation item are dropped.")
+    decontam_ngram: int = Field(13, ge=3, le=50, description="Seed tasks and examples that share a word n-gram of this length (13, as GPT-3's decontamination) with any evaluation item are dropped; items shorter than this are matched whole.")
     min_reply_chars: int = Field(1, ge=1, description="Replies shorter than this (after stripping) are never training examples.")
     max_reply_chars: int = Field(8000, ge=1, description="Replies longer than this are dropped.")
     max_repeat_ratio: float = Field(0.5, gt=0.0, le=1.0, description="Replies whose share of repeated word 3-grams exceeds this are dropped as degenerate.")

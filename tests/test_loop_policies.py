@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 
 from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import apply_gate, run_recipe
@@ -64,3 +66,42 @@ def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_pa
     counts = (tmp_path / "run" / "round-02" / "tasks.counts.json").read_text()
     assert '"mined_failures": 4' in counts  # round 1's seeds all failed, so all four seeded round 2's expansion
     assert metrics["rounds"][1]["student"].endswith("round-02/student")
+
+
+def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_model_dir):
+    from kdagent.default_plugins.arithmetic import Arithmetic
+    from kdagent.default_plugins.cot import ChainOfThought
+    from kdagent.loop.round import Context
+    from kdagent.loop.update import _reward_function
+
+    r = recipe(tiny_model_dir, update={"method": "grpo", "grpo": {"judge_weight": 0.5}}, feedback={"judge_attempts": 1})
+    tasks = {t.id: t for t in Arithmetic().seed_tasks(2, 0)}
+    ctx = Context(r, None, build_plugins(load_entry_points=False), Arithmetic(), ChainOfThought(), [], None, None, False, None)
+    reward = _reward_function(ctx, tasks, 1, tiny_model_dir)
+    ids = list(tasks)
+    right = f"The answer is {tasks[ids[0]].answer}."
+    scores = reward(None, [[{"role": "assistant", "content": right}], [{"role": "assistant", "content": "no idea"}]], [ids[0], ids[1]])
+    reward.close()
+    # the tiny model's judge output is never valid JSON: a failed judgement counts 0, the verifier half remains
+    assert scores == [0.5, 0.0]
+    assert reward.__name__ == "cot_verifier_and_judge"
+
+
+def test_distill_with_a_different_vocabulary_is_refused_before_anything_runs(tmp_path, tiny_model_dir):
+    from kdagent.errors import UserError
+    from kdagent.models import resolve_model
+
+    r = recipe(tiny_model_dir, teacher={"kind": "hf", "model": str(resolve_model("minilm-l6"))}, update={"method": "distill"})
+    with pytest.raises(UserError, match="share a vocabulary"):
+        run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
+    assert not (tmp_path / "run").exists()
+
+
+def test_grpo_and_distill_run_inside_the_loop(tmp_path, tiny_model_dir):
+    r = recipe(tiny_model_dir, update={"method": "grpo", "batch_size": 4, "grpo": {"num_generations": 4, "max_completion_length": 8}})
+    (entry,) = run_recipe(r, tmp_path / "grpo", build_plugins(load_entry_points=False))["rounds"]
+    assert entry["update"]["steps"] >= 1 and entry["student"].endswith("round-01/student")
+    r = recipe(tiny_model_dir, teacher={"kind": "hf", "model": str(tiny_model_dir)}, feedback={"fallback_to_reference": True},
+               update={"method": "distill", "distill": {"lmbda": 0.0, "max_completion_length": 8}})
+    (entry,) = run_recipe(r, tmp_path / "distill", build_plugins(load_entry_points=False))["rounds"]
+    assert entry["update"]["steps"] >= 1 and entry["update"]["divergence"] == "jsd"

@@ -63,6 +63,10 @@ def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> 
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     eval_tasks = _load_eval_tasks(recipe, domain)
     student = resolve_model(recipe.student.model)
+    if "distill" in recipe.update.methods():  # white-box: refused up front when the vocabularies differ
+        from kdagent.teachers.vocab import require_shared_vocabulary
+
+        require_shared_vocabulary(resolve_model(recipe.teacher.model), student)
     rd = RunDir(run_dir)
     rd.open(recipe, resume)
     try:

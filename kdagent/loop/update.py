@@ -7,18 +7,36 @@ from pathlib import Path
 from kdagent.models import resolve_model
 
 
-def _reward_function(ctx, tasks: dict):
-    """A TRL reward function from the skill's verifier (and, weighted, nothing else yet)."""
-    skill = ctx.skill
+def _reward_function(ctx, tasks: dict, round_: int, student: Path):
+    """A TRL reward function: the skill's verifier score, blended with the teacher's judgement (score/10)
+    when `update.grpo.judge_weight` > 0. A judge output that stays malformed counts as 0."""
+    skill, weight = ctx.skill, ctx.recipe.update.grpo.judge_weight
+    judge = None
+    if weight > 0:
+        from kdagent.loop.round import LazyTeacher
+
+        judge = LazyTeacher(ctx.plugins, ctx.recipe.teacher, student)
+    calls = [0]
 
     def reward(prompts, completions, task_id, **kwargs) -> list[float]:
-        scores = []
-        for completion, tid in zip(completions, task_id):
-            text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
-            scores.append(float(skill.verify(tasks[tid], text).score))
-        return scores
+        texts = [c[-1]["content"] if isinstance(c, list) else str(c) for c in completions]
+        scores = [float(skill.verify(tasks[tid], text).score) for text, tid in zip(texts, task_id)]
+        if judge is None:
+            return scores
+        from kdagent.feedback import DEFAULT_RUBRIC, judge_replies
+        from kdagent.records import Generation
 
-    reward.__name__ = f"{skill.name}_verifier"
+        calls[0] += 1
+        items = [
+            (tasks[tid], Generation(id=f"grpo-{calls[0]}-{i}", task_id=tid, round=round_, sample=i, teacher="student", skill=skill.name, messages=[], text=text))
+            for i, (text, tid) in enumerate(zip(texts, task_id))
+        ]
+        rubric = ctx.recipe.feedback.rubric or getattr(ctx.domain, "rubric", None) or DEFAULT_RUBRIC
+        verdicts = judge_replies(judge.get(), items, rubric, seed=ctx.recipe.seed * 1000 + round_ + calls[0], max_attempts=ctx.recipe.feedback.judge_attempts)
+        return [(1 - weight) * s + weight * (0.0 if v.failed else v.score) for s, v in zip(scores, verdicts)]
+
+    reward.__name__ = f"{skill.name}_verifier" + ("_and_judge" if judge is not None else "")
+    reward.close = judge.close if judge is not None else (lambda: None)
     return reward
 
 
@@ -69,11 +87,15 @@ def run_methods(ctx, round_: int, round_dir: Path, student: Path, examples, pair
             if not referenced:
                 reports[method] = {"skipped": "no tasks with a reference answer to reward"}
                 continue
-            report = train_grpo(
-                [ctx.skill.messages(t) for t in referenced], _reward_function(ctx, {t.id: t for t in referenced}), student, out,
-                r.update, r.student.max_length, seed, num_generations=o.num_generations,
-                max_completion_length=o.max_completion_length, beta=o.beta, extra_columns={"task_id": [t.id for t in referenced]},
-            )
+            reward = _reward_function(ctx, {t.id: t for t in referenced}, round_, student)
+            try:
+                report = train_grpo(
+                    [ctx.skill.messages(t) for t in referenced], reward, student, out,
+                    r.update, r.student.max_length, seed, num_generations=o.num_generations,
+                    max_completion_length=o.max_completion_length, beta=o.beta, extra_columns={"task_id": [t.id for t in referenced]},
+                )
+            finally:
+                reward.close()
         ctx.rd.write_json(round_dir / report_name, report)
         reports[method] = report
         student = out
