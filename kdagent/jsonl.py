@@ -71,13 +71,21 @@ def append_jsonl(path: Path, records: Iterable) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab+") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size:
-            fh.seek(max(0, size - 65536))
-            tail = fh.read()
-            if not tail.endswith(b"\n"):
-                cut = tail.rfind(b"\n")
-                fh.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= 65536 else size))
+        end = fh.seek(0, os.SEEK_END)
+        if end:
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":  # a torn last line: cut back to the last newline, however far
+                pos = end
+                while pos > 0:
+                    start = max(0, pos - 65536)
+                    fh.seek(start)
+                    cut = fh.read(pos - start).rfind(b"\n")
+                    if cut >= 0:
+                        fh.truncate(start + cut + 1)
+                        break
+                    pos = start
+                else:
+                    fh.truncate(0)
         fh.seek(0, os.SEEK_END)
         fh.write("".join(_dump(r) + "\n" for r in records).encode("utf-8"))
         fh.flush()

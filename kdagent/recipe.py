@@ -4,8 +4,10 @@ YAML is read with a safe loader. Errors become one-line `UserError`s naming the 
 Names of skills, domains and teachers are checked against what the plugins registered (`check_names`).
 """
 
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -186,7 +188,7 @@ class LoopConfig(_Config):
 
 class Recipe(_Config):
     name: str = Field(description="The run's name; the default run directory is runs/<name>.")
-    seed: int = Field(0, description="Seed for task sampling, generation and training.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for task sampling, generation and training.")
     student: StudentConfig = Field(default_factory=StudentConfig, description="The model being improved.")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="Who answers the tasks.")
     domain: DomainConfig = Field(default_factory=DomainConfig, description="Where tasks, corpus and held-out tasks come from.")
@@ -330,6 +332,10 @@ def check_names(recipe: Recipe, plugins) -> None:
     methods = recipe.update.methods()
     if "dpo" in methods and not recipe.feedback.preferences:
         raise UserError("update.method: 'dpo' trains on preference pairs; set feedback.preferences: true")
+    for method in ("distill", "grpo"):
+        longest = getattr(recipe.update, method).max_completion_length
+        if method in methods and longest >= recipe.student.max_length:
+            raise UserError(f"update.{method}.max_completion_length: {longest} must be below student.max_length ({recipe.student.max_length})")
     if "distill" in methods and recipe.teacher.kind != "hf":
         raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
     if recipe.loop.failure_mining and recipe.synthesis.expansion is None:
@@ -338,5 +344,38 @@ def check_names(recipe: Recipe, plugins) -> None:
         raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")
 
 
-def recipe_to_yaml(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+_SECRET_KEY = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
+MASK = "***"
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(f"{kv.split('=', 1)[0]}={MASK}" if "=" in kv else kv for kv in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask_options(value):
+    if isinstance(value, dict):
+        return {k: (MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else _mask_options(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_options(v) for v in value]
+    return value
+
+
+def masked_dump(recipe: Recipe) -> dict:
+    """The recipe as data, with secrets masked: credentials and query values in URLs, and option values
+    whose key looks like a secret (key, token, secret, password). API keys themselves never appear in a
+    recipe: only the name of the environment variable that holds one."""
+    data = recipe.model_dump(mode="json")
+    if data["teacher"].get("base_url"):
+        data["teacher"]["base_url"] = _mask_url(data["teacher"]["base_url"])
+    data["domain"]["options"] = _mask_options(data["domain"]["options"])
+    data["skills"] = [{**s, "options": _mask_options(s["options"])} for s in data["skills"]]
+    return data
+
+
+def recipe_to_yaml(recipe: Recipe, mask: bool = True) -> str:
+    return yaml.safe_dump(masked_dump(recipe) if mask else recipe.model_dump(mode="json"), sort_keys=False)

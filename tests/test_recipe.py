@@ -117,3 +117,13 @@ def test_validate_catches_what_run_would_reject(tmp_path):
     for text, message in cases:
         result = run_cli("validate", str(write(tmp_path, f"name: x\n{text}\n")))
         assert result.returncode == 2 and message in result.stderr, (text, result.stderr)
+
+
+def test_secrets_are_masked_in_the_written_recipe(tmp_path):
+    from kdagent.recipe import recipe_to_yaml
+
+    recipe = load_recipe(write(tmp_path, "name: x\nteacher: {kind: openai, model: m, base_url: 'https://user:s3cret@host/v1?api-key=s3cret2', api_key_env: MY_KEY}\n"
+                               "domain: {options: {api_token: s3cret3, operations: [add]}}\n"))
+    text = recipe_to_yaml(recipe)
+    assert "s3cret" not in text and "https://***@host/v1?api-key=***" in text and "MY_KEY" in text and "api_token: '***'" in text
+    assert "s3cret" in recipe_to_yaml(recipe, mask=False)

@@ -296,7 +296,7 @@ def test_train_distill_off_policy_loss_decreases(teacher4, student2, tmp_path, t
     assert metrics["losses"][0] == pytest.approx(before, abs=1e-4), (metrics["losses"][0], before)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 2 and model.config.use_cache
-    assert not list(tmp_path.glob(".distilled.tmp-*"))
+    assert not list(tmp_path.glob(".distilled.*"))
 
 
 @pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
@@ -355,7 +355,7 @@ def test_train_distill_refuses_other_vocabulary(student2, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(UserError, match="share a vocabulary"):
         train_distill(PROMPTS, resolve_model("minilm-l6"), student2, out, _update(), max_length=128, seed=0)
-    assert not out.exists() and not list(tmp_path.glob(".never.tmp-*"))
+    assert not out.exists() and not list(tmp_path.glob(".never.*"))
 
 
 def test_train_distill_refuses_bad_settings(teacher4, student2, tmp_path):

@@ -66,7 +66,7 @@ class Engine:
                 idx = order[start : start + batch_size]
                 enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                 enc = {k: v.to(self.device) for k, v in enc.items()}
-                torch.manual_seed(seed * 1_000_003 + b)
+                torch.manual_seed((seed * 1_000_003 + b) % 2**63)
                 with torch.inference_mode():
                     out = self.model.generate(
                         **enc,

@@ -7,6 +7,7 @@ from kdagent.feedback import DEFAULT_RUBRIC, judge_with_stats, self_consistency
 from kdagent.feedback.faithfulness import overlap_check
 from kdagent.loop import stages
 from kdagent.records import Feedback, Generation, GroundedTask, Task
+from kdagent.skill import format_passages
 
 FAITHFULNESS_RUBRIC = (
     "Faithfulness: the reply must be supported by the passages it cites as [n]. Pass it only if every claim in "
@@ -70,7 +71,9 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
                     verdicts[g.id] = verdicts[g.id].model_copy(update={"passed": False, "reason": f"unfaithful: {reason}"})
                     dropped["unfaithful"] += 1
         else:
-            checks = _judge(ctx, teacher, tasks, grounded_passed, FAITHFULNESS_RUBRIC, round_, counts)
+            # the judge sees the passages the reply could cite, as the task's context
+            shown = {tid: tasks[tid].model_copy(update={"context": format_passages(ps)}) for tid, ps in passages.items() if ps}
+            checks = _judge(ctx, teacher, shown, grounded_passed, FAITHFULNESS_RUBRIC, round_, counts)
             for g, check in zip(grounded_passed, checks):
                 if not check.passed:
                     verdicts[g.id] = verdicts[g.id].model_copy(update={"passed": False, "reason": f"unfaithful: {check.reason}", "raw": check.raw})

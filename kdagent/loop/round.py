@@ -109,12 +109,13 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
         x = r.synthesis.expansion
         # every task of every round so far, in a collection of the run's Chroma store
         index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder)
+        for earlier in range(1, round_):  # idempotent, so a crash before tasks.jsonl is written changes nothing
+            index.add_texts([t.prompt for t in read_jsonl(ctx.rd.round_dir(earlier) / "tasks.jsonl", Task)], source=f"round-{earlier:02d}")
         index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
         new, expand_counts = expand_tasks(
             teacher.get(), parents, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
             existing=[t.prompt for t in ctx.eval_tasks], threshold=x.novelty_threshold, index=index,
         )
-        index.add_texts([t.prompt for t in new], source=f"round-{round_:02d}/expansion")
         index.release()
         tasks += [ctx.plugins.transform_task(task, r) for task in new]
         counts["expanded"], counts["expansion"] = len(new), expand_counts
@@ -141,8 +142,9 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     def elicit():
         settings = r.teacher.model_dump(mode="json")
         partial = round_dir / "generations.partial.jsonl"
+        before = len(teacher.failures())  # expansion may have used the teacher already
         gens = stages.elicit(teacher.get, skill, grounded, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
-        failures = teacher.failures()
+        failures = teacher.failures()[before:]
         return gens, {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
 
     generations, elicit_counts = _stage(ctx, round_dir, "generations", Generation, elicit)
@@ -175,7 +177,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     evaluation = ctx.evaluate(student, round_dir / "eval-predictions.jsonl", f"round {round_}: evaluate")
     lap("evaluate")
     dropped = Counter()
-    for part in (task_counts, feedback_counts, curate_counts, pair_counts):
+    for part in (task_counts, feedback_counts, curate_counts):
         dropped.update(part.get("dropped", {}))
     entry = {
         "round": round_,
@@ -191,6 +193,8 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
             "sft_examples": len(examples),
             "preference_pairs": len(pairs),
             "dropped": dict(sorted(dropped.items())),
+            **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
+            **({"mined_failures": task_counts["mined_failures"]} if "mined_failures" in task_counts else {}),
             **({"expansion": task_counts["expansion"]} if "expansion" in task_counts else {}),
             **({"judge": feedback_counts["judge"]} if "judge" in feedback_counts else {}),
         },

@@ -14,7 +14,7 @@ import yaml
 
 from kdagent.errors import UserError
 from kdagent.jsonl import write_atomic
-from kdagent.recipe import Recipe, recipe_to_yaml
+from kdagent.recipe import Recipe, masked_dump, recipe_to_yaml
 
 
 def _flatten(data, prefix="") -> dict:
@@ -44,12 +44,16 @@ class RunDir:
             raise UserError(f"run directory {self.path} is in use by another kdagent process") from None
         self._lock = fh
         recipe_file = self.path / "recipe.yaml"
+        leftovers = [p.name for p in self.path.iterdir() if p.name not in (".lock", "recipe.yaml")]
+        if not recipe_file.exists() and leftovers:
+            self.close()
+            raise UserError(f"run directory {self.path} is not empty ({', '.join(sorted(leftovers)[:3])}, ...) and holds no recipe.yaml; use another --run-dir")
         if recipe_file.exists():
             if not resume:
                 self.close()
                 raise UserError(f"run directory {self.path} already holds a run: pass --resume to continue it, or --run-dir to start a new one")
             before = _flatten(yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {})
-            now = _flatten(recipe.model_dump(mode="json"))
+            now = _flatten(masked_dump(recipe))
             changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
             if changed:
                 self.close()

@@ -63,6 +63,11 @@ def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> 
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     eval_tasks = _load_eval_tasks(recipe, domain)
     student = resolve_model(recipe.student.model)
+    if "dpo" in recipe.update.methods():  # checked before any model loads (this imports trl, so not in validate)
+        from kdagent.update.dpo import dpo_loss_types
+
+        if recipe.update.dpo.loss_type not in dpo_loss_types():
+            raise UserError(f"update.dpo.loss_type: unknown {recipe.update.dpo.loss_type!r} (this TRL offers: {', '.join(dpo_loss_types())})")
     if "distill" in recipe.update.methods():  # white-box: refused up front when the vocabularies differ
         from kdagent.teachers.vocab import require_shared_vocabulary
 

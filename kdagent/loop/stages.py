@@ -41,7 +41,8 @@ def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int,
                 results[g.task.id] = sorted({x.sample: x for x in have[g.task.id]}.values(), key=lambda x: x.sample)
             continue
         t = teacher()
-        samples = t.generate(prompts[start : start + chunk], seed=(seed * 1000 + round_) * 100_003 + c, desc=f"round {round_}: elicit {c + 1}/{len(starts)}")
+        chunk_seed = int(stable_id(seed, round_, c), 16) % 2**31  # fits any server's seed field
+        samples = t.generate(prompts[start : start + chunk], seed=chunk_seed, desc=f"round {round_}: elicit {c + 1}/{len(starts)}")
         fresh = []
         for g, messages, replies in zip(part, prompts[start : start + chunk], samples):
             results[g.task.id] = [
@@ -90,7 +91,10 @@ def curate(
         for gen in by_task.get(task.id, []):
             verdict = verdicts[gen.id]
             if not verdict.passed:
-                counts["failed_check" if verdict.failed else "rejected_by_verifier"] += 1
+                if verdict.failed:
+                    counts["failed_check"] += 1
+                elif not (verdict.verifier == "none" or verdict.reason.startswith("unfaithful")):  # counted by feedback
+                    counts["rejected_by_verifier"] += 1
                 continue
             candidates.append((gen, verdict, skill.completion(task, gen.text)))
         if not candidates and recipe.feedback.fallback_to_reference:

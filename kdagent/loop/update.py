@@ -48,55 +48,72 @@ def run_methods(ctx, round_: int, round_dir: Path, student: Path, examples, pair
     reports: dict = {}
     for i, method in enumerate(methods):
         out = round_dir / ("student" if i == len(methods) - 1 else f"student-{i + 1}-{method}")
-        report_name = f"update-{method}.json" if len(methods) > 1 else "update.json"
+        report_name = f"update-{i + 1}-{method}.json" if len(methods) > 1 else "update.json"
         if out.is_dir():  # finished before an interruption
             reports[method] = ctx.rd.read_json(round_dir / report_name) or {}
-            student = out
+            student = out.resolve() if out.is_symlink() else out
             continue
         seed = r.seed + round_
-        if method == "sft":
-            if not examples:
-                reports[method] = {"skipped": "no training examples"}
-                continue
-            from kdagent.update.sft import train_sft
+        try:
+            report = _train(ctx, method, round_, student, out, examples, pairs, tasks, seed)
+        except ValueError as exc:  # settings the trainer cannot use are the recipe's fault
+            from kdagent.errors import UserError
 
-            report = train_sft(examples, student, out, r.update, r.student.max_length, seed)
-        elif method == "dpo":
-            if not pairs:
-                reports[method] = {"skipped": "no preference pairs"}
-                continue
-            from kdagent.update.dpo import train_dpo
-
-            report = train_dpo(pairs, student, out, r.update, r.student.max_length, seed, beta=r.update.dpo.beta, loss_type=r.update.dpo.loss_type)
-        elif method == "distill":
-            from kdagent.update.distill import train_distill
-
-            o = r.update.distill
-            prompts = [ex.prompt for ex in examples] or [ctx.skill.messages(t) for t in tasks]
-            completions = [ex.completion[-1]["content"] for ex in examples] or None
-            report = train_distill(
-                prompts, resolve_model(r.teacher.model), student, out, r.update, r.student.max_length, seed,
-                divergence=o.divergence, beta=o.beta, lmbda=o.lmbda, temperature=o.temperature,
-                max_completion_length=o.max_completion_length, completions=completions,
-            )
-        else:  # grpo
-            from kdagent.update.grpo import train_grpo
-
-            o = r.update.grpo
-            referenced = [t for t in tasks if t.answer]
-            if not referenced:
-                reports[method] = {"skipped": "no tasks with a reference answer to reward"}
-                continue
-            reward = _reward_function(ctx, {t.id: t for t in referenced}, round_, student)
-            try:
-                report = train_grpo(
-                    [ctx.skill.messages(t) for t in referenced], reward, student, out,
-                    r.update, r.student.max_length, seed, num_generations=o.num_generations,
-                    max_completion_length=o.max_completion_length, beta=o.beta, extra_columns={"task_id": [t.id for t in referenced]},
-                )
-            finally:
-                reward.close()
+            raise UserError(f"update.{method}: {exc}") from None
+        if report is None:
+            reports[method] = {"skipped": SKIPPED[method]}
+            continue
         ctx.rd.write_json(round_dir / report_name, report)
         reports[method] = report
         student = out
+    final = round_dir / "student"
+    if student != final and student.parent == round_dir and not final.exists():
+        final.symlink_to(student.name)  # the last method was skipped: round-NN/student is the last trained one
+        student = final
     return student, reports if len(methods) > 1 else reports[methods[0]]
+
+
+SKIPPED = {"sft": "no training examples", "dpo": "no preference pairs", "grpo": "no tasks with a reference answer to reward"}
+
+
+def _train(ctx, method: str, round_: int, student: Path, out: Path, examples, pairs, tasks, seed: int) -> dict | None:
+    """One method's training from `student` into `out`; None when it has nothing to train on."""
+    r = ctx.recipe
+    if method == "sft":
+        if not examples:
+            return None
+        from kdagent.update.sft import train_sft
+
+        return train_sft(examples, student, out, r.update, r.student.max_length, seed)
+    if method == "dpo":
+        if not pairs:
+            return None
+        from kdagent.update.dpo import train_dpo
+
+        return train_dpo(pairs, student, out, r.update, r.student.max_length, seed, beta=r.update.dpo.beta, loss_type=r.update.dpo.loss_type)
+    if method == "distill":
+        from kdagent.update.distill import train_distill
+
+        o = r.update.distill
+        prompts = [ex.prompt for ex in examples] or [ctx.skill.messages(t) for t in tasks]
+        completions = [ex.completion[-1]["content"] for ex in examples] or None
+        return train_distill(
+            prompts, resolve_model(r.teacher.model), student, out, r.update, r.student.max_length, seed,
+            divergence=o.divergence, beta=o.beta, lmbda=o.lmbda, temperature=o.temperature,
+            max_completion_length=o.max_completion_length, completions=completions,
+        )
+    from kdagent.update.grpo import train_grpo
+
+    o = r.update.grpo
+    referenced = [t for t in tasks if t.answer]
+    if not referenced:
+        return None
+    reward = _reward_function(ctx, {t.id: t for t in referenced}, round_, student)
+    try:
+        return train_grpo(
+            [ctx.skill.messages(t) for t in referenced], reward, student, out,
+            r.update, r.student.max_length, seed, num_generations=o.num_generations,
+            max_completion_length=o.max_completion_length, beta=o.beta, extra_columns={"task_id": [t.id for t in referenced]},
+        )
+    finally:
+        reward.close()

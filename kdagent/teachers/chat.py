@@ -35,7 +35,7 @@ class ChatModelTeacher:
             for start in range(0, len(flat), 256):
                 part = flat[start : start + 256]
                 inputs = [
-                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": seed * 1_000_003 + start + i, "extra": extra}
+                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": (seed * 1_000_003 + start + i) % 2**31, "extra": extra}
                     for i, (p, _) in enumerate(part)
                 ]
                 results = self._call.batch(inputs, config={"max_concurrency": self.config.concurrency}, return_exceptions=True)

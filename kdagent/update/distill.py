@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 from kdagent.errors import UserError
+from kdagent.update.common import resume_point, trainer_kwargs, work_dir
 from kdagent.teachers.vocab import require_shared_vocabulary
 from kdagent.update.sft import _peft_config
 
@@ -92,12 +93,6 @@ def _fitting_prompts(prompts, completions, tokenizer, budget: int):
     return kept_prompts, kept_completions
 
 
-def _work_dir(out_dir: Path) -> Path:
-    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    return out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-
-
 def train_distill(
     prompts: list[list[dict]],
     teacher_model: Path,
@@ -136,9 +131,8 @@ def train_distill(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cuda = torch.cuda.is_available()
     out_dir = Path(out_dir)
-    work = _work_dir(out_dir)
+    work = work_dir(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -151,25 +145,9 @@ def train_distill(
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
     teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=torch.float32, use_safetensors=True)
     teacher.eval()
-    common = dict(
-        output_dir=str(work / "trainer"),
-        learning_rate=update.learning_rate,
-        num_train_epochs=update.epochs,
-        gradient_accumulation_steps=update.gradient_accumulation_steps,
-        warmup_steps=update.warmup_ratio,  # a float below 1 is a share of the steps
-        lr_scheduler_type="linear",
-        beta=trl_b,
-        temperature=temperature,
-        disable_dropout=True,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        seed=seed,
-        bf16=cuda,
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
+    common = trainer_kwargs(update, work, seed)  # checkpoints every update.checkpoint_steps, resumable
+    common.pop("per_device_train_batch_size")
+    common.update(beta=trl_b, temperature=temperature, disable_dropout=True)
     peft_config = _peft_config(update.lora)
     if lmbda == 1.0:  # fully on-policy: TRL's stable trainer
         from trl import DistillationConfig, DistillationTrainer
@@ -200,15 +178,15 @@ def train_distill(
         )
         # GKD's compute_loss leaves its loss at temperature 1; give it ours so both trainers optimise `divergence_loss`
         trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=resume_point(work))
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     final = trainer.model
     if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
         final = final.merge_and_unload()
     final.config.use_cache = True  # the trainers turn the cache off for gradient checkpointing; generation wants it
+    shutil.rmtree(work / "student", ignore_errors=True)
     final.save_pretrained(work / "student", safe_serialization=True)
     AutoTokenizer.from_pretrained(base_model).save_pretrained(work / "student")  # as it was, not as trained with
-    shutil.rmtree(work / "trainer", ignore_errors=True)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(work / "student", out_dir)
