@@ -62,7 +62,7 @@ class RetrievalConfig(_Config):
 
 class ExpansionConfig(_Config):
     method: Literal["self_instruct", "evol_instruct"] = Field("self_instruct", description="Self-instruct (new tasks from few-shot seeds) or evol-instruct (seeds rewritten deeper, more concrete, with more steps).")
-    n_new: int = Field(8, ge=1, description="New tasks asked for per round (self-instruct); evol-instruct rewrites each seed once.")
+    n_new: int = Field(8, ge=1, description="Candidate tasks generated per round: self-instruct writes this many; evol-instruct rewrites this many seeds, in turn.")
     novelty_threshold: float = Field(0.9, gt=0.0, le=1.0, description="A new task whose embedding similarity to an existing task reaches this is dropped.")
 
 
