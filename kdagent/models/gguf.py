@@ -28,7 +28,7 @@ def _locked(lock_path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_file():
             with open(path, "rb") as fh:
@@ -90,4 +90,4 @@ def _convert_into(gguf_path: Path, out: Path) -> None:
             indent=2,
         )
     )
-    _fsync_tree(out)
+    fsync_tree(out)

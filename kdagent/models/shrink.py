@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from kdagent.errors import UserError
+from kdagent.models.gguf import fsync_tree
 
 MARKER = "kdagent-shrink.json"
 # config fields holding one entry per decoder layer; they are cut down with the layers
@@ -107,7 +108,7 @@ def shrink(src: Path, dst: Path, keep_layers: list[int] | int) -> Path:
         (tmp / MARKER).write_text(
             json.dumps({"source": str(src), "source_layers": num_layers, "kept_layers": keep}, indent=2) + "\n"
         )
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         if dst.exists():
             shutil.rmtree(dst)
         os.rename(tmp, dst)
@@ -120,15 +121,3 @@ def shrink(src: Path, dst: Path, keep_layers: list[int] | int) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
