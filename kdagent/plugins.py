@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "kdagent"
 DEFAULT_PLUGINS = (
     "kdagent.default_plugins.cot",
     "kdagent.default_plugins.qa",
+    "kdagent.default_plugins.tool_use",
     "kdagent.default_plugins.arithmetic",
     "kdagent.default_plugins.teachers",
     "kdagent.default_plugins.tools",
@@ -66,9 +67,15 @@ class Plugins:
         self.pm.hook.kdagent_round_end(**kwargs)
 
     def create(self, kind: str, name: str, *args, **kwargs):
-        """Instantiate a registered skill, domain or teacher by name."""
+        """Instantiate a registered skill, domain or teacher by name; a skill gets the tools it names."""
         entry = getattr(self, kind)[name]
-        return entry.obj(*args, **kwargs)
+        obj = entry.obj(*args, **kwargs)
+        if kind == "skills" and getattr(obj, "tool_names", ()):
+            unknown = [t for t in obj.tool_names if t not in self.tools]
+            if unknown:
+                raise ValueError(f"unknown tool {unknown[0]!r} (registered: {', '.join(sorted(self.tools))})")
+            obj.bind_tools({t: self.tools[t].obj for t in obj.tool_names})
+        return obj
 
     def create_teacher(self, config, student_path):
         """The recipe's teacher; a factory that takes a `plugins` argument gets this registry too."""

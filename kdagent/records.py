@@ -58,7 +58,10 @@ class Generation(BaseModel):
     skill: str
     messages: list[Message] = Field(description="The prompt the teacher saw.")
     passage_ids: list[str] = Field(default_factory=list)
-    text: str = Field(description="The teacher's reply.")
+    text: str = Field(description="The teacher's reply (its final reply, after any tool calls).")
+    trajectory: list[Message] = Field(
+        default_factory=list, description="With tools: the assistant and tool messages after the prompt, ending with the final reply."
+    )
 
 
 class Feedback(BaseModel):

@@ -45,6 +45,14 @@ def cited_passage_ids(reply: str, passage_ids: list[str]) -> list[str]:
 class Skill:
     name: str = "skill"
     description: str = ""
+    tool_names: tuple[str, ...] = ()  # tools the skill uses; the plugin manager binds them (`bind_tools`)
+    max_steps: int = 1  # model turns of the tool loop, when the skill has tools
+    tools: dict = {}  # replaced per instance by `bind_tools`
+
+    def bind_tools(self, tools: dict) -> None:
+        """Receive the registered tools this skill names (name -> callable); eliciting and evaluating then
+        run the agent loop (kdagent/tools/agent.py)."""
+        self.tools = {name: tools[name] for name in self.tool_names}
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         """The chat prompt: with passages for grounded elicitation, without them for training and evaluation."""
@@ -61,3 +69,13 @@ class Skill:
     def reference_completion(self, task: Task) -> str | None:
         """A completion built from the task's own worked solution, if it has one (STaR rationalisation)."""
         return None
+
+    def reference_trajectory(self, task: Task) -> list[Message] | None:
+        """The reference as the messages the student learns (a tool skill returns calls and results)."""
+        text = self.reference_completion(task)
+        return [{"role": "assistant", "content": text}] if text else None
+
+    def trajectory_completion(self, task: Task, trajectory: list[Message]) -> list[Message]:
+        """The messages the student learns for an accepted trajectory: its calls and results as they
+        were, and the final reply through `completion`."""
+        return trajectory[:-1] + [{"role": "assistant", "content": self.completion(task, trajectory[-1]["content"])}]

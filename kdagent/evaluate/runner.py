@@ -61,9 +61,20 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
     predictions: dict[str, dict] = {}
 
     free = [t for t in tasks if t.kind in ("numeric", "refusal")]
+    trajectories: dict[str, list[Message]] = {}
     if free:
         prompts = [skill.messages(t) if (skill and t.kind == "numeric") else plain_messages(t) for t in free]
-        replies = engine.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
+        if skill is not None and skill.tools:  # the agent loop, greedy: the model's calls are run
+            from kdagent.tools.agent import CLOSE, final_reply, run_agent
+
+            def generate(ps, n, seed):
+                return engine.generate(ps, n=n, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc, stop=[CLOSE])
+
+            runs = run_agent(generate, prompts, skill.tools, 1, skill.max_steps, 0)
+            trajectories = {t.id: run[0] for t, run in zip(free, runs)}
+            replies = [[final_reply(run[0])] for run in runs]
+        else:
+            replies = engine.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
         for task, (reply,) in zip(free, replies):
             if task.kind == "numeric":
                 value = last_number(reply)
@@ -73,6 +84,9 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
                 predicted = "refuse" if is_refusal(reply) else "comply"
                 correct = predicted == task.answer
             predictions[task.id] = {"id": task.id, "kind": task.kind, "answer": task.answer, "predicted": predicted, "correct": correct, "reply": reply}
+            if task.id in trajectories:
+                predictions[task.id]["trajectory"] = trajectories[task.id]
+                predictions[task.id]["tool_calls"] = sum(m["role"] == "tool" for m in trajectories[task.id])
 
     choice = [t for t in tasks if t.kind == "choice"]
     if choice:
@@ -99,4 +113,10 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
         refuse = [p for p in refusals if p["answer"] == "refuse"]
         summary["compliance_rate"] = round(sum(p["predicted"] == "comply" for p in comply) / len(comply), 4) if comply else None
         summary["refusal_rate"] = round(sum(p["predicted"] == "refuse" for p in refuse) / len(refuse), 4) if refuse else None
+    if trajectories:
+        summary["tool_calls_per_task"] = round(sum(p.get("tool_calls", 0) for p in ordered) / max(len(trajectories), 1), 3)
+        without = getattr(skill, "without_tools", None)
+        if without is not None:  # the same tasks, prompted without tools
+            plain, _ = evaluate(engine, tasks, without(), max_new_tokens, batch_size, f"{desc} (without tools)")
+            summary["without_tools"] = plain
     return summary, ordered

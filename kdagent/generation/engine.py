@@ -32,6 +32,12 @@ def load_causal_lm(path: Path, device: str | None = None):
     return model, tokenizer
 
 
+def _cut(text: str, stop: list[str] | None) -> str:
+    """The text up to and including its first stop string (a token may run past one)."""
+    ends = [text.find(s) + len(s) for s in stop or [] if s in text]
+    return text[: min(ends)] if ends else text
+
+
 class Engine:
     def __init__(self, model_path: Path, device: str | None = None):
         self.model_path = Path(model_path)
@@ -51,8 +57,10 @@ class Engine:
         batch_size: int = 16,
         seed: int = 0,
         desc: str = "generate",
+        stop: list[str] | None = None,
     ) -> list[list[str]]:
-        """For each prompt, `n` replies (greedy when temperature is 0)."""
+        """For each prompt, `n` replies (greedy when temperature is 0), each ending at the first of the
+        `stop` strings (kept) when given."""
         import torch
         from tqdm.auto import tqdm
 
@@ -77,11 +85,12 @@ class Engine:
                         num_return_sequences=n,
                         max_new_tokens=max_new_tokens,
                         pad_token_id=self.tokenizer.pad_token_id,
+                        **({"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}),
                     )
                 new = out[:, enc["input_ids"].shape[1] :]
                 decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
                 for j, i in enumerate(idx):
-                    results[i] = [d.strip() for d in decoded[j * n : (j + 1) * n]]
+                    results[i] = [_cut(d, stop).strip() for d in decoded[j * n : (j + 1) * n]]
                 bar.update(len(idx))
         return results
 

@@ -61,6 +61,9 @@ def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> 
     check_names(recipe, plugins)
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
+    if skill.tools and set(recipe.update.methods()) - {"sft"}:
+        raise UserError(f"update.method: a skill with tools ({skill.name}) trains with sft only for now "
+                        f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop")
     eval_tasks = _load_eval_tasks(recipe, domain)
     student = resolve_model(recipe.student.model)
     if "dpo" in recipe.update.methods():  # checked before any model loads (this imports trl, so not in validate)

@@ -42,16 +42,26 @@ def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int,
             continue
         t = teacher()
         chunk_seed = int(stable_id(seed, round_, c), 16) % 2**31  # fits any server's seed field
-        samples = t.generate(prompts[start : start + chunk], seed=chunk_seed, desc=f"round {round_}: elicit {c + 1}/{len(starts)}")
+        desc = f"round {round_}: elicit {c + 1}/{len(starts)}"
+        if skill.tools:  # the agent loop: the teacher's calls are run and their results fed back
+            from kdagent.tools.agent import CLOSE, final_reply, run_agent
+
+            trajectories = run_agent(
+                lambda ps, k, s: t.generate(ps, seed=s, desc=desc, n=k, stop=[CLOSE]),
+                prompts[start : start + chunk], skill.tools, n, skill.max_steps, chunk_seed,
+            )
+            samples = [[(final_reply(x), x) for x in row] for row in trajectories]
+        else:
+            samples = [[(reply, []) for reply in row] for row in t.generate(prompts[start : start + chunk], seed=chunk_seed, desc=desc)]
         fresh = []
         for g, messages, replies in zip(part, prompts[start : start + chunk], samples):
             results[g.task.id] = [
                 Generation(
                     id=stable_id(round_, seed, g.task.id, k, t.label, teacher_settings),
                     task_id=g.task.id, round=round_, sample=k, teacher=t.label, skill=skill.name,
-                    messages=messages, passage_ids=[p.id for p in g.passages], text=reply,
+                    messages=messages, passage_ids=[p.id for p in g.passages], text=reply, trajectory=trajectory,
                 )
-                for k, reply in enumerate(replies)
+                for k, (reply, trajectory) in enumerate(replies)
             ]
             fresh += results[g.task.id]
         if partial is not None:
@@ -96,21 +106,23 @@ def curate(
                 elif not (verdict.verifier == "none" or verdict.reason.startswith("unfaithful")):  # counted by feedback
                     counts["rejected_by_verifier"] += 1
                 continue
-            candidates.append((gen, verdict, skill.completion(task, gen.text)))
+            completion = (skill.trajectory_completion(task, gen.trajectory) if gen.trajectory
+                          else [{"role": "assistant", "content": skill.completion(task, gen.text)}])
+            candidates.append((gen, verdict, completion))
         if not candidates and recipe.feedback.fallback_to_reference:
-            reference = skill.reference_completion(task)
+            reference = skill.reference_trajectory(task)
             if reference:
                 candidates.append((None, None, reference))
                 counts["reference_fallback"] += 1
         kept = 0
-        for gen, verdict, text in candidates:
+        for gen, verdict, completion in candidates:
             if kept >= cur.max_per_task:
                 counts["over_per_task_cap"] += 1
                 continue
             example = SFTExample(
-                id=stable_id(round_, task.id, gen.id if gen else "reference", text),
+                id=stable_id(round_, task.id, gen.id if gen else "reference", completion[0]["content"] if len(completion) == 1 else completion),
                 prompt=prompt,
-                completion=[{"role": "assistant", "content": text}],
+                completion=completion,
                 provenance=Provenance(
                     round=round_, teacher=gen.teacher if gen else "reference", skill=skill.name, domain=recipe.domain.name,
                     task_id=task.id, generation_id=gen.id if gen else None, passage_ids=gen.passage_ids if gen else [],

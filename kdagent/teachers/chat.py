@@ -13,6 +13,12 @@ from kdagent.errors import UserError
 from kdagent.records import Message
 
 
+def _as_chat(messages: list[Message]) -> list[tuple[str, str]]:
+    """LangChain messages. kdagent's tool results (role `tool`, from the text tool-call format) go as user
+    turns: chat APIs accept a `tool` message only as the answer to a native tool call."""
+    return [("user", f"Tool result:\n{m['content']}") if m["role"] == "tool" else (m["role"], m["content"]) for m in messages]
+
+
 class ChatModelTeacher:
     def __init__(self, chat_model, config, label: str):
         self.chat = chat_model
@@ -24,18 +30,19 @@ class ChatModelTeacher:
         # one request per sample, each with its own seed so the samples of a prompt differ
         self._call = RunnableLambda(lambda x: self.chat.invoke(x["messages"], seed=x["seed"], **x["extra"]))
 
-    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None) -> list[list[str]]:
+    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None,
+                 stop: list[str] | None = None) -> list[list[str]]:
         from tqdm.auto import tqdm
 
         n = n or self.config.samples
-        extra = {} if temperature is None else {"temperature": temperature}
+        extra = ({} if temperature is None else {"temperature": temperature}) | ({"stop": stop} if stop else {})
         flat = [(p, k) for p in range(len(prompts)) for k in range(n)]
         replies: list[list[str]] = [[""] * n for _ in prompts]
         with tqdm(total=len(flat), desc=desc, unit="request", leave=False) as bar:
             for start in range(0, len(flat), 256):
                 part = flat[start : start + 256]
                 inputs = [
-                    {"messages": [(m["role"], m["content"]) for m in prompts[p]], "seed": (seed * 1_000_003 + start + i) % 2**31, "extra": extra}
+                    {"messages": _as_chat(prompts[p]), "seed": (seed * 1_000_003 + start + i) % 2**31, "extra": extra}
                     for i, (p, _) in enumerate(part)
                 ]
                 results = self._call.batch(inputs, config={"max_concurrency": self.config.concurrency}, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""An example kdagent plugin package: three small plugins, each its own entry point (see pyproject.toml)."""
