@@ -322,3 +322,50 @@ def test_rank_pairs_skips_identical_texts_and_applies_the_completion():
     gens, fbs = scored(task, [("x. The answer is 5. Extra words", 1.0), ("The answer is 6.", 0.0)])
     (pair,) = pairs_for(task, gens, fbs, completion=lambda t: ChainOfThought().completion(task, t))
     assert pair.chosen[0]["content"] == "x. The answer is 5."
+
+
+def test_the_judge_stage_resumes_after_its_last_finished_chunk(tmp_path, tiny_model_dir):
+    """Judging runs in seeded chunks appended to a partial file: a run cut after its first chunk (with a torn
+    line after it) judges only the chunks left and ends with the verdicts of an uninterrupted run."""
+    from types import SimpleNamespace
+
+    from kdagent.loop.feedback import _judge
+    from kdagent.loop.rundir import RunDir
+    from kdagent.teachers.hf import HFTeacher
+
+    recipe = SimpleNamespace(seed=4, teacher=SimpleNamespace(batch_size=1), feedback=SimpleNamespace(judge_attempts=2))
+    tasks = {make_task(i).id: make_task(i) for i in range(10)}
+    gens = [make_gen(t, 0, f"The answer is {i}.") for i, t in enumerate(tasks.values())]
+    real = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", model=str(tiny_model_dir), max_new_tokens=6, batch_size=8), "hf:tiny")
+    prompts_sent = []
+
+    class Counting:  # the real teacher, counting what it is asked
+        label = real.label
+
+        def generate(self, prompts, *args, **kw):
+            prompts_sent.append(len(prompts))
+            return real.generate(prompts, *args, **kw)
+
+    teacher = SimpleNamespace(get=Counting)
+    rd = RunDir(tmp_path / "run")
+    rd.round_dir(1).mkdir(parents=True)
+
+    def judge(resume):
+        counts = Counter()
+        ctx = SimpleNamespace(recipe=recipe, rd=rd, resume=resume)
+        return _judge(ctx, teacher, tasks, gens, "rubric", 1, counts, "judge"), counts
+
+    whole, whole_counts = judge(resume=False)
+    partial = rd.round_dir(1) / "feedback.judge.partial.jsonl"
+    costs = rd.round_dir(1) / "feedback.judge.costs.json"
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 10 and all(f.failed and f.raw is not None for f in whole)  # a random model's JSON never parses
+    assert whole_counts["judge_items"] == 10 and whole_counts["judge_attempts"] == 6  # 3 chunks x 2 attempts
+
+    partial.write_text("\n".join(lines[:4]) + '\n{"generation_id": "torn')  # killed while writing chunk 2
+    costs.write_text(json.dumps({"0": json.loads(costs.read_text())["0"]}))
+    prompts_sent.clear()
+    resumed, resumed_counts = judge(resume=True)
+    assert resumed == whole and resumed_counts == whole_counts
+    assert sum(prompts_sent) == 2 * 6  # chunks 2 and 3 (6 replies), each tried twice; chunk 1 was not judged again
+    real.close()

@@ -6,7 +6,8 @@ from collections import Counter
 from kdagent.feedback import DEFAULT_RUBRIC, judge_with_stats, self_consistency
 from kdagent.feedback.faithfulness import overlap_check
 from kdagent.loop import stages
-from kdagent.records import Feedback, Generation, GroundedTask, Task
+from kdagent.jsonl import append_jsonl, read_jsonl
+from kdagent.records import Feedback, Generation, GroundedTask, Task, stable_id
 from kdagent.skill import format_passages
 
 FAITHFULNESS_RUBRIC = (
@@ -21,12 +22,35 @@ def _parse_for_consistency(skill):
     return lambda text, kind="": " ".join(text.lower().split())[:200] or None
 
 
-def _judge(ctx, teacher, tasks: dict[str, Task], gens: list[Generation], rubric: str, round_: int, counts: Counter) -> list[Feedback]:
-    feedback, stats = judge_with_stats(teacher.get(), [(tasks[g.task_id], g) for g in gens], rubric, seed=ctx.recipe.seed * 1000 + round_, max_attempts=ctx.recipe.feedback.judge_attempts)
-    for key, value in stats.as_dict().items():
-        if isinstance(value, (int, float)):
-            counts[f"judge_{key}"] += value
-    return feedback
+def _judge(ctx, teacher, tasks: dict[str, Task], gens: list[Generation], rubric: str, round_: int, counts: Counter, name: str) -> list[Feedback]:
+    """The teacher as judge, `4 x teacher.batch_size` replies at a time, each chunk with a seed of its own.
+
+    Finished chunks are appended to `feedback.<name>.partial.jsonl` (their judging costs next to it, written
+    first), so a resumed run judges only the chunks left and gets the verdicts of an uninterrupted run."""
+    round_dir = ctx.rd.round_dir(round_)
+    partial, costs_path = round_dir / f"feedback.{name}.partial.jsonl", round_dir / f"feedback.{name}.costs.json"
+    done = {f.generation_id: f for f in read_jsonl(partial, Feedback)} if ctx.resume and partial.exists() else {}
+    costs = (ctx.rd.read_json(costs_path) if ctx.resume else None) or {}
+    if not ctx.resume:
+        partial.unlink(missing_ok=True)
+    size = 4 * ctx.recipe.teacher.batch_size
+    verdicts: dict[str, Feedback] = {}
+    for c, start in enumerate(range(0, len(gens), size)):
+        part = gens[start : start + size]
+        if all(g.id in done for g in part) and str(c) in costs:
+            verdicts.update((g.id, done[g.id]) for g in part)
+            continue
+        seed = int(stable_id(ctx.recipe.seed, round_, name, c), 16) % 2**31
+        feedback, stats = judge_with_stats(teacher.get(), [(tasks[g.task_id], g) for g in part], rubric, seed=seed, max_attempts=ctx.recipe.feedback.judge_attempts)
+        costs[str(c)] = stats.as_dict()
+        ctx.rd.write_json(costs_path, costs)
+        append_jsonl(partial, feedback)
+        verdicts.update((f.generation_id, f) for f in feedback)
+    for chunk in costs.values():
+        for key, value in chunk.items():
+            if isinstance(value, (int, float)):
+                counts[f"judge_{key}"] += value
+    return [verdicts[g.id] for g in gens]
 
 
 def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], generations: list[Generation], teacher) -> tuple[list[Feedback], dict]:
@@ -55,7 +79,7 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
         elif how == "consistency":
             results = consistency(gens)
         elif how == "judge":
-            results = _judge(ctx, teacher, tasks, gens, rubric, round_, counts)
+            results = _judge(ctx, teacher, tasks, gens, rubric, round_, counts, "judge")
         else:
             results = [Feedback(generation_id=g.id, task_id=g.task_id, verifier="none", passed=False, score=0.0, reason="no reference answer") for g in gens]
             dropped["no_reference"] += len(gens)
@@ -73,10 +97,11 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
         else:
             # the judge sees the passages the reply could cite, as the task's context
             shown = {tid: tasks[tid].model_copy(update={"context": format_passages(ps)}) for tid, ps in passages.items() if ps}
-            checks = _judge(ctx, teacher, shown, grounded_passed, FAITHFULNESS_RUBRIC, round_, counts)
+            checks = _judge(ctx, teacher, shown, grounded_passed, FAITHFULNESS_RUBRIC, round_, counts, "faithfulness")
             for g, check in zip(grounded_passed, checks):
                 if not check.passed:
                     verdicts[g.id] = verdicts[g.id].model_copy(update={"passed": False, "reason": f"unfaithful: {check.reason}", "raw": check.raw})
                     dropped["unfaithful"] += 1
     out = [verdicts[g.id] for g in generations]
-    return out, {"dropped": dict(dropped), **({"judge": dict(counts)} if counts else {})}
+    partials = [str(ctx.rd.round_dir(round_) / f"feedback.{n}.{kind}") for n in ("judge", "faithfulness") for kind in ("partial.jsonl", "costs.json")]
+    return out, {"dropped": dict(dropped), **({"judge": dict(counts)} if counts else {}), "_partial": partials}

@@ -65,11 +65,11 @@ def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[li
     if ctx.resume and path.exists():
         return read_jsonl(path, model), (ctx.rd.read_json(counts_path) or {})
     records, counts = compute()
-    partial = counts.pop("_partial", None)
+    partial = counts.pop("_partial", None)  # a stage's work-in-progress files, removed once it is finished
     ctx.rd.write_json(counts_path, counts)
     write_jsonl(path, records)
-    if partial:
-        Path(partial).unlink(missing_ok=True)
+    for leftover in [partial] if isinstance(partial, str) else partial or []:
+        Path(leftover).unlink(missing_ok=True)
     return records, counts
 
 
