@@ -29,6 +29,14 @@ def format_passages(passages: list[Passage]) -> str:
     return "\n".join(blocks)
 
 
+def question_text(task: Task) -> str:
+    """The task's prompt with its options listed (choice tasks): one format for every skill's prompt and
+    for the evaluation's plain prompt."""
+    if task.kind == "choice" and task.choices:
+        return task.prompt + "\nOptions:\n" + "\n".join(f"- {c}" for c in task.choices)
+    return task.prompt
+
+
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 

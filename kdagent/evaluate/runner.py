@@ -8,6 +8,7 @@ from kdagent.errors import UserError
 from kdagent.evaluate.grading import format_number, is_refusal, last_number, macro_f1, numbers_match
 from kdagent.jsonl import read_jsonl
 from kdagent.records import Message, Task
+from kdagent.skill import question_text
 
 SUPPORTED_KINDS = ("numeric", "choice", "refusal")
 
@@ -48,9 +49,9 @@ def plain_messages(task: Task) -> list[Message]:
     parts = []
     if task.context:
         parts.append(f"Context:\n{task.context}")
-    text = task.prompt
+    text = question_text(task)
     if task.kind == "choice" and task.choices:
-        text += "\nOptions:\n" + "\n".join(f"- {c}" for c in task.choices) + "\nAnswer with one of the options."
+        text += "\nAnswer with one of the options."
     parts.append(text)
     return [{"role": "user", "content": "\n\n".join(parts)}]
 
