@@ -73,6 +73,10 @@ def judge(skill, tasks: dict[str, Task], generations: list[Generation]) -> list[
     """Check every sample with the skill's verifier against its task's reference answer."""
     out = []
     for gen in generations:
+        if not gen.text.strip() and not gen.trajectory:  # the teacher gave nothing (its retries ran out, or an empty reply)
+            out.append(Feedback(generation_id=gen.id, task_id=gen.task_id, verifier=f"{skill.name}/reference", passed=False,
+                                score=0.0, failed=True, reason="empty reply from the teacher"))
+            continue
         verdict = skill.verify(tasks[gen.task_id], gen.text)
         out.append(
             Feedback(

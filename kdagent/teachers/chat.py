@@ -49,8 +49,10 @@ class ChatModelTeacher:
                 for (p, k), result in zip(part, results):
                     if isinstance(result, Exception):
                         self.failures.append(f"{type(result).__name__}: {str(result)[:200]}")
-                    elif isinstance(result.content, str):
+                    elif isinstance(result.content, str) and result.content.strip():
                         replies[p][k] = result.content.strip()
+                    else:
+                        self.failures.append("empty reply")
                 bar.update(len(part))
         return replies
 
