@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "kdagent"
 DEFAULT_PLUGINS = (
     "kdagent.default_plugins.cot",
     "kdagent.default_plugins.qa",
+    "kdagent.default_plugins.label",
     "kdagent.default_plugins.tool_use",
     "kdagent.default_plugins.arithmetic",
     "kdagent.default_plugins.teachers",

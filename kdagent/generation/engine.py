@@ -8,6 +8,7 @@ caller's order. Sampling is seeded per batch, so a batch's outputs depend only o
 from pathlib import Path
 
 from kdagent.records import Message
+from kdagent.models.registry import safetensors_only
 
 
 def pick_device() -> str:
@@ -27,7 +28,7 @@ def load_causal_lm(path: Path, device: str | None = None):
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=safetensors_only()).to(device)
     model.eval()
     return model, tokenizer
 

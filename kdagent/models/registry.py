@@ -5,6 +5,7 @@ Nothing is ever downloaded.
 """
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -87,12 +88,33 @@ def materialise(alias: ModelAlias) -> Path:
     return convert_gguf(alias.source(), target)
 
 
+ALLOW_PICKLE_ENV = "KDAGENT_ALLOW_PICKLE"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def allow_pickle() -> bool:
+    """The user's explicit opt-in to pickle-based weights (even then torch loads them with weights_only)."""
+    return os.environ.get(ALLOW_PICKLE_ENV, "") == "1"
+
+
+def safetensors_only() -> bool | None:
+    """The `use_safetensors` argument for every `from_pretrained` of weights: True unless the user opted in."""
+    return None if allow_pickle() else True
+
+
 def resolve_model(name: str) -> Path:
     """An alias or a local Hugging Face folder (full checkpoint or peft adapter) -> local path."""
     if name in ALIASES:
         return materialise(ALIASES[name])
     path = Path(name).expanduser()
     if path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+        if not any(path.glob("*.safetensors")) and not allow_pickle():
+            found = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+            raise UserError(
+                f"model {name!r} has no safetensors weights{' (found ' + ', '.join(found) + ')' if found else ''}: kdagent "
+                f"loads safetensors only, because pickle files can run code when loaded; convert the model, or set "
+                f"{ALLOW_PICKLE_ENV}=1 to load pickle weights you trust"
+            )
         return path.resolve()
     raise UserError(
         f"unknown model {name!r}: not an alias ({', '.join(ALIASES)}) nor a local Hugging Face folder "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kdagent.errors import UserError
 from kdagent.models.gguf import fsync_tree
+from kdagent.models.registry import safetensors_only
 
 MARKER = "kdagent-shrink.json"
 # config fields holding one entry per decoder layer; they are cut down with the layers
@@ -73,7 +74,7 @@ def shrink(src: Path, dst: Path, keep_layers: list[int] | int) -> Path:
         raise UserError(f"{src}: the config has no num_hidden_layers; shrink supports llama-family models")
     keep = layers_to_keep(keep_layers, num_layers)
 
-    source = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
+    source = AutoModelForCausalLM.from_pretrained(src, dtype="auto", use_safetensors=safetensors_only())
     prefix = _layer_list_name(source, num_layers) + "."
     new_index = {old: new for new, old in enumerate(keep)}
     state = {}

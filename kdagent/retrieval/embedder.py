@@ -1,6 +1,7 @@
 """Sentence embeddings from a local encoder (the embedded MiniLM by default): mean pooling, L2 norm."""
 
 from pathlib import Path
+from kdagent.models.registry import safetensors_only
 
 
 class Embedder:
@@ -9,7 +10,7 @@ class Embedder:
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModel.from_pretrained(model_path, use_safetensors=True).eval()
+        self.model = AutoModel.from_pretrained(model_path, use_safetensors=safetensors_only()).eval()
         self.batch_size = batch_size
         self.max_length = max_length
         self._torch = torch

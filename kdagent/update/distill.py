@@ -34,6 +34,7 @@ from kdagent.errors import UserError
 from kdagent.update.common import resume_point, trainer_kwargs, work_dir
 from kdagent.teachers.vocab import require_shared_vocabulary
 from kdagent.update.sft import _peft_config
+from kdagent.models.registry import safetensors_only
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -142,8 +143,8 @@ def train_distill(
         raise UserError(f"every distillation prompt is longer than max_length - max_completion_length = {max_length - max_completion_length} tokens")
 
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=torch.float32, use_safetensors=safetensors_only())
     teacher.eval()
     common = trainer_kwargs(update, work, seed)  # checkpoints every update.checkpoint_steps, resumable
     common.pop("per_device_train_batch_size")

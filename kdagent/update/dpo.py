@@ -13,6 +13,7 @@ from pathlib import Path
 from kdagent.records import PreferencePair
 from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
+from kdagent.models.registry import safetensors_only
 
 
 def dpo_loss_types() -> list[str]:
@@ -51,7 +52,7 @@ def train_dpo(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
     # config keeps `base_model` as its name, which is where TRL loads the reference model from (full fine-tuning).
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
     args = DPOConfig(
         **trainer_kwargs(update, work, seed),
         max_length=max_length,

@@ -15,6 +15,7 @@ from statistics import fmean
 
 from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
+from kdagent.models.registry import safetensors_only
 
 
 def generation_batch_size(batch_size: int, gradient_accumulation_steps: int, num_generations: int, world_size: int = 1) -> int:
@@ -78,7 +79,7 @@ def train_grpo(
     work = work_dir(out_dir)
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
     # config keeps `base_model` as its name, which is where TRL loads the reference model from (beta > 0).
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
     args = GRPOConfig(
         **trainer_kwargs(update, work, seed),  # per-device batch size counts completions, not prompts
         generation_batch_size=gen_batch,

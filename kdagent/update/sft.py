@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kdagent.records import SFTExample
 from kdagent.update.common import report, resume_point, save_student, trainer_kwargs, work_dir
+from kdagent.models.registry import safetensors_only
 
 
 def _peft_config(lora):
@@ -30,7 +31,7 @@ def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, updat
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=True)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
     args = SFTConfig(**trainer_kwargs(update, work, seed), max_length=max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
     result = trainer.train(resume_from_checkpoint=resume_point(work))
