@@ -22,7 +22,11 @@ DEFAULT_PLUGINS = (
     "kdagent.default_plugins.qa",
     "kdagent.default_plugins.label",
     "kdagent.default_plugins.tool_use",
+    "kdagent.default_plugins.alignment",
+    "kdagent.default_plugins.instruct",
     "kdagent.default_plugins.arithmetic",
+    "kdagent.default_plugins.assistant",
+    "kdagent.default_plugins.instructions",
     "kdagent.default_plugins.teachers",
     "kdagent.default_plugins.tools",
 )

@@ -51,6 +51,13 @@ def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int,
                 prompts[start : start + chunk], skill.tools, n, skill.max_steps, chunk_seed,
             )
             samples = [[(final_reply(x), x) for x in row] for row in trajectories]
+        elif getattr(skill, "turns", 1) > 1:  # multi-turn: the teacher also writes the user's follow-ups
+            def sample(ps, k, s):
+                return t.generate(ps, seed=s, desc=desc, n=k) if ps else []
+
+            firsts = sample(prompts[start : start + chunk], n, chunk_seed)
+            trajectories = skill.continue_dialogue(sample, prompts[start : start + chunk], firsts, chunk_seed)
+            samples = [list(zip(replies, dialogues)) for replies, dialogues in zip(firsts, trajectories)]  # text: the first reply
         else:
             samples = [[(reply, []) for reply in row] for row in t.generate(prompts[start : start + chunk], seed=chunk_seed, desc=desc)]
         fresh = []

@@ -1,0 +1,54 @@
+"""The `finance` domain: the sentiment of financial news for an investor, and numbers read from reports.
+
+Without `data_dir` it uses its own seed and held-out tasks and its own notes (kdagent_finance/data). With
+`data_dir` (a folder holding `financial_phrasebank/`, `tatqa/` and `convfinqa_pot/`, such as the shared data
+folder) its tasks come from the datasets named in `datasets`, split by hash into seed and held-out pools.
+Financial PhraseBank is licensed CC BY-NC-SA 3.0 (non-commercial): it is read from the user's copy, never
+bundled.
+"""
+
+from kdagent_finance.loaders import AGREEMENTS, files, load_convfinqa, load_phrasebank, load_tatqa
+from kdagent_finance.splits import Keyed, SplitDomain, require
+
+DATASETS = ("phrasebank", "tatqa", "convfinqa")
+RUBRIC = """\
+Grade the reply as a careful financial analyst would.
+- Correct: it reaches the reference answer (the option, or the number within rounding) for the right reason.
+- Sentiment is judged from an investor's view of the company named, from what the sentence says and nothing
+  else: growth, profit and won contracts are positive; losses, cuts and layoffs negative; plain facts neutral.
+- A number is computed from the table and text given, with the right sign, unit and scale; no invented figures.
+- It is short: the answer first, then at most a sentence or a formula of reasoning."""
+
+
+class Finance(SplitDomain):
+    name = "finance"
+    description = "Financial news sentiment (Financial PhraseBank) and numbers from reports (TAT-QA, ConvFinQA)."
+    system_prompt = ("You are a careful financial analyst. Judge news from an investor's point of view, compute numbers "
+                     "from the table and text given, and answer with one of the options or a number.")
+    rubric = RUBRIC
+    package = "kdagent_finance"
+
+    def __init__(self, data_dir: str | None = None, datasets: list[str] | None = None, agreement: str = "AllAgree",
+                 held_out_fraction: float = 0.3, max_chars: int = 1200):
+        """`datasets`: which of phrasebank, tatqa, convfinqa to use with `data_dir` (default: all three);
+        `agreement`: the Financial PhraseBank file (AllAgree, 75Agree, 66Agree or 50Agree)."""
+        super().__init__(data_dir, held_out_fraction, max_chars)
+        self.datasets = list(datasets or DATASETS)
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r} (known: {', '.join(DATASETS)})")
+        if agreement not in AGREEMENTS:
+            raise ValueError(f"unknown agreement {agreement!r} (known: {', '.join(AGREEMENTS)})")
+        self.agreement = agreement
+        if self.data_dir is not None:
+            for name in self.datasets:
+                for path in files(name, agreement):
+                    require(self.data_dir / path, "file")
+
+    def public_groups(self) -> list[list[Keyed]]:
+        loaders = {
+            "phrasebank": lambda: load_phrasebank(self.data_dir, self.agreement, self.max_chars),
+            "tatqa": lambda: load_tatqa(self.data_dir, self.max_chars),
+            "convfinqa": lambda: load_convfinqa(self.data_dir, self.max_chars),
+        }
+        return [loaders[name]() for name in self.datasets]

@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+
+from kdagent.errors import UserError
+from kdagent.evaluate.runner import check_tasks
+from kdagent.plugins import build_plugins
+from kdagent_law.domain import Law
+from kdagent_law.legalbench import SARA, YES_NO
+
+SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"  # beside the repository, as in tests/conftest.py
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+def assert_split(make, n_eval: int, n_seed: int):
+    """The domain `make()` builds: well-formed tasks, deterministic, and no seed task (of any seed) is a
+    held-out one."""
+    domain = make()
+    evals = domain.eval_tasks(n_eval)
+    check_tasks(evals, "eval")
+    seeds = domain.seed_tasks(n_seed, seed=1)
+    check_tasks(seeds, "seeds")
+    every_seed = {t.id for pool in domain.pools[0] for t in pool}
+    assert not {t.id for t in evals} & every_seed
+    assert not {t.prompt for t in evals} & {t.prompt for pool in domain.pools[0] for t in pool}
+    assert seeds == domain.seed_tasks(n_seed, seed=1)
+    assert evals == make().eval_tasks(n_eval)  # the same on a fresh instance
+    return domain, evals, seeds
+
+
+def test_law_is_registered_by_its_distribution():
+    entry = build_plugins().domains["law"]
+    assert entry.distribution == "kdagent-law" and entry.obj is Law
+
+
+def test_own_tasks_without_data():
+    law, evals, seeds = assert_split(Law, 100, 100)
+    assert len(evals) == 18 and len(seeds) == 25  # all of them when fewer than asked
+    assert seeds != law.seed_tasks(100, seed=2)  # another seed, another order
+    assert {t.answer for t in evals} == {"Yes", "No"}
+    notes = "\n".join(d.text for d in law.corpus())
+    assert "complete diversity" in notes.lower()
+    assert law.rubric.strip() and law.system_prompt
+
+
+def test_legalbench_tasks_and_statutes(shared_data):
+    law, evals, seeds = assert_split(lambda: Law(data_dir=str(shared_data)), 80, 120)
+    assert {t.source for t in evals} == set(YES_NO)  # every task has held-out items, interleaved
+    assert law.eval_tasks(20) == evals[:20]
+    assert all(t.choices == ["Yes", "No"] and t.answer in ("Yes", "No") for t in evals + seeds)
+    assert all(len(t.prompt) < 1300 for t in evals)  # texts cut to max_chars
+    sources = {d.source for d in law.corpus()}
+    assert "sara/section63.txt" in sources and "kdagent_law/notes.md" in sources
+
+
+def test_sara_cases(shared_data):
+    sara = Law(data_dir=str(shared_data), tasks=[SARA])
+    pool = [t for group in sara.pools[0] + sara.pools[1] for t in group]
+    kinds = {t.kind for t in pool}
+    assert kinds == {"choice", "numeric"}
+    assert all(float(t.answer) > 0 for t in pool if t.kind == "numeric")
+    check_tasks(pool, "sara")
+
+
+def test_missing_data_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="data_dir: folder .*nope not found"):
+        Law(data_dir=str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="CUAD_Governing_Law/test.tsv not found"):
+        Law(data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="unknown LegalBench task 'rule_qa'"):
+        Law(tasks=["rule_qa"])

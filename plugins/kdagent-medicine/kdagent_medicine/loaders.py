@@ -1,0 +1,46 @@
+"""Loaders for PubMedQA and MedMCQA, read from a folder the user gives; nothing here is bundled."""
+
+import json
+from pathlib import Path
+
+from kdagent.records import Task, stable_id
+
+from kdagent_medicine.splits import Keyed, clip
+
+PUBMEDQA = "pubmedqa/pubmedqa_dev.json"
+MEDMCQA = "medmcqa/dev_as_test_single_choice.jsonl"
+FILES = {"pubmedqa": PUBMEDQA, "medmcqa": MEDMCQA}
+
+
+def load_pubmedqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
+    """PubMedQA (expert-labelled): the question over the abstract's CONTEXTS, joined and cut to `max_chars`
+    from the front, so that the last sections (the results) stay; options yes, no, maybe. LONG_ANSWER (the
+    abstract's conclusion) is never used. The split key is the PMID."""
+    items = json.loads((data_dir / PUBMEDQA).read_text(encoding="utf-8"))
+    out = []
+    for pmid, item in items.items():
+        task = Task(id=f"med-pubmedqa-{pmid}", prompt=item["QUESTION"].strip(), context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
+                    choices=["yes", "no", "maybe"], answer=item["final_decision"], kind="choice", domain="medicine", source="pubmedqa")
+        out.append((pmid, task))
+    return out
+
+
+def load_medmcqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
+    """MedMCQA (dev, single answer): the question with its four options; `answer_index` marks the gold one
+    (option texts can repeat). The split key is the question text."""
+    out = []
+    with open(data_dir / MEDMCQA, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            options = [str(record["options"][letter]).strip() for letter in "ABCD"]
+            index = "ABCD".index(record["answer_idx"])
+            question = clip(record["question"], max_chars)
+            task = Task(id=f"med-medmcqa-{stable_id(record.get('realidx'), question, options, length=12)}", prompt=question,
+                        choices=options, answer=options[index], answer_index=index, kind="choice", domain="medicine", source="medmcqa")
+            out.append((record["question"].strip(), task))
+    return out
+
+
+LOADERS = {"pubmedqa": load_pubmedqa, "medmcqa": load_medmcqa}
