@@ -8,7 +8,7 @@ bundled.
 """
 
 from kdagent_finance.loaders import AGREEMENTS, files, load_convfinqa, load_phrasebank, load_tatqa
-from kdagent_finance.splits import Keyed, SplitDomain, require
+from kdagent.splits import Keyed, SplitDomain, require
 
 DATASETS = ("phrasebank", "tatqa", "convfinqa")
 RUBRIC = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 from kdagent.evaluate.grading import format_number, parse_number
 from kdagent.records import Task, stable_id
 
-from kdagent_finance.splits import Keyed, clip
+from kdagent.splits import Keyed, clip
 
 PHRASEBANK = "financial_phrasebank"
 TATQA = ("tatqa/tatqa_dataset_dev.json", "tatqa/tatqa_dataset_test_gold.json")

@@ -4,35 +4,14 @@ import pytest
 
 from kdagent.errors import UserError
 from kdagent.evaluate.grading import parse_number
-from kdagent.evaluate.runner import check_tasks
 from kdagent.plugins import build_plugins
+from kdagent.testing import assert_split, shared_data_or_skip
 from kdagent_finance.domain import Finance
 from kdagent_finance.loaders import SENTIMENTS, load_convfinqa, load_phrasebank, load_tatqa
 
-SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data"  # beside the repository, as in tests/conftest.py
-
-
 @pytest.fixture
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
-    return SHARED_DATA
-
-
-def assert_split(make, n_eval: int, n_seed: int):
-    """The domain `make()` builds: well-formed tasks, deterministic, and no seed task (of any seed) is a
-    held-out one."""
-    domain = make()
-    evals = domain.eval_tasks(n_eval)
-    check_tasks(evals, "eval")
-    seeds = domain.seed_tasks(n_seed, seed=1)
-    check_tasks(seeds, "seeds")
-    every_seed = [t for pool in domain.pools[0] for t in pool]
-    assert not {t.id for t in evals} & {t.id for t in every_seed}
-    assert not {t.prompt for t in evals} & {t.prompt for t in every_seed}
-    assert seeds == domain.seed_tasks(n_seed, seed=1)
-    assert evals == make().eval_tasks(n_eval)  # the same on a fresh instance
-    return domain, evals, seeds
+    return shared_data_or_skip(__file__)
 
 
 def test_finance_is_registered_by_its_distribution():

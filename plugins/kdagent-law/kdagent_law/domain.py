@@ -7,7 +7,7 @@ SARA statutes join the notes as the corpus.
 """
 
 from kdagent_law.legalbench import STATUTES, TASKS, YES_NO, load_task, statutes, task_file
-from kdagent_law.splits import Keyed, SplitDomain, require
+from kdagent.splits import Keyed, SplitDomain, require
 
 RUBRIC = """\
 Grade the reply as a careful lawyer would.

@@ -13,7 +13,7 @@ from pathlib import Path
 from kdagent.domain import Document
 from kdagent.records import Task, stable_id
 
-from kdagent_law.splits import Keyed, clip
+from kdagent.splits import Keyed, clip
 
 LEGALBENCH = "legalbench_early"
 STATUTES = "sara_statutes/statutes"

@@ -6,7 +6,7 @@ the datasets named in `datasets`, split by hash into seed and held-out pools.
 """
 
 from kdagent_medicine.loaders import FILES, LOADERS
-from kdagent_medicine.splits import Keyed, SplitDomain, require
+from kdagent.splits import Keyed, SplitDomain, require
 
 RUBRIC = """\
 Grade the reply as a careful clinician reading the evidence would.

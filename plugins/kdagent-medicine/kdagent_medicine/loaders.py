@@ -5,7 +5,7 @@ from pathlib import Path
 
 from kdagent.records import Task, stable_id
 
-from kdagent_medicine.splits import Keyed, clip
+from kdagent.splits import Keyed, clip
 
 PUBMEDQA = "pubmedqa/pubmedqa_dev.json"
 MEDMCQA = "medmcqa/dev_as_test_single_choice.jsonl"

@@ -1,6 +1,5 @@
-"""Seed and held-out splits of public data, and the package's own tasks and notes.
-
-The same module ships in each kdagent domain package, so that each installs on its own.
+"""Seed and held-out splits of public data, and a domain package's own tasks and notes: the base of the
+kdagent-law, kdagent-medicine and kdagent-finance domains, and of any domain whose data comes in groups.
 
 A public item is held out when the hash of its split key falls below `held_out_fraction`. The key is the
 item's own text, or the document it belongs to, so that questions on one document never straddle the split.
