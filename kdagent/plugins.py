@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "kdagent.default_plugins.alignment",
     "kdagent.default_plugins.instruct",
     "kdagent.default_plugins.arithmetic",
+    "kdagent.default_plugins.math_word",
     "kdagent.default_plugins.assistant",
     "kdagent.default_plugins.instructions",
     "kdagent.default_plugins.teachers",

@@ -58,3 +58,23 @@ def test_calculator_is_safe():
     assert calculator("__import__('os').system('true')").startswith("error")
     assert calculator("2 ** 100000").startswith("error")
     assert calculator("1/0").startswith("error")
+
+
+def test_math_domain_reads_gsm8k_and_svamp(shared_data):
+    from kdagent.default_plugins.math_word import MathWordProblems
+    from kdagent.evaluate.runner import check_tasks
+
+    domain = MathWordProblems(data_dir=str(shared_data))
+    seeds, evals = domain.seed_tasks(50, seed=1), domain.eval_tasks(40)
+    check_tasks(seeds, "seeds") or check_tasks(evals, "eval")
+    assert seeds == domain.seed_tasks(50, seed=1) and seeds != domain.seed_tasks(50, seed=2)
+    assert {t.id.split("-")[0] for t in evals} == {"svamp", "gsm8k"} and evals == MathWordProblems(str(shared_data)).eval_tasks(40)
+    assert not {t.prompt for t in evals} & {t.prompt for t in domain._train}
+    for task in seeds:  # the worked solution ends at the reference answer
+        assert numbers_match(last_number(task.solution), task.answer)
+    assert "<<" not in ChainOfThought().reference_completion(seeds[0])
+    assert MathWordProblems(str(shared_data), eval_sets=["svamp"]).eval_tasks(3)[0].id == "svamp-chal-1"
+    with pytest.raises(ValueError, match="data_dir is required"):
+        MathWordProblems()
+    with pytest.raises(ValueError, match="unknown set 'mmlu'"):
+        MathWordProblems(str(shared_data), eval_sets=["mmlu"])

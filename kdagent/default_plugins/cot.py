@@ -8,6 +8,7 @@ from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, grounding_parts, question_text
 
 # "The answer is 29." / "The answer is 41 - 10 = 29 stickers left." : the clause up to the end of its sentence.
+_ANNOTATION = re.compile(r"<<[^<>]*>>")
 _FINAL = re.compile(r"answer is:?\s*(.*?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
 
 
@@ -61,7 +62,7 @@ class ChainOfThought(Skill):
     def reference_completion(self, task: Task) -> str | None:
         if not task.solution:
             return None
-        text = task.solution.strip()
+        text = _ANNOTATION.sub("", task.solution).strip()  # GSM8K's <<48/2=24>> calculator marks
         if self.final_answer(text, task.kind)[0] is None:
             text += f" The answer is {task.answer}."
         return text
