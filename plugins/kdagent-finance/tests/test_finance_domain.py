@@ -9,6 +9,7 @@ from kdagent.testing import assert_split, shared_data_or_skip
 from kdagent_finance.domain import Finance
 from kdagent_finance.loaders import SENTIMENTS, load_convfinqa, load_phrasebank, load_tatqa
 
+
 @pytest.fixture
 def shared_data() -> Path:
     return shared_data_or_skip(__file__)

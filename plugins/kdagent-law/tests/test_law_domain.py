@@ -9,6 +9,7 @@ from kdagent.testing import assert_split, shared_data_or_skip
 from kdagent_law.domain import Law
 from kdagent_law.legalbench import SARA, YES_NO
 
+
 @pytest.fixture
 def shared_data() -> Path:
     return shared_data_or_skip(__file__)

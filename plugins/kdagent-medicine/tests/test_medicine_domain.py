@@ -9,6 +9,7 @@ from kdagent.testing import assert_split, shared_data_or_skip
 from kdagent_medicine.domain import Medicine
 from kdagent_medicine.loaders import PUBMEDQA, load_medmcqa, load_pubmedqa
 
+
 @pytest.fixture
 def shared_data() -> Path:
     return shared_data_or_skip(__file__)
