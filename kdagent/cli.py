@@ -23,6 +23,11 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
 def _plugins():
     from kdagent.plugins import build_plugins
 
@@ -49,14 +54,29 @@ _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
 def run(recipe, sets, run_dir, resume):
     """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate."""
+    from kdagent.errors import RedactingStream, WorkError, disk_full, register_environment_secrets
     from kdagent.loop.runner import run_recipe
     from kdagent.recipe import check_names, load_recipe
 
     parsed = load_recipe(recipe, list(sets))
+    register_environment_secrets([parsed.teacher.api_key_env] if parsed.teacher.api_key_env else [])
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # tracebacks included
     plugins = _plugins()
-    check_names(parsed, plugins)
     run_dir = run_dir or Path("runs") / parsed.name
-    metrics = run_recipe(parsed, run_dir, plugins, resume=resume)
+    try:
+        check_names(parsed, plugins)
+        metrics = run_recipe(parsed, run_dir, plugins, resume=resume)
+    except UserError:
+        raise
+    except Exception as exc:  # a plugin that raised, or a full disk, is the user's to fix: one line; else a traceback
+        culprit = plugins.blame(exc)
+        if culprit:
+            raise WorkError(f"plugin {culprit} raised {_one_line(exc)}; the run stopped and its finished stages are kept: "
+                            "fix or remove the plugin (or leave it out of KDAGENT_PLUGINS), then continue with --resume") from None
+        full = disk_full(exc, run_dir)
+        if full:
+            raise WorkError(full) from None
+        raise
     summary = {"run_dir": str(run_dir), "baseline": metrics["baseline"]["accuracy"], "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]]}
     click.echo(json.dumps(summary))
 

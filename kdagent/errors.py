@@ -1,7 +1,98 @@
-"""Errors a user can cause. The CLI prints them as one line and exits 2; anything else keeps its traceback."""
+"""Errors a user can cause. The CLI prints them as one line and exits 2; anything else keeps its traceback.
+
+Also the redaction of secrets: the CLI registers the values of secret-looking environment variables
+(`register_secret`), and every file kdagent writes (kdagent/jsonl.py) and everything it prints on stdout and
+stderr, tracebacks included (`RedactingStream`), has them replaced by `***`.
+"""
+
+import errno
+import io
+import os
+import re
 
 
 class UserError(Exception):
     """Bad recipe, data, plugin or model name: reported in one line, exit status 2."""
 
     exit_code = 2
+
+
+class WorkError(UserError):
+    """The work failed for a reason the user can act on (a plugin that raised, a full disk): one line, exit 1."""
+
+    exit_code = 1
+
+
+# -- secrets ------------------------------------------------------------------------------------------------
+SECRET_NAME = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
+MASK = "***"
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """A value that must never be written or printed (short values are ignored: they would mask words)."""
+    if value and len(value) >= 8:
+        _secrets.add(value)
+
+
+def register_environment_secrets(names: list[str] | None = None) -> None:
+    """The values of `names` (the recipe's api_key_env), and of every environment variable whose name looks
+    like a secret and whose value looks like a key (no path separator, no space: paths are not masked)."""
+    for name, value in os.environ.items():
+        if name in (names or []) or (SECRET_NAME.search(name) and "/" not in value and not any(c.isspace() for c in value)):
+            register_secret(value)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that redacts secrets from each write before passing it on."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        self.inner.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def isatty(self) -> bool:
+        return self.inner.isatty()
+
+    @property
+    def encoding(self):
+        return getattr(self.inner, "encoding", "utf-8")
+
+
+# -- a full disk --------------------------------------------------------------------------------------------
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file too large", "database or disk is full", "storagefull", "file write failed")
+
+
+def disk_full(exc: BaseException, folder) -> str | None:
+    """A one-line explanation when `exc` (or an exception it came from) is a write that ran out of room."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        if (isinstance(exc, OSError) and exc.errno in _FULL) or any(t in text for t in _FULL_TEXT):
+            try:
+                st = os.statvfs(folder)
+                free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
+            except OSError:
+                free = "free space unknown"
+            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno in _FULL else str(exc).strip().splitlines()[0][:200]
+            return (f"out of disk space while writing under {folder} ({why}; {free}). The files written before are intact: "
+                    "free some space (or raise the limit), then continue with --resume")
+        exc = exc.__cause__ or exc.__context__
+    return None

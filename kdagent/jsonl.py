@@ -1,4 +1,5 @@
-"""JSONL on disk: whole files written atomically, appends that survive a torn last line, safe reads."""
+"""JSONL on disk: whole files written atomically, appends that survive a torn last line, safe reads, and
+user files read with their malformed lines quarantined. Registered secrets are redacted from every write."""
 
 import json
 import os
@@ -9,7 +10,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from kdagent.errors import UserError
+from kdagent.errors import UserError, redact
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,7 +28,7 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.write(redact(text))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -42,27 +43,55 @@ def write_jsonl(path: Path, records: Iterable) -> int:
     return len(lines)
 
 
-def read_jsonl(path: Path, model: type[M] | None = None) -> list:
-    """Records of a JSONL file. A torn last line (no newline, not valid JSON) is reported and dropped."""
+def read_jsonl(path: Path, model: type[M] | None = None, quarantine: list | None = None) -> list:
+    """Records of a JSONL file. A torn last line (no newline, not valid JSON) is reported and dropped.
+
+    Any other line that is not UTF-8 or not a JSON object is an error naming it; with `quarantine` (a list,
+    for user files) it is appended there instead, as {"file", "line", "error", "text"}, and the rest is read."""
+    return [model.model_validate(obj) if model else obj for _, obj in read_numbered(path, quarantine)]
+
+
+def read_numbered(path: Path, quarantine: list | None = None) -> list[tuple[int, object]]:
+    """(line number, JSON value) for each record of a JSONL file, as `read_jsonl` reads them."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"data file {path} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"data file {path} is a folder") from None
     lines = raw.split(b"\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            if number == len(lines):  # the last line, without its newline: a torn write
-                print(f"warning: {path}: dropped a torn last line ({len(line)} bytes)", file=sys.stderr)
-                continue
-            raise UserError(f"{path}:{number}: not valid JSON") from None
-        records.append(model.model_validate(obj) if model else obj)
+            obj = json.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+            if quarantine is not None and not isinstance(obj, dict):
+                raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+        except UnicodeDecodeError as exc:
+            error = f"not UTF-8 (byte {exc.start})"
+        except ValueError as exc:
+            error = f"not valid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        else:
+            records.append((number, obj))
+            continue
+        if number == len(lines) and quarantine is None:  # the last line, without its newline: a torn write
+            print(f"warning: {path}: dropped a torn last line ({len(line)} bytes)", file=sys.stderr)
+            continue
+        if quarantine is None:
+            raise UserError(f"{path}:{number}: {error}")
+        quarantine.append({"file": str(path), "line": number, "error": error, "text": line.decode("utf-8", "backslashreplace")[:2000]})
     return records
+
+
+def report_quarantine(bad: list, total: int, path, out: Path | None) -> None:
+    """Warnings for the quarantined lines of one file: the first ten by line, then a count."""
+    for b in bad[:10]:
+        print(f"warning: {b['file']}:{b['line']}: {b['error']}; quarantined", file=sys.stderr)
+    if bad:
+        where = f" (see {out})" if out else ""
+        print(f"warning: {path}: quarantined {len(bad)} of {total} records{where}; the rest is used", file=sys.stderr, flush=True)
 
 
 def append_jsonl(path: Path, records: Iterable) -> None:
@@ -87,6 +116,6 @@ def append_jsonl(path: Path, records: Iterable) -> None:
                 else:
                     fh.truncate(0)
         fh.seek(0, os.SEEK_END)
-        fh.write("".join(_dump(r) + "\n" for r in records).encode("utf-8"))
+        fh.write(redact("".join(_dump(r) + "\n" for r in records)).encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())

@@ -101,6 +101,35 @@ class Plugins:
         except (TypeError, ValueError) as exc:
             raise UserError(f"{path}: {name}: {exc}") from None
 
+    def blame(self, exc: BaseException) -> str | None:
+        """The outside plugin whose code raised `exc` (its innermost frame of the traceback), as
+        "name (distribution) in function (file:line)", or None when no outside plugin's code is on it."""
+        import inspect
+        import traceback
+
+        roots = {}
+        for name, plugin in self.pm.list_name_plugin():
+            if self.distributions.get(name, "kdagent") == "kdagent":
+                continue  # built-ins are kdagent's own code
+            module = plugin if inspect.ismodule(plugin) else inspect.getmodule(plugin)
+            file = getattr(module, "__file__", None)
+            if file:
+                root = os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
+                roots[os.path.realpath(root)] = f"{name} ({self.distributions.get(name, '?')})"
+        seen = set()
+        while exc is not None and id(exc) not in seen:  # the exception, then the ones it came from
+            seen.add(id(exc))
+            culprit = None
+            for frame in traceback.extract_tb(exc.__traceback__):
+                path = os.path.realpath(frame.filename)
+                for root, label in roots.items():
+                    if path == root or path.startswith(root + os.sep):
+                        culprit = f"{label} in {frame.name} ({os.path.basename(frame.filename)}:{frame.lineno})"
+            if culprit:
+                return culprit
+            exc = exc.__cause__ or exc.__context__
+        return None
+
     def as_rows(self) -> list[dict]:
         rows = []
         for kind in KINDS:

@@ -111,6 +111,12 @@ class CurationConfig(_Config):
     min_reply_chars: int = Field(1, ge=1, description="Replies shorter than this (after stripping) are never training examples.")
     max_reply_chars: int = Field(8000, ge=1, description="Replies longer than this are dropped.")
     max_repeat_ratio: float = Field(0.5, gt=0.0, le=1.0, description="Replies whose share of repeated word 3-grams exceeds this are dropped as degenerate.")
+    too_long: Literal["truncate", "drop"] = Field(
+        "truncate",
+        description="Training examples longer than student.max_length tokens: 'truncate' keeps them, cut at max_length by the trainer; "
+        "'drop' leaves them out. Either way they are counted (sft.counts.json: truncated_to_max_length, or dropped.too_long); "
+        "an example whose prompt alone fills max_length is always left out (dropped.prompt_too_long).",
+    )
 
 
 class LoraConfig(_Config):

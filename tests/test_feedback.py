@@ -2,9 +2,7 @@
 answers with broken JSON), self-consistency voting and preference pairs."""
 
 import json
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +14,7 @@ from kdagent.feedback.judge import judge_messages, parse_verdict
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Feedback, Generation, PreferencePair, Task
 from kdagent.teachers.chat import openai_teacher
+from openai_server import ScriptedServer
 
 BROKEN = '{"score": 7, "passed": tru'
 GOOD = 'Here is my verdict:\n```json\n{"score": 8, "passed": true, "reason": "correct and clear"}\n```\nHope that helps.'
@@ -35,67 +34,27 @@ def make_gen(task: Task, k: int, text: str, teacher: str = "hf:test") -> Generat
 # --- a real OpenAI-compatible chat-completions server on loopback ---------------------------------------
 
 
-class JudgeServer:
-    """Speaks POST /v1/chat/completions and GET /v1/models; `answer(item, call)` picks each reply's content."""
+class JudgeServer(ScriptedServer):
+    """Serves the model "judge"; `answer(item, call)` picks each reply's content, where `item` is the
+    "item-N" word of the first message and `call` counts that item's requests."""
 
     def __init__(self, answer):
-        self.answer = answer
-        self.lock = threading.Lock()
         self.calls: Counter = Counter()
-        self.requests: list[dict] = []
-        server = self
+        self.judged: list[dict] = []
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def reply(request, headers):
+            first = request["messages"][0]["content"]
+            item = next(t for t in first.split() if t.startswith("item-")).rstrip(":")
+            with self.lock:
+                self.calls[item] += 1
+                call = self.calls[item]
+                self.judged.append({"item": item, "call": call, **request})
+            return answer(item, call)
 
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, payload: dict):
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": "judge", "object": "model", "created": 0, "owned_by": "test"}]})
-                else:
-                    self._send(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if self.path.rstrip("/") != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": "not found"}})
-                first = request["messages"][0]["content"]
-                item = next(t for t in first.split() if t.startswith("item-")).rstrip(":")
-                with server.lock:
-                    server.calls[item] += 1
-                    call = server.calls[item]
-                    server.requests.append({"item": item, "call": call, **request})
-                self._send(200, {
-                    "id": f"chatcmpl-{item}-{call}", "object": "chat.completion", "created": 0, "model": request["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": server.answer(item, call)},
-                                 "finish_reason": "stop", "logprobs": None}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                })
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(reply, model="judge")
 
     def teacher(self):
-        config = TeacherConfig(kind="openai", model="judge", base_url=f"http://127.0.0.1:{self.port}/v1", samples=1,
+        config = TeacherConfig(kind="openai", model="judge", base_url=self.url, samples=1,
                                max_retries=0, timeout_s=5, max_new_tokens=64)
         return openai_teacher(config, None)
 
@@ -124,7 +83,7 @@ def test_malformed_judge_output_is_retried_then_a_failed_check_never_a_pass():
     assert stats == JudgeStats(items=2, attempts=3, requests=6, retried=2, malformed_final=2, item_attempts=[3, 3])
     # retries carry the judge's last output and a nudge, and are sampled with a new seed
     for item in ("item-0", "item-1"):
-        reqs = sorted((r for r in server.requests if r["item"] == item), key=lambda r: r["call"])
+        reqs = sorted((r for r in server.judged if r["item"] == item), key=lambda r: r["call"])
         assert len({r["seed"] for r in reqs}) == 3
         assert all(r["temperature"] == 0.0 for r in reqs)
         assert len(reqs[0]["messages"]) == 1

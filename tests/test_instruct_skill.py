@@ -140,7 +140,7 @@ def test_multi_turn_elicitation_alternates_assistant_and_user(tiny_teacher):
     assert shown.startswith("You are the user") and "<conversation>\nUser: " in shown and "\n\nAssistant: " in shown
 
 
-def test_a_tiny_multi_turn_round_writes_sft_examples_with_every_turn(tmp_path, tiny_model_dir):
+def test_a_tiny_multi_turn_round_trains_on_each_assistant_turn_only(tmp_path, tiny_model_dir):
     recipe = Recipe.model_validate({
         "name": "tiny-instruct", "seed": 1,
         "student": {"model": str(tiny_model_dir), "max_length": 256},
@@ -156,10 +156,21 @@ def test_a_tiny_multi_turn_round_writes_sft_examples_with_every_turn(tmp_path, t
     assert 0 <= metrics["baseline"]["accuracy"] <= 1 and entry["eval"]["n"] == 2
     examples = read_jsonl(tmp_path / "run" / "round-01" / "sft.jsonl", SFTExample)
     assert examples and entry["counts"]["sft_examples"] == len(examples)
-    multi = [ex for ex in examples if len(ex.completion) == 3]
-    assert multi, [ex.completion for ex in examples]
-    for ex in multi:
-        assert [m["role"] for m in ex.completion] == ["assistant", "user", "assistant"]
-        assert ex.prompt == [{"role": "user", "content": ex.prompt[0]["content"]}] and "words" in ex.prompt[0]["content"]
+    assert all([m["role"] for m in ex.completion] == ["assistant"] for ex in examples)  # only what the assistant says
+    follow_ups = [ex for ex in examples if len(ex.prompt) == 3]  # the second turn: the dialogue so far in the prompt
+    assert follow_ups, [ex.prompt for ex in examples]
+    firsts = {ex.provenance.generation_id: ex for ex in examples if len(ex.prompt) == 1}
+    for ex in follow_ups:
+        assert [m["role"] for m in ex.prompt] == ["user", "assistant", "user"] and "words" in ex.prompt[0]["content"]
+        first = firsts[ex.provenance.generation_id]  # the same dialogue's first turn is an example too
+        assert ex.prompt[:2] == first.prompt + first.completion and ex.id != first.id
         assert ex.provenance.skill == "instruct" and ex.provenance.feedback["passed"]
     assert entry["update"]["steps"] >= 1
+
+
+def test_split_dialogue_makes_one_example_per_assistant_turn():
+    a1, u2, a2 = ({"role": r, "content": c} for r, c in (("assistant", "A1"), ("user", "U2"), ("assistant", "A2")))
+    assert stages.split_dialogue([a1, u2, a2]) == [([], [a1]), ([a1, u2], [a2])]
+    assert stages.split_dialogue([a1, u2]) == [([], [a1])]  # a trailing user turn without an answer teaches nothing
+    calls = [{"role": "assistant", "content": "<tool_call>..."}, {"role": "tool", "content": "5"}, {"role": "assistant", "content": "5"}]
+    assert stages.split_dialogue(calls) == [([], calls)]  # tool calls and results stay one example

@@ -29,12 +29,11 @@ asked, as the user (`FOLLOW_UP_INSTRUCTION`), for a short follow-up request, the
 FIRST reply, the one the task's constraints apply to, and it is what `verify` (and a judge) checks; the
 follow-up requests carry no constraints, so later turns are only required to be non-empty (a dialogue
 whose follow-up or its answer comes back empty ends at the last answered turn). `Generation.trajectory`
-holds assistant, user, assistant, ... messages after the prompt, and `curate` turns an accepted one into an
-SFT example whose completion holds all turns. Note: kdagent's SFT (TRL's SFTTrainer, prompt-completion
-data, `completion_only_loss`) computes the loss on the whole completion, so the student also learns the
-teacher's follow-up USER turns, not only the assistant turns. TRL 1.16's `assistant_only_loss` could mask
-them, but it needs a chat template with `{% generation %}` markers, and TRL cannot patch SmolLM2's
-template (`get_training_chat_template` refuses it). Preference pairs (`feedback.preferences`) are made
+holds assistant, user, assistant, ... messages after the prompt. `curate` (`split_dialogue` in
+kdagent/loop/stages.py) turns an accepted dialogue into one SFT example per assistant turn: the prompt holds
+the dialogue up to that turn (the teacher's follow-up requests included), the completion is the assistant
+turn alone, so the student learns the assistant turns and never the teacher's user turns (the loss is on
+the completion only). Preference pairs (`feedback.preferences`) are made
 from the first replies only.
 """
 

@@ -1,5 +1,6 @@
 """Score a model on tasks in the evaluation format (INTERFACES.md)."""
 
+import json
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,16 +32,29 @@ def check_tasks(tasks: list[Task], source: str) -> None:
             raise UserError(f"{source}: refusal task {task.id!r}: answer must be 'comply' or 'refuse'")
 
 
-def load_tasks(path: Path) -> list[Task]:
-    """An evaluation file, checked; a record not in the format is a UserError naming its line."""
-    records = read_jsonl(path)
+def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
+    """An evaluation file, checked. Lines that are not UTF-8, not JSON or not in the evaluation format are
+    quarantined (appended to `quarantine` with their line numbers, and reported on stderr) and the rest is
+    used; a file with no task left is a UserError that counts them."""
+    from kdagent.jsonl import read_numbered, report_quarantine
+
+    bad: list = []
+    records = read_numbered(path, quarantine=bad)
     tasks = []
-    for number, record in enumerate(records, start=1):
+    for number, record in records:
         try:
             tasks.append(Task.model_validate(record))
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise UserError(f"{path}: record {number} is not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            bad.append({"file": str(path), "line": number, "error": f"not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                        "text": json.dumps(record, ensure_ascii=False)[:2000]})
+    bad.sort(key=lambda b: b["line"])
+    total = len(tasks) + len(bad)
+    if not tasks and bad:
+        raise UserError(f"{path}: no tasks left: {len(bad)} of {total} records quarantined (line {bad[0]['line']}: {bad[0]['error']})")
+    report_quarantine(bad, total, path, None)
+    if quarantine is not None:
+        quarantine += bad
     check_tasks(tasks, str(path))
     return tasks
 

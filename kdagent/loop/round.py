@@ -16,6 +16,7 @@ from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop import feedback as feedback_stage
 from kdagent.loop import stages
 from kdagent.loop.update import run_methods
+from kdagent.memory import gpu_peak_mb, peak_rss_mb
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
 
 
@@ -33,10 +34,15 @@ class Context:
     evaluate: object  # callable(model_path, out_path, desc) -> summary
 
     def eval_texts(self) -> list[str]:
-        texts = []
-        for t in self.eval_tasks:
-            texts += [t.prompt, t.answer] + ([t.context] if t.context else [])
-        return texts
+        return eval_texts(self.eval_tasks)
+
+
+def eval_texts(tasks: list[Task]) -> list[str]:
+    """Every text of the evaluation items, for decontamination."""
+    texts = []
+    for t in tasks:
+        texts += [t.prompt, t.answer] + ([t.context] if t.context else [])
+    return texts
 
 
 class LazyTeacher:
@@ -73,6 +79,17 @@ def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[li
     return records, counts
 
 
+def local_teacher_path(recipe, student: Path) -> Path | None:
+    """The folder of a built-in local teacher (its context length is known before it loads), else None."""
+    if recipe.teacher.kind == "self":
+        return student
+    if recipe.teacher.kind == "hf" and recipe.teacher.model:
+        from kdagent.models import resolve_model
+
+        return resolve_model(recipe.teacher.model)
+    return None
+
+
 def failed_tasks(round_dir: Path) -> list[Task]:
     """Training tasks of a finished round that have a reference answer and that no sample solved."""
     tasks = read_jsonl(round_dir / "tasks.jsonl", Task)
@@ -80,21 +97,30 @@ def failed_tasks(round_dir: Path) -> list[Task]:
     return [t for t in tasks if t.answer and t.id not in solved]
 
 
-def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Task], dict]:
-    r = ctx.recipe
-    try:
-        seeds = ctx.domain.seed_tasks(r.domain.seed_tasks, r.seed * 1000 + round_)
-    except ValueError as exc:
-        raise UserError(f"domain.seed_tasks: {exc}") from None
-    seeds = [ctx.plugins.transform_task(task, r) for task in seeds]
-    counts: dict = {"seed_tasks": len(seeds), "expanded": 0}
+def seed_tasks(recipe, plugins, domain, eval_items: list[str], round_: int) -> tuple[list[Task], dict]:
+    """The domain's seed tasks for a round, transformed by the plugins and decontaminated against the
+    evaluation items; none left is a UserError that counts what each filter dropped. The runner calls it
+    for round 1 before any model loads, so an empty or fully filtered dataset fails fast."""
     from kdagent.curate import contaminated_ids
 
-    bad = contaminated_ids({t.id: f"{t.prompt}\n{t.context or ''}" for t in seeds}, ctx.eval_texts(), n=r.curation.decontam_ngram)
+    try:
+        seeds = domain.seed_tasks(recipe.domain.seed_tasks, recipe.seed * 1000 + round_)
+    except ValueError as exc:
+        raise UserError(f"domain.seed_tasks: {exc}") from None
+    seeds = [plugins.transform_task(task, recipe) for task in seeds]
+    counts: dict = {"seed_tasks": len(seeds), "expanded": 0}
+    bad = contaminated_ids({t.id: f"{t.prompt}\n{t.context or ''}" for t in seeds}, eval_items, n=recipe.curation.decontam_ngram)
     seeds = [t for t in seeds if t.id not in bad]
     counts["dropped"] = {"contaminated_task": len(bad)}
     if not seeds:
-        raise UserError(f"round {round_}: no seed tasks left (domain gave {counts['seed_tasks']}, contaminated {len(bad)})")
+        raise UserError(f"domain {recipe.domain.name}: no seed tasks left for round {round_} (the domain gave {counts['seed_tasks']}; "
+                        f"dropped: contaminated_task {len(bad)}, as sharing a {recipe.curation.decontam_ngram}-gram with an evaluation item)")
+    return seeds, counts
+
+
+def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Task], dict]:
+    r = ctx.recipe
+    seeds, counts = seed_tasks(r, ctx.plugins, ctx.domain, ctx.eval_texts(), round_)
     tasks = list(seeds)
     parents = seeds
     if r.loop.failure_mining and round_ > 1:
@@ -129,9 +155,16 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     seconds: dict[str, float] = {}
     clock = time.time()
 
+    peak_rss: dict[str, float] = {}
+    peak_gpu: dict[str, float] = {}
+
     def lap(name: str) -> None:
         nonlocal clock
         seconds[name] = round(time.time() - clock, 1)
+        peak_rss[name] = peak_rss_mb()
+        gpu = gpu_peak_mb()
+        if gpu is not None:
+            peak_gpu[name] = gpu
         clock = time.time()
 
     tasks, task_counts = _stage(ctx, round_dir, "tasks", Task, lambda: make_tasks(ctx, round_, teacher))
@@ -143,9 +176,11 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         settings = r.teacher.model_dump(mode="json")
         partial = round_dir / "generations.partial.jsonl"
         before = len(teacher.failures())  # expansion may have used the teacher already
-        gens = stages.elicit(teacher.get, skill, grounded, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
+        fitting, too_long = stages.fitting_prompts(skill, grounded, local_teacher_path(r, student), r.teacher.max_new_tokens)
+        gens = stages.elicit(teacher.get, skill, fitting, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
         failures = teacher.failures()[before:]
-        return gens, {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
+        counts = {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
+        return gens, counts | ({"dropped": {"prompt_too_long": too_long}} if too_long else {})
 
     generations, elicit_counts = _stage(ctx, round_dir, "generations", Generation, elicit)
     lap("elicit")
@@ -160,7 +195,10 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         examples, counts = stages.curate(skill, r, ctx.plugins, round_, grounded, generations, feedback)
         fallback = counts.pop("reference_fallback", 0)
         kept, dropped = stages.filter_examples(examples, ctx.eval_texts(), r.curation)
-        return kept, {"reference_fallback": fallback, "dropped": {**counts, **dropped}}
+        kept, lengths = stages.limit_length(kept, student, r.student.max_length, r.curation.too_long)
+        dropped.update({k: v for k, v in lengths.items() if k in ("too_long", "prompt_too_long")})
+        extra = {"truncated_to_max_length": lengths["truncated"]} if "truncated" in lengths else {}
+        return kept, {"reference_fallback": fallback, **extra, "dropped": {**counts, **dropped}}
 
     examples, curate_counts = _stage(ctx, round_dir, "sft", SFTExample, curate)
     pairs, pair_counts = [], {}
@@ -177,7 +215,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     evaluation = ctx.evaluate(student, round_dir / "eval-predictions.jsonl", f"round {round_}: evaluate")
     lap("evaluate")
     dropped = Counter()
-    for part in (task_counts, feedback_counts, curate_counts):
+    for part in (task_counts, elicit_counts, feedback_counts, curate_counts):
         dropped.update(part.get("dropped", {}))
     entry = {
         "round": round_,
@@ -200,5 +238,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         },
         "update": update,
         "seconds": seconds,
+        "peak_rss_mb": peak_rss,
+        **({"peak_gpu_allocated_mb": peak_gpu} if peak_gpu else {}),
     }
     return entry, student

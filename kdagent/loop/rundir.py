@@ -34,15 +34,28 @@ class RunDir:
     def round_dir(self, round_: int) -> Path:
         return self.path / f"round-{round_:02d}"
 
-    def open(self, recipe: Recipe, resume: bool) -> None:
+    def lock(self) -> None:
+        """Take the run directory's lock (a UserError naming the holder's pid when another process has it)."""
+        if self._lock is not None:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip()
             fh.close()
-            raise UserError(f"run directory {self.path} is in use by another kdagent process") from None
+            raise UserError(f"run directory {self.path} is in use by another kdagent process{f' (pid {holder})' if holder.isdigit() else ''}; "
+                            "wait for it to finish or use another --run-dir") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
         self._lock = fh
+
+    def open(self, recipe: Recipe, resume: bool) -> None:
+        self.lock()
         recipe_file = self.path / "recipe.yaml"
         leftovers = [p.name for p in self.path.iterdir() if p.name not in (".lock", "recipe.yaml")]
         if not recipe_file.exists() and leftovers:

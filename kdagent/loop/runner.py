@@ -7,7 +7,7 @@ from pathlib import Path
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks, load_tasks
 from kdagent.jsonl import write_jsonl
-from kdagent.loop.round import Context, run_round
+from kdagent.loop.round import Context, eval_texts, run_round, seed_tasks
 from kdagent.loop.rundir import RunDir
 from kdagent.models import resolve_model
 from kdagent.recipe import Recipe, check_names
@@ -18,9 +18,9 @@ def _log(message: str) -> None:
     print(f"[kdagent] {message}", file=sys.stderr, flush=True)
 
 
-def _load_eval_tasks(recipe: Recipe, domain) -> list[Task]:
+def _load_eval_tasks(recipe: Recipe, domain, quarantine: list) -> list[Task]:
     if recipe.evaluation.data:
-        return load_tasks(Path(recipe.evaluation.data))
+        return load_tasks(Path(recipe.evaluation.data), quarantine)
     try:
         tasks = domain.eval_tasks(recipe.domain.eval_tasks)
     except ValueError as exc:
@@ -58,14 +58,28 @@ def apply_gate(gate, entry: dict, best: float, previous: Path, student: Path) ->
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> dict:
+    rd = RunDir(run_dir)
+    if rd.path.is_dir():  # another process may be at work there: refused at once, before the checks below
+        rd.lock()
+    try:
+        return _checked_run(recipe, rd, plugins, resume)
+    finally:
+        rd.close()
+
+
+def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     check_names(recipe, plugins)
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     if skill.tools and set(recipe.update.methods()) - {"sft"}:
         raise UserError(f"update.method: a skill with tools ({skill.name}) trains with sft only for now "
                         f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop")
-    eval_tasks = _load_eval_tasks(recipe, domain)
+    quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
+    eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
+    seed_tasks(recipe, plugins, domain, eval_texts(eval_tasks), 1)  # an empty or fully filtered dataset fails before any model loads
     student = resolve_model(recipe.student.model)
+    eval_tasks, too_long = _fitting_eval_tasks(recipe, skill, eval_tasks, student)
+    inputs = {"evaluation_tasks": len(eval_tasks), "dropped": {"eval_too_long": too_long} if too_long else {}, "quarantined": quarantine}
     if "dpo" in recipe.update.methods():  # checked before any model loads (this imports trl, so not in validate)
         from kdagent.update.dpo import dpo_loss_types
 
@@ -75,15 +89,59 @@ def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> 
         from kdagent.teachers.vocab import require_shared_vocabulary
 
         require_shared_vocabulary(resolve_model(recipe.teacher.model), student)
-    rd = RunDir(run_dir)
+    plan = _memory_plan(recipe, student)
     rd.open(recipe, resume)
-    try:
-        return _run(recipe, rd, plugins, domain, skill, eval_tasks, student, resume)
-    finally:
-        rd.close()
+    rd.write_json("memory-plan.json", plan)
+    return _run(recipe, rd, plugins, domain, skill, eval_tasks, student, resume, inputs)
 
 
-def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, resume: bool) -> dict:
+def _memory_plan(recipe: Recipe, student: Path) -> dict:
+    """The run's memory plan (kdagent/memory.py), logged, and refused when its peak stage cannot fit."""
+    from kdagent.generation.engine import pick_device
+    from kdagent.loop.round import local_teacher_path
+    from kdagent.memory import check_plan, memory_plan
+
+    plan = memory_plan(recipe, student, local_teacher_path(recipe, student), pick_device())
+    _log(f"memory plan: peak {plan['peak_mb']} MiB in {plan['peak_stage']} of {plan['available_mb']} MiB available ("
+         + ", ".join(f"{k} {v}" for k, v in plan["stages_mb"].items()) + ")")
+    check_plan(plan)
+    return plan
+
+
+def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path) -> tuple[list[Task], int]:
+    """The evaluation tasks whose prompt leaves room for `evaluation.max_new_tokens` in the student's
+    context; the others are dropped by policy (a truncated question is another question) and counted."""
+    from kdagent.loop.stages import context_length, token_counts
+
+    limit = context_length(student)
+    if limit is None:
+        return tasks, 0
+    from transformers import AutoTokenizer
+
+    from kdagent.evaluate.runner import plain_messages
+
+    prompts = [skill.messages(t) if t.kind == "numeric" else plain_messages(t) for t in tasks]
+    lengths = token_counts(AutoTokenizer.from_pretrained(student), prompts, generation_prompt=True)
+    kept = [t for t, n in zip(tasks, lengths) if n + recipe.evaluation.max_new_tokens <= limit]
+    if not kept:
+        raise UserError(f"evaluation: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
+                        f"with room for evaluation.max_new_tokens={recipe.evaluation.max_new_tokens})")
+    if len(kept) < len(tasks):
+        _log(f"evaluation: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)")
+    return kept, len(tasks) - len(kept)
+
+
+def _write_inputs(rd: RunDir, inputs: dict) -> None:
+    """RUN_DIR/inputs.counts.json (what the input checks dropped) and RUN_DIR/quarantine.jsonl (the
+    malformed records of the user's files, each with its file and line)."""
+    quarantine = inputs["quarantined"]
+    rd.write_json("inputs.counts.json", {**inputs, "quarantined": len(quarantine)})
+    if quarantine:
+        write_jsonl(rd.path / "quarantine.jsonl", quarantine)
+        _log(f"quarantined {len(quarantine)} malformed records of the input files into {rd.path / 'quarantine.jsonl'}")
+
+
+def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, resume: bool, inputs: dict) -> dict:
     metrics = (rd.read_json("metrics.json") if resume else None) or {"baseline": None, "rounds": []}
 
     store = embedder = None
@@ -99,10 +157,11 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
         store = ChromaStore(rd.path / "chroma", collection=recipe.domain.name, embedder=embedder)
         documents = list(domain.corpus()) if recipe.retrieval.domain_corpus else []
         if recipe.retrieval.corpus_dir:
-            documents += list(load_folder(recipe.retrieval.corpus_dir))
+            documents += list(load_folder(recipe.retrieval.corpus_dir, inputs["quarantined"]))
         indexed = store.index(documents, recipe.retrieval.chunk_chars)
         _log(f"indexed {indexed} passages into {store.path} ({time.time() - started:.1f}s)")
 
+    _write_inputs(rd, inputs)
     scores: dict[str, dict] = {}  # a student that did not change is not evaluated twice
 
     def evaluate(model_path: Path, out: Path, desc: str) -> dict:

@@ -4,7 +4,65 @@ them as JSONL in the round's folder and skips a stage whose output already exist
 from collections import Counter
 from pathlib import Path
 
-from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, Provenance, SFTExample, Task, stable_id
+from kdagent.records import Feedback, Generation, GroundedTask, Message, PreferencePair, Provenance, SFTExample, Task, stable_id
+
+
+def context_length(model_path: Path) -> int | None:
+    """The longest sequence a local model takes (its config's position limit), or None when unknown."""
+    import json
+
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    config = config.get("text_config", config)
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        if isinstance(config.get(key), int) and config[key] > 0:
+            return config[key]
+    return None
+
+
+def token_counts(tokenizer, conversations: list[list], generation_prompt: bool) -> list[int]:
+    """Tokens of each chat, rendered with the model's chat template."""
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=generation_prompt) for c in conversations]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids] if texts else []
+
+
+def fitting_prompts(skill, grounded: list[GroundedTask], model_path: Path | None, max_new_tokens: int) -> tuple[list[GroundedTask], int]:
+    """The grounded tasks whose prompt leaves room for `max_new_tokens` in a local model's context, and how
+    many did not (dropped by policy: a prompt the model cannot read whole is never sent)."""
+    limit = context_length(model_path) if model_path is not None else None
+    if limit is None or not grounded:
+        return grounded, 0
+    from transformers import AutoTokenizer
+
+    lengths = token_counts(AutoTokenizer.from_pretrained(model_path), [skill.messages(g.task, g.passages) for g in grounded], generation_prompt=True)
+    kept = [g for g, n in zip(grounded, lengths) if n + max_new_tokens <= limit]
+    return kept, len(grounded) - len(kept)
+
+
+def limit_length(examples: list[SFTExample], model_path: Path, max_length: int, policy: str) -> tuple[list[SFTExample], dict]:
+    """The training-length policy: an example longer than `max_length` tokens is kept, to be cut at
+    max_length by the trainer ('truncate'), or left out ('drop'); one whose prompt alone leaves no room for
+    its completion is always left out (the trainer would learn nothing from it). Each case is counted."""
+    if not examples:
+        return examples, {}
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    whole = token_counts(tokenizer, [ex.prompt + ex.completion for ex in examples], generation_prompt=False)
+    prompts = token_counts(tokenizer, [ex.prompt for ex in examples], generation_prompt=True)
+    counts: Counter = Counter()
+    kept = []
+    for ex, n, p in zip(examples, whole, prompts):
+        if p >= max_length:
+            counts["prompt_too_long"] += 1
+        elif n > max_length and policy == "drop":
+            counts["too_long"] += 1
+        else:
+            counts["truncated"] += n > max_length
+            kept.append(ex)
+    return kept, {k: v for k, v in counts.items() if v}
 
 
 def ground(tasks: list[Task], store, top_k: int) -> list[GroundedTask]:
@@ -130,22 +188,38 @@ def curate(
             if kept >= cur.max_per_task:
                 counts["over_per_task_cap"] += 1
                 continue
-            example = SFTExample(
-                id=stable_id(round_, task.id, gen.id if gen else "reference", completion[0]["content"] if len(completion) == 1 else completion),
-                prompt=prompt,
-                completion=completion,
-                provenance=Provenance(
-                    round=round_, teacher=gen.teacher if gen else "reference", skill=skill.name, domain=recipe.domain.name,
-                    task_id=task.id, generation_id=gen.id if gen else None, passage_ids=gen.passage_ids if gen else [],
-                    feedback=verdict.model_dump(exclude={"generation_id", "task_id"}) if verdict else {"verifier": "reference-solution"},
-                ),
+            provenance = Provenance(
+                round=round_, teacher=gen.teacher if gen else "reference", skill=skill.name, domain=recipe.domain.name,
+                task_id=task.id, generation_id=gen.id if gen else None, passage_ids=gen.passage_ids if gen else [],
+                feedback=verdict.model_dump(exclude={"generation_id", "task_id"}) if verdict else {"verifier": "reference-solution"},
             )
-            if plugins.veto_reasons(example, recipe):
+            pieces = [
+                SFTExample(id=stable_id(round_, task.id, gen.id if gen else "reference", *_piece_key(p, c)),
+                           prompt=prompt + p, completion=c, provenance=provenance)
+                for p, c in split_dialogue(completion)
+            ]
+            if any(plugins.veto_reasons(example, recipe) for example in pieces):
                 counts["vetoed"] += 1
                 continue
-            examples.append(example)
+            examples += pieces
             kept += 1
     return examples, dict(counts)
+
+
+def _piece_key(earlier: list[Message], completion: list[Message]) -> list:
+    if earlier:
+        return [completion, len(earlier)]
+    return [completion[0]["content"] if len(completion) == 1 else completion]
+
+
+def split_dialogue(completion: list[Message]) -> list[tuple[list[Message], list[Message]]]:
+    """(earlier turns, completion) pairs, so that the student learns only what the assistant says: a
+    completion with user turns (a multi-turn dialogue, where the teacher played the user) becomes one
+    example per assistant turn after a user turn, each with the dialogue so far in its prompt. A
+    completion without user turns (a reply, or tool calls and results) is one example as it is."""
+    users = [i for i, m in enumerate(completion) if m["role"] == "user"]
+    bounds = zip([0] + [i + 1 for i in users], users + [len(completion)])
+    return [(completion[:a], completion[a:b]) for a, b in bounds if any(m["role"] == "assistant" for m in completion[a:b])]
 
 
 def filter_examples(examples: list, eval_texts: list[str], cur, near_dups: bool = True) -> tuple[list, dict]:

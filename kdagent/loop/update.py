@@ -49,10 +49,14 @@ def run_methods(ctx, round_: int, round_dir: Path, student: Path, examples, pair
     for i, method in enumerate(methods):
         out = round_dir / ("student" if i == len(methods) - 1 else f"student-{i + 1}-{method}")
         report_name = f"update-{i + 1}-{method}.json" if len(methods) > 1 else "update.json"
-        if out.is_dir():  # finished before an interruption
+        if out.is_dir() and (out.is_symlink() or (round_dir / report_name).exists()):  # finished before an interruption
             reports[method] = ctx.rd.read_json(round_dir / report_name) or {}
             student = out.resolve() if out.is_symlink() else out
             continue
+        if out.is_dir():  # killed between renaming the student into place and writing its report: train it again
+            import shutil
+
+            shutil.rmtree(out)
         seed = r.seed + round_
         try:
             report = _train(ctx, method, round_, student, out, examples, pairs, tasks, seed)

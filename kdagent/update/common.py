@@ -2,8 +2,10 @@
 save of the trained student.
 
 Training writes Trainer checkpoints every `update.checkpoint_steps` into `.<out>.partial/trainer` beside
-the final folder. A checkpoint is complete once its `trainer_state.json` exists (the Trainer writes it
-last); an interrupted run resumes from the last complete one and incomplete ones are removed first. The
+the final folder. A checkpoint is complete when its `trainer_state.json` (the Trainer writes it last), its
+weights (whole, by their safetensors header) and its optimizer, scheduler and RNG states are all there; an
+interrupted run resumes from the last complete one, and incomplete or corrupt ones are reported and removed
+first. The
 finished student is saved into the work folder and renamed into place, so a half-written student is never
 loaded. The run directory's lock guarantees one writer.
 """
@@ -23,8 +25,64 @@ def work_dir(out_dir: Path) -> Path:
     return out_dir.with_name(f".{out_dir.name}.partial")
 
 
+def _weights_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be whole: too short for its own header's tensors (truncated), or no header."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > size - 8:
+                return f"{path.name} is truncated"
+            header = json.loads(fh.read(length))
+    except (OSError, struct.error, ValueError):
+        return f"{path.name} has no valid safetensors header"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return f"{path.name} is truncated ({size} of {8 + length + end} bytes)" if size < 8 + length + end else None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a Trainer checkpoint folder is not complete, or None. The Trainer writes the weights, then the
+    optimizer, scheduler and RNG state, and `trainer_state.json` last; a folder that a kill interrupted
+    (while writing it, or while the Trainer was deleting an old one) misses one of them or holds a truncated
+    file. Pickled states are only checked for a readable archive here; the Trainer loads them with
+    weights_only."""
+    import json
+    import zipfile
+
+    state = Path(path) / "trainer_state.json"
+    try:
+        step = json.loads(state.read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no readable trainer_state.json"
+    if f"checkpoint-{step}" != Path(path).name:
+        return f"trainer_state.json is for step {step}"
+    weights = sorted(Path(path).glob("*.safetensors"))
+    if not weights:
+        return "no safetensors weights"
+    for file in weights:
+        problem = _weights_problem(file)
+        if problem:
+            return problem
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state*.pth"):
+        file = next(iter(sorted(Path(path).glob(name))), None)
+        if file is None or not file.is_file():
+            return f"no {name}"
+        try:
+            with zipfile.ZipFile(file) as archive:
+                archive.namelist()
+        except (OSError, zipfile.BadZipFile):
+            return f"{file.name} is not a complete archive"
+    return None
+
+
 def resume_point(work: Path) -> str | None:
-    """The last complete checkpoint under `work/trainer` (incomplete ones are deleted), or None."""
+    """The last complete checkpoint under `work/trainer`, or None. Incomplete or corrupt ones are reported
+    on stderr and deleted, so training resumes from the last complete one before them."""
+    import sys
+
     trainer_dir = Path(work) / "trainer"
     if not trainer_dir.is_dir():
         return None
@@ -33,9 +91,11 @@ def resume_point(work: Path) -> str | None:
         match = _CHECKPOINT.match(path.name)
         if not match or not path.is_dir():
             continue
-        if (path / "trainer_state.json").is_file():
+        problem = checkpoint_problem(path)
+        if problem is None:
             complete.append((int(match.group(1)), path))
         else:
+            print(f"warning: skipped the incomplete checkpoint {path} ({problem}); deleted it", file=sys.stderr, flush=True)
             shutil.rmtree(path, ignore_errors=True)
     return str(max(complete)[1]) if complete else None
 

@@ -4,96 +4,48 @@ empty replies, and a server that never recovers. kdagent's `openai` teacher (Lan
 OpenAI SDK: jittered exponential backoff that honours Retry-After) must finish the batch, count every
 failure, keep at most `teacher.concurrency` requests in flight, and account for every request."""
 
-import json
 import os
-import socket
-import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.loop.stages import judge
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Generation, Task
 from kdagent.teachers.chat import openai_teacher
+from openai_server import ScriptedServer
 
 
-class FaultServer:
-    """POST /v1/chat/completions. The first word of the last message names the item; its behaviour is the
-    part before the first '-': ok, r429, r500, drop, slow, empty, dead."""
+class FaultServer(ScriptedServer):
+    """The first word of the last message names the item; its behaviour is the part before the first
+    '-': ok, r429, r500, drop, slow, empty, dead."""
 
     def __init__(self, delay: float = 0.0):
-        self.delay = delay
-        self.lock = threading.Lock()
         self.calls: Counter = Counter()
         self.times: dict[str, list[float]] = defaultdict(list)
-        self.in_flight = self.max_in_flight = 0
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def reply(request, headers):
+            item = request["messages"][-1]["content"].split()[0]
+            kind = item.split("-")[0]
+            with self.lock:
+                self.calls[item] += 1
+                call = self.calls[item]
+                self.times[item].append(time.monotonic())
+            time.sleep(delay)
+            if kind == "r429" and call == 1:
+                return 429, "slow down", {"Retry-After": "1"}
+            if (kind == "r500" and call <= 2) or kind == "dead":
+                return 500, "boom"
+            if kind == "drop" and call == 1:
+                return None
+            if kind == "slow" and call == 1:
+                time.sleep(3)  # past the client's deadline
+            return "" if kind == "empty" else f"{item} The answer is 5."
 
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status: int, payload: dict, headers: dict | None = None):
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _reply(self, model: str, item: str, content: str):
-                self._send(200, {
-                    "id": f"chatcmpl-{item}", "object": "chat.completion", "created": 0, "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
-
-            def do_POST(self):
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                item = request["messages"][-1]["content"].split()[0]
-                kind = item.split("-")[0]
-                with server.lock:
-                    server.calls[item] += 1
-                    call = server.calls[item]
-                    server.times[item].append(time.monotonic())
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay)
-                    if kind == "r429" and call == 1:
-                        return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
-                    if (kind == "r500" and call <= 2) or kind == "dead":
-                        return self._send(500, {"error": {"message": "boom"}})
-                    if kind == "drop" and call == 1:
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        self.close_connection = True
-                        return None
-                    if kind == "slow" and call == 1:
-                        time.sleep(3)  # past the client's deadline
-                    self._reply(request["model"], item, "" if kind == "empty" else f"{item} The answer is 5.")
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(reply, model="faulty")
 
     def teacher(self, **overrides):
-        settings = dict(kind="openai", model="faulty", base_url=f"http://127.0.0.1:{self.port}/v1", samples=1,
+        settings = dict(kind="openai", model="faulty", base_url=self.url, samples=1,
                         max_retries=3, timeout_s=1.0, concurrency=8, max_new_tokens=16) | overrides
         return openai_teacher(TeacherConfig(**settings), None)
 

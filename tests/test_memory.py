@@ -1,0 +1,61 @@
+"""The memory plan (kdagent/memory.py): parameters read from safetensors headers, a plan per stage, and a
+run that cannot fit refused with the numbers before any model loads."""
+
+import json
+
+import pytest
+import yaml
+
+from conftest import run_cli
+from kdagent.errors import UserError
+from kdagent.memory import check_plan, memory_plan, param_count, peak_rss_mb
+from kdagent.recipe import Recipe
+
+
+def test_param_count_reads_the_safetensors_headers(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    assert param_count(tiny_model_dir) == AutoModelForCausalLM.from_pretrained(tiny_model_dir).num_parameters()
+
+
+def test_the_plan_grows_with_what_each_stage_holds(tiny_model_dir):
+    def plan(**update):
+        recipe = Recipe.model_validate({"name": "p", "student": {"model": str(tiny_model_dir)}, "update": update})
+        return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")
+
+    small, big = plan(batch_size=2), plan(batch_size=16)
+    assert set(small["stages_mb"]) == {"elicit (teacher)", "evaluate (student)", "update (sft)"}
+    assert big["stages_mb"]["update (sft)"] > small["stages_mb"]["update (sft)"]
+    assert big["stages_mb"]["evaluate (student)"] == small["stages_mb"]["evaluate (student)"]
+    both = plan(method=["sft", "dpo"], batch_size=2)["stages_mb"]
+    assert both["update (dpo)"] > both["update (sft)"]  # chosen and rejected, and a reference model
+    lora = plan(method="dpo", batch_size=2, lora={"r": 4})["stages_mb"]
+    assert lora["update (dpo)"] < both["update (dpo)"]  # an adapter: no reference copy, no full optimiser state
+    assert small["student_params"] == param_count(tiny_model_dir) and small["available_mb"] > 0
+    check_plan(small)  # fits this machine
+
+
+def test_a_plan_over_the_limit_is_refused_unless_turned_off(monkeypatch):
+    plan = {"device": "cpu", "stages_mb": {"update (sft)": 900}, "peak_stage": "update (sft)", "peak_mb": 900,
+            "available_mb": 500, "available_from": "MemAvailable"}
+    with pytest.raises(UserError, match=r"memory plan: update \(sft\) needs about 900 MiB but 500 MiB is available .*update.batch_size"):
+        check_plan(plan)
+    monkeypatch.setenv("KDAGENT_MEMORY_PLAN", "off")
+    check_plan(plan)
+
+
+def test_a_run_that_cannot_fit_exits_2_before_any_model_loads(tmp_path, tiny_model_dir):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "huge", "student": {"model": str(tiny_model_dir), "max_length": 8192},
+        "update": {"batch_size": 100000}, "retrieval": {"enabled": False},
+    }))
+    result = run_cli("run", str(recipe), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
+    assert line.startswith("Error: memory plan: update (sft) needs about ") and "MiB is available" in line
+    assert not (tmp_path / "run").exists() and "Traceback" not in result.stderr
+
+
+def test_peak_rss_is_reported_in_mib():
+    assert 50 < peak_rss_mb() < 64 * 1024
