@@ -99,7 +99,8 @@ def baseline_sft(recipe, generations: list, tasks_by_id: dict, skill, work: Path
 
 
 def run_one(name: str, budget: str, data: Path, work: Path, extra: list[str]) -> dict:
-    from kdagent.loop.runner import _evaluate, _load_eval_tasks, run_recipe
+    from kdagent.loop.runner import _evaluate, _fitting_eval_tasks, _load_eval_tasks, run_recipe
+    from kdagent.models import resolve_model
     from kdagent.plugins import build_plugins
     from kdagent.recipe import load_recipe
 
@@ -119,7 +120,8 @@ def run_one(name: str, budget: str, data: Path, work: Path, extra: list[str]) ->
     generations, tasks_by_id = _generations(work / "run", recipe.loop.rounds)
     started = time.time()
     student, training = baseline_sft(recipe, generations, tasks_by_id, skill, work / "baseline")
-    score = _evaluate(student, _load_eval_tasks(recipe, domain), skill, recipe, work / "baseline-predictions.jsonl", "baseline SFT: evaluate")
+    eval_tasks, _ = _fitting_eval_tasks(recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model))  # as the run's
+    score = _evaluate(student, eval_tasks, skill, recipe, work / "baseline-predictions.jsonl", "baseline SFT: evaluate")
     rounds = metrics["rounds"]
     return {
         "recipe": recipe_file, "domain": recipe.domain.name, "skill": recipe.skills[0].name, "teacher": recipe.teacher.kind,
