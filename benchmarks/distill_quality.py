@@ -15,6 +15,7 @@ benchmark whose files are absent is skipped with a message.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -198,7 +199,8 @@ def main(argv=None) -> int:
         root = args.work or Path(tmp)
         for name in names:
             print(f"[distill_quality] {name} ({args.budget})", file=sys.stderr, flush=True)
-            results[name] = run_one(name, args.budget, args.data.resolve(), root / name, args.sets)
+            with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines: stdout holds only the JSON
+                results[name] = run_one(name, args.budget, args.data.resolve(), root / name, args.sets)
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
     command = "python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     out = {"benchmark": "distill_quality", "budget": args.budget, "machine": machine(), "date": datetime.date.today().isoformat(),

@@ -1,0 +1,32 @@
+"""The benchmarks run end to end (on a tiny config-built model, a few tasks): they print the JSON the
+README describes and write the Markdown table. Their numbers come from real runs documented in
+docs/benchmarks.md; these tests only keep the scripts working."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_distill_quality_runs_kdagent_and_the_trl_baseline(tmp_path, tiny_model_dir, shared_data):
+    table = tmp_path / "bench.md"
+    table.write_text("# Benchmarks\n\nintro kept\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--only", "finance", "--data", str(shared_data),
+         "--work", str(tmp_path / "work"), "--markdown", str(table),
+         "--set", f"student.model={tiny_model_dir}", "--set", "domain.seed_tasks=6", "--set", "domain.eval_tasks=4",
+         "--set", "retrieval.enabled=false"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    finance = out["results"]["finance"]
+    assert finance["before"]["n"] == 4 and len(finance["rounds"]) == 1
+    assert finance["baseline_trl_sft"]["n"] == 4 and finance["baseline_trl_sft"]["examples"] == finance["rounds"][0]["generations"]
+    assert 0 <= finance["after"]["accuracy"] <= 1 and finance["seconds"]["kdagent"] > 0
+    text = table.read_text()
+    assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | `recipes/finance.yaml` | 4 |" in text
+    assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --only finance" in text
+
