@@ -30,3 +30,20 @@ def test_distill_quality_runs_kdagent_and_the_trl_baseline(tmp_path, tiny_model_
     assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | `recipes/finance.yaml` | 4 |" in text
     assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --only finance" in text
 
+
+
+def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--model", str(tiny_model_dir), "--threads", "1", "--prompts", "2",
+         "--n", "2", "--max-new-tokens", "8", "--train-steps", "2", "--train-dpo-steps", "2", "--train-batch-size", "2"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    generation = out["generation"]
+    assert generation["kdagent"]["tokens_per_s"] > 0 and generation["hf"]["tokens_per_s"] > 0
+    assert generation["speedup"] == round(generation["kdagent"]["tokens_per_s"] / generation["hf"]["tokens_per_s"], 2)
+    for method in ("sft", "dpo"):
+        part = out["training"][method]
+        assert part["kdagent"]["trained_tokens"] > 0 and part["trl_defaults"]["trained_tokens"] > 0
+        assert part["kdagent"]["rss_peak_mb"] > 0

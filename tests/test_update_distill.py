@@ -273,9 +273,11 @@ def _mean_divergence(student_dir: Path, teacher_dir: Path, tokenizer, divergence
     return total / tokens  # averaged over all completion tokens, as the trainer's batch loss is
 
 
-def test_train_distill_off_policy_loss_decreases(teacher4, student2, tmp_path, tokenizer):
+def test_train_distill_off_policy_loss_decreases(teacher4, student2, tmp_path, tokenizer, monkeypatch):
     """lmbda=0 with reference completions: GKD on fixed data, so the loss must fall. Temperature 2 applies to the
-    loss as it does in `divergence_loss` (TRL's GKD alone would leave its loss at temperature 1)."""
+    loss as it does in `divergence_loss` (TRL's GKD alone would leave its loss at temperature 1). Trained in
+    fp32 (no bf16 autocast on the CPU), so the first loss equals the direct fp32 computation."""
+    monkeypatch.setenv("KDAGENT_CPU_BF16", "0")
     from transformers import AutoModelForCausalLM
 
     from kdagent.update.distill import train_distill

@@ -1,14 +1,23 @@
 """The batched generation engine over a local Hugging Face causal LM.
 
 Prompts are chat messages rendered with the model's chat template, sorted by length so each batch pads
-little (length bucketing), generated with left padding and `num_return_sequences=n`, and returned in the
-caller's order. Sampling is seeded per batch, so a batch's outputs depend only on its prompts and seed.
+little (length bucketing), generated a batch at a time and returned in the caller's order. Sampling is
+seeded per batch, so a batch's outputs depend only on its prompts and seed.
+
+Two backends decode a batch:
+
+- "kdagent" (the default): kdagent's own decode loop (kdagent/generation/decode.py), which prefills each
+  prompt once for its `n` samples, drops finished rows from the running batch and writes the KV cache in
+  place; greedy output is the same as `model.generate`'s;
+- "hf": `model.generate` with left padding and `num_return_sequences=n`, kept as the reference.
 """
 
 from pathlib import Path
 
 from kdagent.records import Message
 from kdagent.models.registry import safetensors_only
+
+BACKENDS = ("kdagent", "hf")
 
 
 def pick_device() -> str:
@@ -39,14 +48,46 @@ def _cut(text: str, stop: list[str] | None) -> str:
     return text[: min(ends)] if ends else text
 
 
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    return backend
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    return (seed * 1_000_003 + batch) % 2**63
+
+
 class Engine:
-    def __init__(self, model_path: Path, device: str | None = None):
+    def __init__(self, model_path: Path, device: str | None = None, backend: str = "kdagent"):
+        self.backend = _check_backend(backend)
         self.model_path = Path(model_path)
         self.model, self.tokenizer = load_causal_lm(self.model_path, device)
         self.device = self.model.device
 
+    @classmethod
+    def from_model(cls, model, tokenizer, backend: str = "kdagent") -> "Engine":
+        """An engine over an already loaded model and tokenizer (shared, not copied)."""
+        engine = cls.__new__(cls)
+        engine.backend = _check_backend(backend)
+        engine.model_path = Path(getattr(model, "name_or_path", "") or ".")
+        engine.model, engine.tokenizer = model, tokenizer
+        engine.device = model.device
+        return engine
+
     def render(self, messages: list[Message]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    @property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.tokenizer.eos_token_id if pad is None else pad
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        return set(eos) if isinstance(eos, (list, tuple)) else {eos}
 
     def generate(
         self,
@@ -62,38 +103,89 @@ class Engine:
     ) -> list[list[str]]:
         """For each prompt, `n` replies (greedy when temperature is 0), each ending at the first of the
         `stop` strings (kept) when given."""
-        import torch
+        tokens = self.generate_tokens(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed, desc, stop)
+        return [[_cut(d, stop).strip() for d in self.tokenizer.batch_decode(row, skip_special_tokens=True)] for row in tokens]
+
+    def generate_tokens(
+        self,
+        prompts: list[list[Message]],
+        n: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 128,
+        batch_size: int = 16,
+        seed: int = 0,
+        desc: str = "generate",
+        stop: list[str] | None = None,
+    ) -> list[list[list[int]]]:
+        """For each prompt, `n` continuations as token ids, each ending with the end-of-sequence token when
+        one was generated; a continuation also ends once its text holds one of the `stop` strings."""
         from tqdm.auto import tqdm
 
-        texts = [self.render(m) for m in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        results: list[list[str]] = [[] for _ in texts]
-        sampling = temperature > 0
-        with tqdm(total=len(texts), desc=desc, unit="prompt", leave=False) as bar:
+        ids = [self.tokenizer(self.render(m), add_special_tokens=False).input_ids for m in prompts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        results: list[list[list[int]]] = [[] for _ in ids]
+        run = self._decode_batch if self.backend == "kdagent" else self._generate_batch
+        with tqdm(total=len(ids), desc=desc, unit="prompt", leave=False) as bar:
             for b, start in enumerate(range(0, len(order), batch_size)):
                 idx = order[start : start + batch_size]
-                enc = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(self.device) for k, v in enc.items()}
-                torch.manual_seed((seed * 1_000_003 + b) % 2**63)
-                with torch.inference_mode():
-                    out = self.model.generate(
-                        **enc,
-                        do_sample=sampling,
-                        temperature=temperature if sampling else None,
-                        top_p=top_p if sampling else None,
-                        top_k=None,
-                        num_return_sequences=n,
-                        max_new_tokens=max_new_tokens,
-                        pad_token_id=self.tokenizer.pad_token_id,
-                        **({"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}),
-                    )
-                new = out[:, enc["input_ids"].shape[1] :]
-                decoded = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-                for j, i in enumerate(idx):
-                    results[i] = [_cut(d, stop).strip() for d in decoded[j * n : (j + 1) * n]]
+                rows = run([ids[i] for i in idx], n, temperature, top_p, max_new_tokens, _batch_seed(seed, b), stop)
+                for i, row in zip(idx, rows):
+                    results[i] = row
                 bar.update(len(idx))
         return results
+
+    def _stopped(self, stop: list[str] | None):
+        if not stop:
+            return None
+        decode = self.tokenizer.decode
+
+        def stopped(tokens: list[int]) -> bool:
+            text = decode(tokens, skip_special_tokens=True)
+            return any(s in text for s in stop)
+
+        return stopped
+
+    def _decode_batch(self, ids, n, temperature, top_p, max_new_tokens, seed, stop):
+        import torch
+
+        from kdagent.generation.decode import decode
+
+        generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
+        return decode(self.model, ids, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                      eos_ids=self._eos_ids(), pad_id=self._pad_id, generator=generator, stopped=self._stopped(stop))
+
+    def _generate_batch(self, ids, n, temperature, top_p, max_new_tokens, seed, stop):
+        """The reference: `model.generate` on the left-padded batch with `num_return_sequences=n`."""
+        import torch
+
+        pad, width = self._pad_id, max(len(p) for p in ids)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids], device=self.device)
+        sampling = temperature > 0
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                do_sample=sampling,
+                temperature=temperature if sampling else None,
+                top_p=top_p if sampling else None,
+                top_k=None,
+                num_return_sequences=n,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                **({"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}),
+            )
+        eos = self._eos_ids()
+        rows = []
+        for row in out[:, width:].tolist():
+            end = next((k + 1 for k, t in enumerate(row) if t in eos), len(row))
+            row = row[:end]
+            while row and row[-1] == pad and pad not in eos:  # padding after a stop string
+                row.pop()
+            rows.append(row)
+        return [rows[j * n : (j + 1) * n] for j in range(len(ids))]
 
     def choice_logprobs(self, prompts: list[list[Message]], choices: list[list[str]], batch_size: int = 16) -> list[list[float]]:
         """For each prompt, the summed log-probability of each choice as the assistant's reply."""

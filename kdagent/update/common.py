@@ -100,6 +100,21 @@ def resume_point(work: Path) -> str | None:
     return str(max(complete)[1]) if complete else None
 
 
+def cpu_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is faster than fp32;
+    KDAGENT_CPU_BF16=0 keeps the CPU in fp32."""
+    import os
+
+    import torch
+
+    if os.environ.get("KDAGENT_CPU_BF16", "1") == "0":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def trainer_kwargs(update, work: Path, seed: int) -> dict:
     """The TRL/transformers arguments every updater sets the same way."""
     import torch
@@ -119,7 +134,8 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
         save_total_limit=2,
         report_to=[],
         seed=seed,
-        bf16=cuda,  # fp32 master weights, bf16 autocast on a GPU
+        bf16=cuda or cpu_bf16(),  # fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions
+        gradient_checkpointing=False,  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=False,

@@ -1,0 +1,378 @@
+"""How fast does kdagent generate and train? Measured in one run against the plain Hugging Face / TRL paths on
+the same model, data and settings.
+
+    .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~6 minutes
+    .venv/bin/python benchmarks/speed.py --threads 1          # on a CPU shared with other jobs
+    .venv/bin/python benchmarks/speed.py --only generation    # or --only training
+    .venv/bin/python benchmarks/speed.py --model-shape smollm2-135m --device cuda --prompts 256 --batch-size 64 \
+        --tokenizer /path/to/smollm2-tokenizer-folder     # random weights of SmolLM2's shape, bf16, on a GPU
+
+Generation: kdagent's engine (kdagent/generation/decode.py) against `model.generate` with
+`num_return_sequences=n` (Engine backend "hf"), on the chat prompts the `cot` skill sends for tasks of
+the `arithmetic` domain, `n` samples a prompt at temperature 0.7 and top-p 0.95, the same batch size and
+length bucketing, over the same loaded model. New tokens count each reply up to and including its
+end-of-sequence token. The two paths take different random draws, so their replies (and token counts) differ;
+tokens per second is the fair measure.
+
+Training: kdagent's updaters as the loop calls them (kdagent/update/sft.py `train_sft`, kdagent/update/dpo.py
+`train_dpo`, with UpdateConfig's defaults but one epoch) against TRL's SFTTrainer and DPOTrainer with their
+default settings (only the output folder, the step count, the batch size and the CPU flag set), on the same
+examples (the `cot` skill's prompts with the tasks' reference solutions; for DPO a wrong answer as the
+rejected reply) for the same number of steps. Speed is trained (non-padding) tokens per second, counted from
+the batches each trainer's `compute_loss` receives and timed from step begin to step end (optimizer step
+included), without the first step (warm-up); the loading and saving around `train()` are not timed. Each arm
+reports the settings its trainer actually ran with (padding-free, packing, gradient checkpointing, bf16).
+
+Prints one JSON object. Each phase reports its own peak RSS (process RSS sampled every 20 ms while it runs);
+on CUDA each generation run also reports its peak allocated memory.
+"""
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from unittest import mock
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# SmolLM2-135M-Instruct's architecture, to build random weights where the real ones cannot travel.
+SHAPES = {
+    "smollm2-135m": dict(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_theta=100000.0, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+    ),
+}
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class PhasePeak:
+    """The process's peak RSS while a `with` block runs, sampled every 20 ms (ru_maxrss only ever grows)."""
+
+    def __enter__(self):
+        self.start_mb = self.peak_mb = _rss_mb()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._done.wait(0.02):
+            self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, _rss_mb())
+
+    def report(self) -> dict:
+        return {"rss_at_start_mb": round(self.start_mb, 1), "rss_peak_mb": round(self.peak_mb, 1)}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine(device: str) -> dict:
+    import torch
+    import transformers
+
+    info = {"cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "load_average_1min": round(os.getloadavg()[0], 2), "device": device, "torch": torch.__version__,
+            "transformers": transformers.__version__, "date": datetime.date.today().isoformat()}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def load_model(args):
+    """(model, tokenizer, description) for `--model` or `--model-shape`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    from kdagent.generation.engine import load_causal_lm
+    from kdagent.models import resolve_model
+
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    if args.model_shape:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m-instruct"))
+        torch.manual_seed(0)
+        config = LlamaConfig(**SHAPES[args.model_shape])
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(args.device).eval()
+        return model, tokenizer, f"{args.model_shape} (random weights from its config, {str(dtype).removeprefix('torch.')})"
+    path = resolve_model(args.model)
+    model, tokenizer = load_causal_lm(path, args.device)
+    return model, tokenizer, f"{args.model} ({path})"
+
+
+def chat_prompts(count: int, seed: int, skill_name: str) -> list:
+    from kdagent.plugins import build_plugins
+
+    plugins = build_plugins(load_entry_points=False)
+    skill = plugins.create("skills", skill_name)
+    tasks = plugins.create("domains", "arithmetic").seed_tasks(count, seed)
+    return [skill.messages(task) for task in tasks]
+
+
+def _timed_generation(engine, prompts, args, seed: int) -> dict:
+    import torch
+
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    with PhasePeak() as rss:
+        start = time.perf_counter()
+        tokens = engine.generate_tokens(prompts, n=args.n, temperature=args.temperature, top_p=args.top_p,
+                                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=seed, desc=engine.backend)
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    new = sum(len(t) for row in tokens for t in row)
+    out = {"seconds": round(seconds, 2), "new_tokens": new, "tokens_per_s": round(new / seconds, 1), **rss.report()}
+    if cuda:
+        out["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def bench_generation(model, tokenizer, args) -> dict:
+    """Both backends over the same loaded model, alternating, `--repeats` times; the median of each."""
+    from kdagent.generation.engine import Engine
+
+    prompts = chat_prompts(args.prompts, args.seed, args.skill)
+    engines = {b: Engine.from_model(model, tokenizer, backend=b) for b in ("hf", "kdagent")}
+    for engine in engines.values():  # warm-up: first calls allocate and pick kernels
+        engine.generate_tokens(prompts[:2], n=2, temperature=args.temperature, top_p=args.top_p, max_new_tokens=4,
+                               batch_size=2, desc="warm-up")
+    runs = {b: [] for b in engines}
+    for r in range(args.repeats):
+        for backend, engine in engines.items():
+            runs[backend].append(_timed_generation(engine, prompts, args, seed=args.seed + r))
+            print(json.dumps({backend: runs[backend][-1]}), file=sys.stderr, flush=True)
+    result = {"prompts": len(prompts), "n": args.n, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill,
+              "prompt_tokens_mean": round(statistics.mean(len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for p in prompts), 1)}
+    for backend, measured in runs.items():
+        best = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2]
+        result[backend] = dict(best, runs=[m["tokens_per_s"] for m in measured]) if len(measured) > 1 else best
+    result["speedup"] = round(result["kdagent"]["tokens_per_s"] / result["hf"]["tokens_per_s"], 2)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+_SETTINGS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "padding_free", "packing",
+             "gradient_checkpointing", "bf16", "learning_rate")
+
+
+def _real_tokens(inputs) -> int:
+    """Non-padding tokens in one batch as the trainer's compute_loss receives it (padding-free batches have no
+    attention mask and no padding)."""
+    mask = inputs.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
+
+
+def metered(trainer_cls, meter: dict):
+    """`trainer_cls` that records, into `meter`, the settings it ran with, each step's wall time (step begin to
+    step end, optimizer step included) and the non-padding tokens of each step's batches. Nothing it computes
+    changes."""
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            meter["steps"].append({"tokens": 0})
+            meter["_start"] = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            meter["steps"][-1]["seconds"] = time.perf_counter() - meter["_start"]
+
+    class Metered(trainer_cls):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.add_callback(Clock())
+            meter.update(steps=[], settings={k: getattr(self.args, k, None) for k in _SETTINGS})
+
+        def compute_loss(self, model, inputs, *a, **kw):
+            if meter["steps"] and model.training:
+                meter["steps"][-1]["tokens"] += _real_tokens(inputs)
+            return super().compute_loss(model, inputs, *a, **kw)
+
+    Metered.__name__ = Metered.__qualname__ = trainer_cls.__name__
+    return Metered
+
+
+def _summary(meter: dict, rss: "PhasePeak") -> dict:
+    steps = [s for s in meter["steps"] if "seconds" in s]
+    timed = steps[1:] or steps  # the first step warms up
+    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
+    return {"steps": len(steps), "timed_steps": len(timed), "trained_tokens": tokens, "seconds": round(seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "first_step_s": round(steps[0]["seconds"], 2) if steps else None, "settings": meter.get("settings"), **rss.report()}
+
+
+def training_data(count: int, seed: int, skill_name: str):
+    """(SFT examples, preference pairs): the skill's prompts with the tasks' reference completions; for a pair,
+    the reference against the same reasoning ending in a wrong answer."""
+    from kdagent.plugins import build_plugins
+    from kdagent.records import PreferencePair, Provenance, SFTExample
+
+    plugins = build_plugins(load_entry_points=False)
+    skill = plugins.create("skills", skill_name)
+    sft, pairs = [], []
+    for task in plugins.create("domains", "arithmetic").seed_tasks(count, seed):
+        reference = skill.reference_completion(task)
+        if reference is None:
+            continue
+        prompt, origin = skill.messages(task), Provenance(round=0, teacher="reference", skill=skill_name, domain="arithmetic", task_id=task.id)
+        chosen = [{"role": "assistant", "content": reference}]
+        wrong = reference.replace(f"The answer is {task.answer}.", f"The answer is {int(float(task.answer)) + 3}.")
+        sft.append(SFTExample(id=task.id, prompt=prompt, completion=chosen, provenance=origin))
+        pairs.append(PreferencePair(id=task.id, prompt=prompt, chosen=chosen, rejected=[{"role": "assistant", "content": wrong}], margin=1.0, provenance=origin))
+    return sft, pairs
+
+
+def bench_training(model_dir: Path, args) -> dict:
+    """SFT (and DPO unless --train-dpo-steps 0): kdagent's updater, then TRL's trainer with its defaults."""
+    import trl
+    from datasets import Dataset
+
+    from kdagent.recipe import UpdateConfig
+    from kdagent.update.dpo import train_dpo
+    from kdagent.update.sft import train_sft
+
+    cpu = args.device == "cpu"
+    out = {}
+    for method, steps in (("sft", args.train_steps), ("dpo", args.train_dpo_steps)):
+        if steps <= 0:
+            continue
+        batch = args.train_batch_size
+        sft, pairs = training_data(steps * batch, args.seed, args.skill)
+        examples = sft if method == "sft" else pairs
+        trainer_name, config_name = ("SFTTrainer", "SFTConfig") if method == "sft" else ("DPOTrainer", "DPOConfig")
+        rows = [{"prompt": e.prompt, "completion": e.completion} if method == "sft" else
+                {"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected} for e in examples]
+        result = {"examples": len(examples), "batch_size": batch}
+        with tempfile.TemporaryDirectory(prefix=f"kdagent-speed-{method}-") as tmp:
+            meter: dict = {}
+            with PhasePeak() as rss, mock.patch.object(trl, trainer_name, metered(getattr(trl, trainer_name), meter)):
+                update = UpdateConfig(epochs=1, batch_size=batch, checkpoint_steps=10_000)
+                if method == "sft":
+                    train_sft(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
+                else:
+                    train_dpo(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
+            result["kdagent"] = _summary(meter, rss)
+            print(json.dumps({f"{method} kdagent": result["kdagent"]}), file=sys.stderr, flush=True)
+
+            meter = {}
+            with PhasePeak() as rss:
+                config = getattr(trl, config_name)(output_dir=str(Path(tmp) / "trl"), max_steps=result["kdagent"]["steps"] or steps,
+                                                   per_device_train_batch_size=batch, use_cpu=cpu, report_to=[], save_strategy="no")
+                trainer = metered(getattr(trl, trainer_name), meter)(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows))
+                trainer.train()
+                del trainer
+            result["trl_defaults"] = _summary(meter, rss)
+            print(json.dumps({f"{method} trl": result["trl_defaults"]}), file=sys.stderr, flush=True)
+        ours, theirs = result["kdagent"]["tokens_per_s"], result["trl_defaults"]["tokens_per_s"]
+        result["speedup"] = round(ours / theirs, 2) if ours and theirs else None
+        out[method] = result
+    return out
+
+
+def _model_dir(model, tokenizer, args, tmp: str) -> Path:
+    """A folder the updaters can load the model from (the trainers load their own copies)."""
+    if not args.model_shape:
+        from kdagent.models import resolve_model
+
+        return resolve_model(args.model)
+    folder = Path(tmp) / args.model_shape
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="a model alias or a local HF folder")
+    parser.add_argument("--model-shape", choices=sorted(SHAPES), default=None, help="build random weights of this shape instead of loading --model")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for --model-shape (default: the embedded SmolLM2's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--only", choices=("generation", "training"), default=None, help="run one part only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skill", default="cot", help="the skill whose prompts are sent")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--prompts", type=int, default=8, help="chat prompts (arithmetic tasks)")
+    gen.add_argument("--n", type=int, default=8, help="samples per prompt")
+    gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--repeats", type=int, default=1, help="timed runs of each backend (median reported)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--train-batch-size", type=int, default=4, help="examples per step")
+    train.add_argument("--train-steps", type=int, default=4, help="SFT steps (examples = steps x batch size)")
+    train.add_argument("--train-dpo-steps", type=int, default=2, help="DPO steps; 0 skips DPO")
+    train.add_argument("--train-max-length", type=int, default=512, help="kdagent's max_length (the recipe default; TRL's default is its own)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    if args.only == "training" and not args.model_shape:  # the trainers load their own copies
+        from kdagent.models import resolve_model
+
+        model = tokenizer = None
+        described = f"{args.model} ({resolve_model(args.model)})"
+    else:
+        model, tokenizer, described = load_model(args)
+    out = {"machine": _machine(args.device), "model": described, "argv": sys.argv[1:] if argv is None else argv}
+    with contextlib.redirect_stdout(sys.stderr):  # the trainers print their logs: stdout is for the JSON only
+        if args.only in (None, "generation"):
+            out["generation"] = bench_generation(model, tokenizer, args)
+        if args.only in (None, "training"):
+            with tempfile.TemporaryDirectory(prefix="kdagent-speed-model-") as tmp:
+                folder = _model_dir(model, tokenizer, args, tmp)
+                del model
+                out["training"] = bench_training(folder, args)
+    out["peak_rss_mb"] = _peak_rss_mb()
+    out["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
