@@ -39,7 +39,7 @@ BENCHMARKS = {
 }
 # budget -> overrides (dotted paths, as `kdagent run --set` takes them)
 BUDGETS = {
-    "small": {"domain.seed_tasks": 24, "domain.eval_tasks": 30, "loop.rounds": 1},
+    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1},
     "full": {"domain.seed_tasks": 400, "domain.eval_tasks": 300, "loop.rounds": 2, "teacher.batch_size": 64,
              "evaluation.batch_size": 64},
 }
@@ -194,6 +194,7 @@ def main(argv=None) -> int:
         print(f"distill_quality: data folder {args.data} is absent; nothing to run", file=sys.stderr)
         return 2
     names = args.only or list(BENCHMARKS)
+    command = ("python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
     results = {}
     with tempfile.TemporaryDirectory(prefix="kdagent-bench-") as tmp:
         root = args.work or Path(tmp)
@@ -202,12 +203,11 @@ def main(argv=None) -> int:
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines: stdout holds only the JSON
                 results[name] = run_one(name, args.budget, args.data.resolve(), root / name, args.sets)
             print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
-    command = "python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+            if args.markdown:  # after each benchmark, so an interrupted run keeps the finished rows
+                write_markdown(args.markdown, markdown(results, command, machine()))
     out = {"benchmark": "distill_quality", "budget": args.budget, "machine": machine(), "date": datetime.date.today().isoformat(),
-           "command": command.strip(), "results": results}
+           "command": command, "results": results}
     print(json.dumps(out, indent=2))
-    if args.markdown:
-        write_markdown(args.markdown, markdown(results, out["command"], out["machine"]))
     return 0
 
 
