@@ -21,6 +21,15 @@ def _dump(record) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
+def remove_temporaries(folder: Path) -> int:
+    """Delete the temporary files `write_atomic` leaves under `folder` when its process is killed before
+    the rename (only safe for the folder's one writer, such as the run directory's lock holder)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp-*") if p.is_file() and p.name.rsplit(".tmp-", 1)[1].isdigit()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, fsync, then rename: readers see the old or the new file."""
     path = Path(path)

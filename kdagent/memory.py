@@ -20,17 +20,15 @@ plain PyTorch): 8 x 512 tokens peaked at 9,384 MiB RSS against a plan of 10,757;
 refused plan anyway.
 """
 
-import json
 import math
 import os
-import struct
 from pathlib import Path
 
 from kdagent.errors import UserError
+from kdagent.models.files import safetensors_header, text_config
 
 RUNTIME_MB = 1000
 ACTIVATION_FACTOR = 20  # values a token a layer keeps for backward, in hidden-size units (a llama block: norms, q/k/v/o, residuals, ~4 x 2.7 h of MLP)
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MB = 2**20
 
 
@@ -38,19 +36,13 @@ def param_count(model_dir: Path) -> int:
     """Parameters of a local checkpoint, from its safetensors headers (no tensor is read)."""
     total = 0
     for file in sorted(Path(model_dir).glob("*.safetensors")):
-        with open(file, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
+        _, header = safetensors_header(file)
         total += sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
     return total
 
 
 def _shape(model_dir: Path) -> dict:
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        config = {}
-    config = config.get("text_config", config)
+    config = text_config(model_dir)
     hidden = config.get("hidden_size", 0)
     heads = config.get("num_attention_heads", 1) or 1
     return {

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from kdagent.errors import UserError
-from kdagent.jsonl import write_atomic
+from kdagent.jsonl import remove_temporaries, write_atomic
 from kdagent.recipe import Recipe, masked_dump, recipe_to_yaml
 
 
@@ -74,6 +74,7 @@ class RunDir:
                     f"cannot resume {self.path}: the recipe changed since the run began ({', '.join(changed)}); "
                     "start a new --run-dir or restore those fields"
                 )
+            remove_temporaries(self.path)  # a killed writer's, never renamed into place
         else:
             write_atomic(recipe_file, recipe_to_yaml(recipe))
 

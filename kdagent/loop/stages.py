@@ -9,13 +9,9 @@ from kdagent.records import Feedback, Generation, GroundedTask, Message, Prefere
 
 def context_length(model_path: Path) -> int | None:
     """The longest sequence a local model takes (its config's position limit), or None when unknown."""
-    import json
+    from kdagent.models.files import text_config
 
-    try:
-        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    config = config.get("text_config", config)
+    config = text_config(model_path)
     for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
         if isinstance(config.get(key), int) and config[key] > 0:
             return config[key]

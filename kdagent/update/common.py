@@ -27,16 +27,15 @@ def work_dir(out_dir: Path) -> Path:
 
 def _weights_problem(path: Path) -> str | None:
     """Why a safetensors file cannot be whole: too short for its own header's tensors (truncated), or no header."""
-    import json
     import struct
+
+    from kdagent.models.files import TruncatedHeader, safetensors_header
 
     try:
         size = path.stat().st_size
-        with open(path, "rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > size - 8:
-                return f"{path.name} is truncated"
-            header = json.loads(fh.read(length))
+        length, header = safetensors_header(path)
+    except TruncatedHeader:
+        return f"{path.name} is truncated"
     except (OSError, struct.error, ValueError):
         return f"{path.name} has no valid safetensors header"
     end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)

@@ -82,3 +82,17 @@ def test_no_checkpoint_at_all_means_training_starts_over(tmp_path):
     assert resume_point(tmp_path / "absent") is None
     (tmp_path / "w" / "trainer" / "checkpoint-1").mkdir(parents=True)
     assert resume_point(tmp_path / "w") is None
+
+
+def test_a_killed_writers_temporary_files_are_removed_on_resume(tmp_path):
+    from kdagent.jsonl import remove_temporaries
+
+    (tmp_path / "round-01").mkdir()
+    stale = [tmp_path / ".metrics.json.tmp-4242", tmp_path / "round-01" / ".update.json.tmp-17"]
+    for p in stale:
+        p.write_text("{")
+    kept = [tmp_path / "round-01" / "update.json", tmp_path / ".lock", tmp_path / "round-01" / ".student.tmp-notes"]
+    for p in kept:
+        p.write_text("{}")
+    assert remove_temporaries(tmp_path) == 2
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
