@@ -4,12 +4,14 @@ the same model, data and settings.
     .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~6 minutes
     .venv/bin/python benchmarks/speed.py --threads 1          # on a CPU shared with other jobs
     .venv/bin/python benchmarks/speed.py --only generation    # or --only training
+    .venv/bin/python benchmarks/speed.py --only generation --passages 1   # grounded prompts, as the quickstart sends
     .venv/bin/python benchmarks/speed.py --model-shape smollm2-135m --device cuda --prompts 256 --batch-size 64 \
         --tokenizer /path/to/smollm2-tokenizer-folder     # random weights of SmolLM2's shape, bf16, on a GPU
 
 Generation: kdagent's engine (kdagent/generation/decode.py) against `model.generate` with
 `num_return_sequences=n` (Engine backend "hf"), on the chat prompts the `cot` skill sends for tasks of
-the `arithmetic` domain, `n` samples a prompt at temperature 0.7 and top-p 0.95, the same batch size and
+the `arithmetic` domain (with `--passages K`, each grounded in K chunks of the domain's corpus, as the loop's
+retrieval stage grounds them; the quickstart retrieves one), `n` samples a prompt at temperature 0.7 and top-p 0.95, the same batch size and
 length bucketing, over the same loaded model. New tokens count each reply up to and including its
 end-of-sequence token. The two paths take different random draws, so their replies (and token counts) differ;
 tokens per second is the fair measure.
@@ -135,13 +137,24 @@ def load_model(args):
     return model, tokenizer, f"{args.model} ({path})"
 
 
-def chat_prompts(count: int, seed: int, skill_name: str) -> list:
+def chat_prompts(count: int, seed: int, skill_name: str, passages: int = 0) -> list:
+    """The skill's chat prompts for `count` arithmetic tasks; with `passages`, each grounded in that many chunks
+    of the domain's corpus (as the loop's grounding stage sends them, with the recipe's default chunk size),
+    taken in turn instead of retrieved: the prompts' length is what matters here."""
     from kdagent.plugins import build_plugins
+    from kdagent.recipe import RetrievalConfig
+    from kdagent.records import Passage, stable_id
+    from kdagent.retrieval.store import chunk
 
     plugins = build_plugins(load_entry_points=False)
     skill = plugins.create("skills", skill_name)
-    tasks = plugins.create("domains", "arithmetic").seed_tasks(count, seed)
-    return [skill.messages(task) for task in tasks]
+    domain = plugins.create("domains", "arithmetic")
+    tasks = domain.seed_tasks(count, seed)
+    if not passages:
+        return [skill.messages(task) for task in tasks]
+    size = RetrievalConfig().chunk_chars
+    pool = [Passage(id=stable_id(text), text=text, source=doc.source) for doc in domain.corpus() for text in chunk(doc.text, size)]
+    return [skill.messages(task, [pool[(i * passages + j) % len(pool)] for j in range(passages)]) for i, task in enumerate(tasks)]
 
 
 def _timed_generation(engine, prompts, args, seed: int) -> dict:
@@ -169,7 +182,7 @@ def bench_generation(model, tokenizer, args) -> dict:
     """Both backends over the same loaded model, alternating, `--repeats` times; the median of each."""
     from kdagent.generation.engine import Engine
 
-    prompts = chat_prompts(args.prompts, args.seed, args.skill)
+    prompts = chat_prompts(args.prompts, args.seed, args.skill, args.passages)
     engines = {b: Engine.from_model(model, tokenizer, backend=b) for b in ("hf", "kdagent")}
     for engine in engines.values():  # warm-up: first calls allocate and pick kernels
         engine.generate_tokens(prompts[:2], n=2, temperature=args.temperature, top_p=args.top_p, max_new_tokens=4,
@@ -180,7 +193,7 @@ def bench_generation(model, tokenizer, args) -> dict:
             runs[backend].append(_timed_generation(engine, prompts, args, seed=args.seed + r))
             print(json.dumps({backend: runs[backend][-1]}), file=sys.stderr, flush=True)
     result = {"prompts": len(prompts), "n": args.n, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill,
+              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill, "passages": args.passages,
               "prompt_tokens_mean": round(statistics.mean(len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for p in prompts), 1)}
     for backend, measured in runs.items():
         best = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2]
@@ -332,6 +345,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skill", default="cot", help="the skill whose prompts are sent")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompts", type=int, default=8, help="chat prompts (arithmetic tasks)")
+    gen.add_argument("--passages", type=int, default=0, help="ground each prompt in this many corpus chunks (longer prompts)")
     gen.add_argument("--n", type=int, default=8, help="samples per prompt")
     gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
     gen.add_argument("--max-new-tokens", type=int, default=128)

@@ -10,7 +10,7 @@ KV heads, vocabulary), so nothing is loaded. They are upper-bound estimates, not
 - training: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter; a LoRA adapter trains
   only its own few, so 4 bytes a base parameter), a frozen copy where the method keeps one (DPO's reference
   model without LoRA, GRPO's with `beta > 0`, the teacher of `distill`), activations (`ACTIVATION_FACTOR`
-  hidden-size vectors a token a layer, kept for the backward pass, fp32 on the CPU and bf16 under autocast on a GPU) and the logits (fp32, three copies: logits,
+  hidden-size vectors a token a layer, kept for the backward pass, counted in fp32 on the CPU, an upper bound under its bf16 autocast, and bf16 under autocast on a GPU) and the logits (fp32, three copies: logits,
   softmax, gradient) of one batch of `update.batch_size x student.max_length` tokens;
 - `RUNTIME_MB` for the interpreter, torch, transformers and Chroma.
 

@@ -140,3 +140,18 @@ def test_greedy_equals_model_generate_on_smollm2(smollm_path):
     assert got == plain.generate_tokens(prompts, max_new_tokens=32, batch_size=6)
     assert all(len(row[0]) > 8 for row in got)
     ours.close()
+
+
+def test_stop_check_reads_only_the_reply_tail_and_finds_a_late_stop_string(tiny):
+    """The stop check decodes a window of the newest tokens, not the whole reply: checked after each token
+    as decode does, it first fires at the same token as a check of the whole text would."""
+    _, tokenizer = tiny
+    from kdagent.generation.engine import Engine
+
+    text = "word " * 300 + "The answer is 42.\nObservation: done " + "tail " * 20
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    for stop in (["Observation:"], ["42.\n", "never there"], ["answer is 42"]):
+        check = Engine.from_model(tiny[0], tokenizer)._stopped(stop)
+        first = next(k for k in range(1, len(ids) + 1) if check(ids[:k]))
+        whole = next(k for k in range(1, len(ids) + 1) if any(s in tokenizer.decode(ids[:k]) for s in stop))
+        assert first == whole > 300

@@ -139,9 +139,13 @@ class Engine:
         if not stop:
             return None
         decode = self.tokenizer.decode
+        # decode checks after every token, so a stop string that has just appeared ends in the newest token and
+        # starts at most its length in characters before: decoding that many tokens back (plus room for tokens
+        # that decode to nothing or to part of a character) finds it without decoding the whole reply each step.
+        window = max(len(s) for s in stop) + 16
 
         def stopped(tokens: list[int]) -> bool:
-            text = decode(tokens, skip_special_tokens=True)
+            text = decode(tokens[-window:], skip_special_tokens=True)
             return any(s in text for s in stop)
 
         return stopped

@@ -1,6 +1,7 @@
 """`sft`: TRL's SFTTrainer on conversational prompt/completion examples (loss on the completion only).
 
-Full fine-tuning or LoRA (peft), bf16 on a GPU when one is present, fp32 on the CPU otherwise, with no
+Full fine-tuning or LoRA (peft), fp32 master weights with bf16 autocast on a GPU when one is present and on CPUs with
+bf16 instructions (AVX512-BF16 or AMX; `KDAGENT_CPU_BF16=0` keeps them in fp32), fp32 on other CPUs, with no
 change to the recipe. An interrupted run resumes from its last complete checkpoint; the trained student is saved to a work
 folder and renamed into place (kdagent/update/common.py).
 """
