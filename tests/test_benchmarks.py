@@ -48,3 +48,4 @@ def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir
         part = out["training"][method]
         assert part["kdagent"]["trained_tokens"] > 0 and part["trl_defaults"]["trained_tokens"] > 0
         assert part["kdagent"]["rss_peak_mb"] > 0
+        assert len(part["kdagent"]["runs"]) == len(part["trl_defaults"]["runs"]) == 2  # alternating, best reported
