@@ -1,7 +1,7 @@
 """How fast does kdagent generate and train? Measured in one run against the plain Hugging Face / TRL paths on
 the same model, data and settings.
 
-    .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~6 minutes
+    .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~10 minutes
     .venv/bin/python benchmarks/speed.py --threads 1          # on a CPU shared with other jobs
     .venv/bin/python benchmarks/speed.py --only generation    # or --only training
     .venv/bin/python benchmarks/speed.py --only generation --passages 1   # grounded prompts, as the quickstart sends
