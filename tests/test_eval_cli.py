@@ -49,7 +49,9 @@ def test_torn_last_line_is_dropped(tmp_path, capsys):
     [
         ([{"id": "1", "prompt": "a", "answer": "1"}, {"id": "1", "prompt": "b", "answer": "2"}], "duplicate task id '1'"),
         ([{"id": "1", "prompt": "a", "answer": "x", "kind": "choice", "choices": ["y", "z"]}], "is not one of its choices"),
-        ([{"id": "1", "prompt": "a", "answer": "", "kind": "function_call"}], "function_call is not supported yet"),
+        ([{"id": "1", "prompt": "a", "answer": "", "kind": "function_call"}], "function_call task '1': `tools` must be"),
+        ([{"id": "1", "prompt": "a", "answer": "", "kind": "function_call", "tools": [{"name": "f"}], "possible_answer": {"f": {}}}],
+         "`possible_answer` must be"),
         ([{"id": "1", "prompt": "a", "answer": "maybe", "kind": "refusal"}], "'comply' or 'refuse'"),
         ([], "no tasks"),
     ],

@@ -6,12 +6,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from kdagent.errors import UserError
+from kdagent.evaluate import function_call
 from kdagent.evaluate.grading import format_number, is_refusal, last_number, macro_f1, numbers_match
 from kdagent.jsonl import read_jsonl
 from kdagent.records import Message, Task
 from kdagent.skill import question_text
 
-SUPPORTED_KINDS = ("numeric", "choice", "refusal")
+SUPPORTED_KINDS = ("numeric", "choice", "function_call", "refusal")
 
 
 def check_tasks(tasks: list[Task], source: str) -> None:
@@ -30,6 +31,8 @@ def check_tasks(tasks: list[Task], source: str) -> None:
             raise UserError(f"{source}: choice task {task.id!r}: answer {task.answer!r} is not one of its choices")
         if task.kind == "refusal" and task.answer not in ("comply", "refuse"):
             raise UserError(f"{source}: refusal task {task.id!r}: answer must be 'comply' or 'refuse'")
+        if task.kind == "function_call":
+            function_call.check_task(task, source)
 
 
 def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
@@ -102,6 +105,15 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
             if task.id in trajectories:
                 predictions[task.id]["trajectory"] = trajectories[task.id]
                 predictions[task.id]["tool_calls"] = sum(m["role"] == "tool" for m in trajectories[task.id])
+
+    calls = [t for t in tasks if t.kind == "function_call"]
+    if calls:  # offered the record's tools, one call, greedy
+        replies = engine.generate([function_call.messages(t) for t in calls], n=1, temperature=0.0, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, desc=f"{desc} (function calls)", stop=[function_call.CLOSE])
+        for task, (reply,) in zip(calls, replies):
+            correct, call, why = function_call.grade_call(reply, task.possible_answer)
+            predictions[task.id] = {"id": task.id, "kind": "function_call", "answer": task.answer, "predicted": call, "correct": correct,
+                                    "reply": reply, **({"why": why} if why else {})}
 
     choice = [t for t in tasks if t.kind == "choice"]
     if choice:
