@@ -1,17 +1,18 @@
 """How fast does kdagent generate and train? Measured in one run against the plain Hugging Face / TRL paths on
 the same model, data and settings.
 
-    .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~10 minutes
+    .venv/bin/python benchmarks/speed.py                      # embedded SmolLM2-135M on the CPU, ~14 minutes
     .venv/bin/python benchmarks/speed.py --threads 1          # on a CPU shared with other jobs
     .venv/bin/python benchmarks/speed.py --only generation    # or --only training
-    .venv/bin/python benchmarks/speed.py --only generation --passages 1   # grounded prompts, as the quickstart sends
+    .venv/bin/python benchmarks/speed.py --only generation --passages 0 1 2   # bare prompts, 1 and 2 passages
     .venv/bin/python benchmarks/speed.py --model-shape smollm2-135m --device cuda --prompts 256 --batch-size 64 \
         --tokenizer /path/to/smollm2-tokenizer-folder     # random weights of SmolLM2's shape, bf16, on a GPU
 
 Generation: kdagent's engine (kdagent/generation/decode.py) against `model.generate` with
 `num_return_sequences=n` (Engine backend "hf"), on the chat prompts the `cot` skill sends for tasks of
-the `arithmetic` domain (with `--passages K`, each grounded in K chunks of the domain's corpus, as the loop's
-retrieval stage grounds them; the quickstart retrieves one), `n` samples a prompt at temperature 0.7 and top-p 0.95, the same batch size and
+the `arithmetic` domain, once for each `--passages K` (default 0 and 1): each prompt grounded in K chunks of
+the domain's corpus, as the loop's retrieval stage grounds them (the quickstart retrieves one; 0 is the bare
+prompt), `n` samples a prompt at temperature 0.7 and top-p 0.95, the same batch size and
 length bucketing, over the same loaded model. New tokens count each reply up to and including its
 end-of-sequence token. The two paths take different random draws, so their replies (and token counts) differ;
 tokens per second is the fair measure.
@@ -180,11 +181,11 @@ def _timed_generation(engine, prompts, args, seed: int) -> dict:
     return out
 
 
-def bench_generation(model, tokenizer, args) -> dict:
+def bench_generation(model, tokenizer, args, passages: int) -> dict:
     """Both backends over the same loaded model, alternating, `--repeats` times; the median of each."""
     from kdagent.generation.engine import Engine
 
-    prompts = chat_prompts(args.prompts, args.seed, args.skill, args.passages)
+    prompts = chat_prompts(args.prompts, args.seed, args.skill, passages)
     engines = {b: Engine.from_model(model, tokenizer, backend=b) for b in ("hf", "kdagent")}
     for engine in engines.values():  # warm-up: first calls allocate and pick kernels
         engine.generate_tokens(prompts[:2], n=2, temperature=args.temperature, top_p=args.top_p, max_new_tokens=4,
@@ -195,7 +196,7 @@ def bench_generation(model, tokenizer, args) -> dict:
             runs[backend].append(_timed_generation(engine, prompts, args, seed=args.seed + r))
             print(json.dumps({backend: runs[backend][-1]}), file=sys.stderr, flush=True)
     result = {"prompts": len(prompts), "n": args.n, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill, "passages": args.passages,
+              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill, "passages": passages,
               "prompt_tokens_mean": round(statistics.mean(len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for p in prompts), 1)}
     for backend, measured in runs.items():
         best = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2]
@@ -358,7 +359,8 @@ def main(argv=None) -> int:
     parser.add_argument("--skill", default="cot", help="the skill whose prompts are sent")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompts", type=int, default=8, help="chat prompts (arithmetic tasks)")
-    gen.add_argument("--passages", type=int, default=0, help="ground each prompt in this many corpus chunks (longer prompts)")
+    gen.add_argument("--passages", type=int, nargs="+", default=[0, 1],
+                     help="workloads: each prompt grounded in this many corpus chunks (0: bare prompts); one result each")
     gen.add_argument("--n", type=int, default=8, help="samples per prompt")
     gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
     gen.add_argument("--max-new-tokens", type=int, default=128)
@@ -389,7 +391,7 @@ def main(argv=None) -> int:
     out = {"machine": _machine(args.device), "model": described, "argv": sys.argv[1:] if argv is None else argv}
     with contextlib.redirect_stdout(sys.stderr):  # the trainers print their logs: stdout is for the JSON only
         if args.only in (None, "generation"):
-            out["generation"] = bench_generation(model, tokenizer, args)
+            out["generation"] = [bench_generation(model, tokenizer, args, k) for k in args.passages]
         if args.only in (None, "training"):
             with tempfile.TemporaryDirectory(prefix="kdagent-speed-model-") as tmp:
                 folder = _model_dir(model, tokenizer, args, tmp)
