@@ -128,7 +128,7 @@ def load_model(args):
     from kdagent.generation.engine import load_causal_lm
     from kdagent.models import resolve_model
 
-    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    dtype = (torch.bfloat16 if args.device == "cuda" else torch.float32) if args.dtype == "auto" else getattr(torch, args.dtype)
     if args.model_shape:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m-instruct"))
         torch.manual_seed(0)
@@ -136,8 +136,8 @@ def load_model(args):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(args.device).eval()
         return model, tokenizer, f"{args.model_shape} (random weights from its config, {str(dtype).removeprefix('torch.')})"
     path = resolve_model(args.model)
-    model, tokenizer = load_causal_lm(path, args.device)
-    return model, tokenizer, f"{args.model} ({path})"
+    model, tokenizer = load_causal_lm(path, args.device, args.dtype)
+    return model, tokenizer, f"{args.model} ({path}, {str(model.dtype).removeprefix('torch.')})"
 
 
 def chat_prompts(count: int, seed: int, skill_name: str, passages: int = 0) -> list:
@@ -353,6 +353,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model-shape", choices=sorted(SHAPES), default=None, help="build random weights of this shape instead of loading --model")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder for --model-shape (default: the embedded SmolLM2's)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="generation weights, both engines (as teacher.dtype; auto: bfloat16 on a GPU, float32 on the CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", choices=("generation", "training"), default=None, help="run one part only")
     parser.add_argument("--seed", type=int, default=0)

@@ -109,7 +109,9 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
     positions = recipe.student.max_length + recipe.teacher.max_new_tokens
     stages: dict[str, float] = {}
     if teacher is not None:
-        stages["elicit (teacher)"] = _inference_mb(teacher, weight_bytes, recipe.teacher.batch_size * recipe.teacher.samples, positions)
+        dtype = recipe.teacher.dtype
+        teacher_bytes = weight_bytes if dtype == "auto" else (4 if dtype == "float32" else 2)
+        stages["elicit (teacher)"] = _inference_mb(teacher, teacher_bytes, recipe.teacher.batch_size * recipe.teacher.samples, positions)
     stages["evaluate (student)"] = _inference_mb(student, weight_bytes, recipe.evaluation.batch_size,
                                                  recipe.student.max_length + recipe.evaluation.max_new_tokens)
     distill_teacher = teacher if recipe.teacher.kind == "hf" else None

@@ -155,3 +155,18 @@ def test_stop_check_reads_only_the_reply_tail_and_finds_a_late_stop_string(tiny)
         first = next(k for k in range(1, len(ids) + 1) if check(ids[:k]))
         whole = next(k for k in range(1, len(ids) + 1) if any(s in tokenizer.decode(ids[:k]) for s in stop))
         assert first == whole > 300
+
+
+def test_teacher_dtype_loads_the_sampling_weights_in_it(tiny_model_dir):
+    """`teacher.dtype` (recipe): the self/hf teacher's engine holds its weights in that dtype and samples."""
+    from kdagent.recipe import TeacherConfig
+    from kdagent.teachers.hf import HFTeacher
+
+    for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
+        teacher = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", samples=2, max_new_tokens=6, dtype=dtype), label="t")
+        try:
+            assert teacher.engine.model.dtype == expected
+            replies = teacher.generate(PROMPTS[:2], seed=0)
+            assert [len(r) for r in replies] == [2, 2]
+        finally:
+            teacher.close()

@@ -59,3 +59,11 @@ def test_a_run_that_cannot_fit_exits_2_before_any_model_loads(tmp_path, tiny_mod
 
 def test_peak_rss_is_reported_in_mib():
     assert 50 < peak_rss_mb() < 64 * 1024
+
+
+def test_a_bf16_teacher_is_planned_at_two_bytes_a_weight(tiny_model_dir):
+    def elicit(dtype):
+        recipe = Recipe.model_validate({"name": "p", "student": {"model": str(tiny_model_dir)}, "teacher": {"dtype": dtype}})
+        return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")["stages_mb"]["elicit (teacher)"]
+
+    assert elicit("auto") == elicit("float32") > elicit("bfloat16") == elicit("float16")

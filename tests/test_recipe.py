@@ -71,6 +71,8 @@ def test_set_overrides(tmp_path):
     assert recipe.teacher.samples == 8 and recipe.update.lora.r == 4
     bad = run_cli("validate", str(QUICKSTART), "--set", "teacher.samples=-1")
     assert bad.returncode == 2 and "teacher.samples" in bad.stderr
+    dtype = run_cli("validate", str(QUICKSTART), "--set", "teacher.dtype=int8")
+    assert dtype.returncode == 2 and "teacher.dtype" in dtype.stderr and "bfloat16" in dtype.stderr
     assert apply_sets({"a": [1, 2]}, ["a.1=5", "b.c=true"]) == {"a": [1, 5], "b": {"c": True}}
     with pytest.raises(UserError, match="no item 7"):
         apply_sets({"a": [1]}, ["a.7=1"])

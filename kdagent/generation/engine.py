@@ -26,13 +26,14 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_causal_lm(path: Path, device: str | None = None):
-    """Load a checkpoint (safetensors only, no remote code) and its tokenizer for inference."""
+def load_causal_lm(path: Path, device: str | None = None, dtype: str = "auto"):
+    """Load a checkpoint (safetensors only, no remote code) and its tokenizer for inference, in `dtype`
+    ("auto": bfloat16 on a GPU, float32 on the CPU; or "float32", "bfloat16", "float16")."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or pick_device()
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = (torch.bfloat16 if device == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
@@ -59,10 +60,10 @@ def _batch_seed(seed: int, batch: int) -> int:
 
 
 class Engine:
-    def __init__(self, model_path: Path, device: str | None = None, backend: str = "kdagent"):
+    def __init__(self, model_path: Path, device: str | None = None, backend: str = "kdagent", dtype: str = "auto"):
         self.backend = _check_backend(backend)
         self.model_path = Path(model_path)
-        self.model, self.tokenizer = load_causal_lm(self.model_path, device)
+        self.model, self.tokenizer = load_causal_lm(self.model_path, device, dtype)
         self.device = self.model.device
 
     @classmethod
