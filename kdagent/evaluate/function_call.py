@@ -7,13 +7,15 @@ check) grade it.
   documented call format, `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (kdagent/tools/agent.py).
 - `grade_call`: correct when the reply holds a well-formed call, its function name is one of
   `possible_answer`'s, every argument that answer requires is present (an allowed list without `""`), and
-  every argument given is among the allowed values. Numbers compare by value (7 equals 7.0), strings without
-  regard to case or surrounding space, lists and objects element by element.
+  every argument given is among the allowed values. Numbers compare by value (7 equals 7.0; a bool is not a
+  number), strings lowercased and without spaces or the characters , . / - _ * ^ (BFCL's string
+  standardisation: "April 1, 2024" equals "april 1 2024"), lists and objects element by element.
 
 `load_bfcl` turns a BFCL question file and its answer file into records of this format.
 """
 
 import json
+import re
 from pathlib import Path
 
 from kdagent.errors import UserError
@@ -26,6 +28,13 @@ INSTRUCTION = (
     f'{OPEN}{{"name": "<function name>", "arguments": {{"<argument>": <value>}}}}{CLOSE}\n'
     "and nothing else."
 )
+
+
+_IGNORED = re.compile(r"[ ,./\-_*^]")
+
+
+def _standard(text: str) -> str:
+    return _IGNORED.sub("", text).lower()
 
 
 def _spec(tool: dict) -> dict:
@@ -57,7 +66,7 @@ def _same(value, allowed) -> bool:
     if isinstance(allowed, (int, float)):
         return isinstance(value, (int, float)) and float(value) == float(allowed)
     if isinstance(allowed, str):
-        return isinstance(value, str) and value.strip().lower() == allowed.strip().lower()
+        return isinstance(value, str) and _standard(value) == _standard(allowed)
     if isinstance(allowed, list):
         return isinstance(value, list) and len(value) == len(allowed) and all(map(_same, value, allowed))
     if isinstance(allowed, dict):
