@@ -34,7 +34,7 @@ class TeacherConfig(_Config):
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch (each yields `samples` sequences).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="For 'self' and 'hf': the weights' dtype while the teacher samples and scores; 'auto' is bfloat16 on a GPU and "
-                            "float32 on the CPU. On CPUs with bf16 instructions 'bfloat16' samples about 1.5x faster, with bf16's rounding.")
+                            "float32 on the CPU. On CPUs with bf16 instructions 'bfloat16' samples about 1.6x faster, with bf16's rounding.")
     base_url: str | None = Field(None, description="For 'openai': the endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="For 'openai': the name of the environment variable that holds the API key (never the key itself).")
     concurrency: int = Field(8, ge=1, le=1024, description="For API teachers: requests in flight at most.")
