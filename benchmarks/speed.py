@@ -125,10 +125,10 @@ def load_model(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from kdagent.generation.engine import load_causal_lm
+    from kdagent.generation.engine import inference_dtype, load_causal_lm
     from kdagent.models import resolve_model
 
-    dtype = (torch.bfloat16 if args.device == "cuda" else torch.float32) if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = getattr(torch, inference_dtype(args.dtype, args.device))
     if args.model_shape:
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or resolve_model("smollm2-135m-instruct"))
         torch.manual_seed(0)

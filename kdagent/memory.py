@@ -5,13 +5,14 @@ fit is refused with the numbers, as a UserError naming the stage and what would 
 The estimates read the models' safetensors headers (parameter counts) and configs (layers, hidden size,
 KV heads, vocabulary), so nothing is loaded. They are upper-bound estimates, not measurements:
 
-- inference (elicitation, judging, evaluation): the weights (fp32 on the CPU, bf16 on a GPU) and the KV cache
+- inference (elicitation, judging, evaluation): the weights (fp32 on the CPU, bf16 on a GPU, or the teacher's `teacher.dtype`) and the KV cache
   of one batch, `batch_size x samples` rows of `student.max_length + max_new_tokens` positions;
 - training: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter; a LoRA adapter trains
   only its own few, so 4 bytes a base parameter), a frozen copy where the method keeps one (DPO's reference
   model without LoRA, GRPO's with `beta > 0`, the teacher of `distill`), activations (`ACTIVATION_FACTOR`
-  hidden-size vectors a token a layer, kept for the backward pass, counted in fp32 on the CPU, an upper bound under its bf16 autocast, and bf16 under autocast on a GPU) and the logits (fp32, three copies: logits,
-  softmax, gradient) of one batch of `update.batch_size x student.max_length` tokens;
+  hidden-size vectors a token a layer, kept for the backward pass, counted in fp32 on the CPU, an upper bound
+  under its bf16 autocast, and bf16 under autocast on a GPU) and the logits (fp32, three copies: logits, softmax,
+  gradient) of one batch of `update.batch_size x student.max_length` tokens;
 - `RUNTIME_MB` for the interpreter, torch, transformers and Chroma.
 
 Calibration on this project's CPU machine (SmolLM2-135M, fp32, one forward, backward and AdamW step of
@@ -25,6 +26,7 @@ import os
 from pathlib import Path
 
 from kdagent.errors import UserError
+from kdagent.generation.engine import inference_dtype
 from kdagent.models.files import safetensors_header, text_config
 
 RUNTIME_MB = 1000
@@ -103,15 +105,16 @@ def _training_mb(recipe, method: str, student: dict, teacher: dict | None, act_b
 
 def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str) -> dict:
     """Estimated peak MiB of each stage, the largest, and what is available."""
-    weight_bytes = 2 if device == "cuda" else 4
+    def bytes_a_weight(dtype: str) -> int:
+        return 4 if inference_dtype(dtype, device) == "float32" else 2
+
+    weight_bytes = bytes_a_weight("auto")
     student = _shape(student_dir)
     teacher = _shape(teacher_dir) if teacher_dir is not None else None
     positions = recipe.student.max_length + recipe.teacher.max_new_tokens
     stages: dict[str, float] = {}
     if teacher is not None:
-        dtype = recipe.teacher.dtype
-        teacher_bytes = weight_bytes if dtype == "auto" else (4 if dtype == "float32" else 2)
-        stages["elicit (teacher)"] = _inference_mb(teacher, teacher_bytes, recipe.teacher.batch_size * recipe.teacher.samples, positions)
+        stages["elicit (teacher)"] = _inference_mb(teacher, bytes_a_weight(recipe.teacher.dtype), recipe.teacher.batch_size * recipe.teacher.samples, positions)
     stages["evaluate (student)"] = _inference_mb(student, weight_bytes, recipe.evaluation.batch_size,
                                                  recipe.student.max_length + recipe.evaluation.max_new_tokens)
     distill_teacher = teacher if recipe.teacher.kind == "hf" else None

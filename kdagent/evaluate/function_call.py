@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kdagent.errors import UserError
 from kdagent.records import Message, Task
+from kdagent.skill import grounding_parts
 from kdagent.tools.agent import CLOSE, OPEN, parse_call
 
 INSTRUCTION = (
@@ -55,8 +56,7 @@ def check_task(task: Task, source: str) -> None:
 
 def messages(task: Task) -> list[Message]:
     tools = "\n".join(json.dumps(_spec(t), ensure_ascii=False) for t in task.tools)
-    parts = [f"Context:\n{task.context}"] if task.context else []
-    parts.append(task.prompt)
+    parts = grounding_parts(task, None) + [task.prompt]
     return [{"role": "system", "content": INSTRUCTION.replace("{tools}", tools)}, {"role": "user", "content": "\n\n".join(parts)}]
 
 

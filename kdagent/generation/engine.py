@@ -26,6 +26,11 @@ def pick_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def inference_dtype(dtype: str, device: str) -> str:
+    """The dtype name inference runs in: `dtype`, or for "auto" bfloat16 on a GPU and float32 on the CPU."""
+    return ("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype
+
+
 def load_causal_lm(path: Path, device: str | None = None, dtype: str = "auto"):
     """Load a checkpoint (safetensors only, no remote code) and its tokenizer for inference, in `dtype`
     ("auto": bfloat16 on a GPU, float32 on the CPU; or "float32", "bfloat16", "float16")."""
@@ -33,7 +38,7 @@ def load_causal_lm(path: Path, device: str | None = None, dtype: str = "auto"):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or pick_device()
-    dtype = (torch.bfloat16 if device == "cuda" else torch.float32) if dtype == "auto" else getattr(torch, dtype)
+    dtype = getattr(torch, inference_dtype(dtype, device))
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

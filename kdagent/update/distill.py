@@ -20,8 +20,8 @@ Which TRL trainer runs depends on `lmbda`, the share of on-policy (student-sampl
   else completions the teacher samples itself (TRL's `seq_kd`). GKD samples at `temperature` but leaves its loss at
   temperature 1; we pass `temperature` to its loss too, so both trainers compute `divergence_loss`.
 
-fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions (common.cpu_bf16), fp32 on other CPUs. The trained student is saved to a temporary folder
-beside `out_dir` and renamed into place; temporary folders left by killed runs are removed.
+fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions (common.cpu_bf16), fp32 on other
+CPUs. The trained student is saved to a temporary folder beside `out_dir` and renamed into place; temporary folders left by killed runs are removed.
 """
 
 import functools

@@ -1,9 +1,8 @@
 """`dpo`: TRL's DPOTrainer on conversational preference pairs (prompt, chosen, rejected).
 
 The same shape as `sft`: full fine-tuning or LoRA (peft, merged at the end), fp32 master weights with bf16 autocast
-on a GPU and on CPUs
-with bf16 instructions (AVX512-BF16 or AMX; `KDAGENT_CPU_BF16=0` keeps them in fp32), fp32 on other CPUs. The reference model is TRL's default: for full fine-tuning a frozen copy that TRL loads
-from `base_model`; with LoRA, the same model with its adapter disabled. The trained student is saved to a temporary
+on a GPU and on CPUs with bf16 instructions, fp32 on other CPUs (kdagent/update/common.py). The reference model is
+TRL's default: for full fine-tuning a frozen copy that TRL loads from `base_model`; with LoRA, the same model with its adapter disabled. The trained student is saved to a temporary
 folder and renamed into place.
 """
 
@@ -51,8 +50,8 @@ def train_dpo(
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    # fp32 master weights; on a GPU (and a CPU with bf16), bf16=True runs the forward and backward passes under bf16 autocast. The model's
-    # config keeps `base_model` as its name, which is where TRL loads the reference model from (full fine-tuning).
+    # fp32 master weights; on a GPU (and a CPU with bf16), bf16=True runs the forward and backward passes under bf16
+    # autocast. The model's config keeps `base_model` as its name, which is where TRL loads the reference model from (full fine-tuning).
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
     args = DPOConfig(
         **trainer_kwargs(update, work, seed),

@@ -1,10 +1,9 @@
 """`grpo`: TRL's GRPOTrainer on conversational prompts scored by a TRL-style reward function.
 
 The same shape as `sft`: full fine-tuning or LoRA (peft, merged at the end), fp32 master weights with bf16 autocast
-on a GPU and on CPUs
-with bf16 instructions (AVX512-BF16 or AMX; `KDAGENT_CPU_BF16=0` keeps them in fp32), fp32 on other CPUs. The student samples `num_generations` completions per prompt; `reward_fn(prompts,
-completions, **kwargs)` scores them, and TRL passes each extra dataset column to it as a keyword (one value per
-completion). With `beta > 0` TRL adds a KL penalty against a reference model (a frozen copy loaded from
+on a GPU and on CPUs with bf16 instructions, fp32 on other CPUs (kdagent/update/common.py). The student samples
+`num_generations` completions per prompt; `reward_fn(prompts, completions, **kwargs)` scores them, and TRL passes
+each extra dataset column to it as a keyword (one value per completion). With `beta > 0` TRL adds a KL penalty against a reference model (a frozen copy loaded from
 `base_model`, or the adapter-disabled model with LoRA); with `beta == 0` (TRL's default) none is loaded.
 The trained student is saved to a temporary folder and renamed into place.
 """
