@@ -21,6 +21,32 @@ def test_token_logprobs_are_per_token_and_sum_to_choice_scores(tiny_model_dir):
     assert all(math.isfinite(lp) for row in per_token for lp in row)
 
 
+def _direct_logprobs(engine, messages, reply):
+    """The reply's token log-probabilities from one plain forward over prompt + reply."""
+    import torch
+
+    prefix = engine.render(messages)
+    cut = len(engine.tokenizer(prefix, add_special_tokens=False).input_ids)
+    ids = engine.tokenizer(prefix + reply, add_special_tokens=False).input_ids
+    with torch.inference_mode():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
+    return logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)[cut - 1:].tolist()
+
+
+def test_shared_prompt_prefill_gives_the_direct_forward_log_probs(tiny_model_dir):
+    """Prompts of different lengths (left-padded together), options of 1 to several tokens sharing each prompt's
+    prefill, an empty reply, and pairs out of prompt order: each row equals a plain forward over prompt + reply."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    short, long = [{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Context: " + "the cat sat " * 30 + "\nPick one."}]
+    pairs = [(short, "yes"), (long, "no thanks, not today"), (short, "maybe so"), (long, "yes"), (short, ""), (long, "maybe")]
+    got = engine.token_logprobs([m for m, _ in pairs], [r for _, r in pairs], batch_size=2)
+    for (messages, reply), row in zip(pairs, got):
+        assert row == pytest.approx(_direct_logprobs(engine, messages, reply), abs=1e-4)
+    assert got[4] == [] and len(got[1]) > 3
+    one_by_one = engine.token_logprobs([m for m, _ in pairs], [r for _, r in pairs], batch_size=1)  # no padding
+    assert all(a == pytest.approx(b, abs=1e-5) for a, b in zip(one_by_one, got))
+
+
 def test_white_box_needs_a_shared_vocabulary(tiny_model_dir, smollm_path):
     require_shared_vocabulary(smollm_path, tiny_model_dir)  # same tokenizer: fine
     minilm = resolve_model("minilm-l6")  # a BERT WordPiece vocabulary

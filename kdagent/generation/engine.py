@@ -204,32 +204,60 @@ class Engine:
         return [[next(sums) for _ in options] for options in choices]
 
     def token_logprobs(self, prompts: list[list[Message]], replies: list[str], batch_size: int = 16) -> list[list[float]]:
-        """For each (prompt, reply) pair, the log-probability of each of the reply's tokens (white-box)."""
-        import torch
+        """For each (prompt, reply) pair, the log-probability of each of the reply's tokens (white-box).
 
-        rows = []
-        for messages, reply in zip(prompts, replies):
+        Pairs that share a prompt (a choice task's options) share its prefill: each distinct prompt of a batch
+        runs once, left-padded, and its KV cache is repeated for its replies, which run on top of it, and only
+        the replies' positions go through the vocabulary projection. The same computation as one forward over
+        prompt + reply, to float rounding (tests/test_whitebox.py). `batch_size` counts distinct prompts."""
+        import torch
+        from transformers import DynamicCache
+
+        from kdagent.generation.decode import _cache_keyword
+
+        groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # prompt tokens -> [(pair, reply tokens)]
+        for i, (messages, reply) in enumerate(zip(prompts, replies)):
             prefix = self.render(messages)
-            prefix_ids = self.tokenizer(prefix, add_special_tokens=False).input_ids
+            cut = len(self.tokenizer(prefix, add_special_tokens=False).input_ids)
             ids = self.tokenizer(prefix + reply, add_special_tokens=False).input_ids
-            rows.append((ids, len(prefix_ids)))
-        out: list[list[float]] = []
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            width = max(len(ids) for ids, _ in batch)
+            groups.setdefault(tuple(ids[:cut]), []).append((i, ids[cut:]))
+        out: list[list[float]] = [[] for _ in prompts]
+        pad, cache_kw, items = self._pad_id, _cache_keyword(self.model), list(groups.items())
+        for start in range(0, len(items), batch_size):
+            batch = items[start : start + batch_size]
+            width = max(len(head) for head, _ in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (ids, _) in enumerate(batch):
-                input_ids[r, : len(ids)] = torch.tensor(ids)
-                mask[r, : len(ids)] = 1
+            for g, (head, _) in enumerate(batch):  # left padding: every prompt ends in the last column
+                input_ids[g, width - len(head):] = torch.tensor(head, dtype=torch.long)
+                mask[g, width - len(head):] = 1
+            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            rows = [(g, pair, tail) for g, (_, pairs) in enumerate(batch) for pair, tail in pairs if tail]
+            if not rows:
+                continue
+            cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-            targets = input_ids[:, 1:].to(self.device)
-            token_lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            for r, (ids, prefix_len) in enumerate(batch):
-                out.append(token_lp[r, prefix_len - 1 : len(ids) - 1].tolist())
+                first = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                   logits_to_keep=1, **{cache_kw: cache}).logits[:, -1].float().log_softmax(-1)
+                index = torch.tensor([g for g, _, _ in rows], device=self.device)
+                firsts = first[index, torch.tensor([tail[0] for _, _, tail in rows], device=self.device)].tolist()
+                longest = max(len(tail) for _, _, tail in rows)
+                rest = None
+                if longest > 1:  # the replies' tokens but the last, on the repeated prompt cache
+                    tails = torch.full((len(rows), longest), pad, dtype=torch.long)
+                    tail_mask = torch.zeros((len(rows), longest - 1), dtype=torch.long)
+                    for r, (_, _, tail) in enumerate(rows):
+                        tails[r, : len(tail)] = torch.tensor(tail, dtype=torch.long)
+                        tail_mask[r, : len(tail) - 1] = 1
+                    tails, tail_mask = tails.to(self.device), tail_mask.to(self.device)
+                    cache.batch_select_indices(index)
+                    steps = torch.arange(1, longest, device=self.device)
+                    logits = self.model(input_ids=tails[:, :-1], attention_mask=torch.cat([mask[index], tail_mask], dim=-1),
+                                        position_ids=positions[index, -1:] + steps, use_cache=True, **{cache_kw: cache}).logits
+                    rest = logits.float().log_softmax(-1).gather(-1, tails[:, 1:, None]).squeeze(-1).tolist()
+            for r, (_, pair, tail) in enumerate(rows):
+                out[pair] = [firsts[r]] + (rest[r][: len(tail) - 1] if rest is not None else [])
         return out
 
     def close(self) -> None:
