@@ -202,7 +202,23 @@ def bench_generation(model, tokenizer, args, passages: int) -> dict:
         best = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2]
         result[backend] = dict(best, runs=[m["tokens_per_s"] for m in measured]) if len(measured) > 1 else best
     result["speedup"] = round(result["kdagent"]["tokens_per_s"] / result["hf"]["tokens_per_s"], 2)
+    if args.greedy_check:
+        result["greedy_check"] = greedy_check(engines, prompts[: args.greedy_check], args)
     return result
+
+
+def greedy_check(engines: dict, prompts: list, args) -> dict:
+    """Both backends decode `prompts` greedily in one batch: how many replies agree token for token (on the
+    CPU in fp32 all do, as tests/test_engine.py asserts; in bf16 on a GPU, kernels picked by batch shape may
+    round differently), and the first position where the others part."""
+    new_tokens = min(args.max_new_tokens, 32)
+    got = {b: e.generate_tokens(prompts, max_new_tokens=new_tokens, batch_size=len(prompts), desc=f"greedy {b}")
+           for b, e in engines.items()}
+    ours, plain = ([row[0] for row in got[b]] for b in ("kdagent", "hf"))
+    parted = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y)))
+              for x, y in zip(ours, plain) if x != y]
+    return {"prompts": len(prompts), "max_new_tokens": new_tokens, "equal": sum(x == y for x, y in zip(ours, plain)),
+            "first_difference_at": parted}
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -341,8 +357,10 @@ def _model_dir(model, tokenizer, args, tmp: str) -> Path:
         from kdagent.models import resolve_model
 
         return resolve_model(args.model)
+    import torch
+
     folder = Path(tmp) / args.model_shape
-    model.save_pretrained(folder)
+    model.to(torch.float32).save_pretrained(folder)  # fp32 like the embedded checkpoint (TRL loads the saved dtype)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -369,6 +387,8 @@ def main(argv=None) -> int:
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.95)
     gen.add_argument("--repeats", type=int, default=1, help="timed runs of each backend (median reported)")
+    gen.add_argument("--greedy-check", type=int, default=8, metavar="K",
+                     help="also decode the first K prompts greedily with both backends and count equal replies (0: skip)")
     train = parser.add_argument_group("training")
     train.add_argument("--train-batch-size", type=int, default=4, help="examples per step")
     train.add_argument("--train-steps", type=int, default=4, help="SFT steps (examples = steps x batch size)")

@@ -44,6 +44,8 @@ def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir
     for generation in (bare, grounded):
         assert generation["kdagent"]["tokens_per_s"] > 0 and generation["hf"]["tokens_per_s"] > 0
         assert generation["speedup"] == round(generation["kdagent"]["tokens_per_s"] / generation["hf"]["tokens_per_s"], 2)
+        # greedy replies of the two backends, compared in the same run: equal on the CPU in fp32
+        assert generation["greedy_check"] == {"prompts": 2, "max_new_tokens": 8, "equal": 2, "first_difference_at": []}
     assert (bare["passages"], grounded["passages"]) == (0, 1)
     assert grounded["prompt_tokens_mean"] > bare["prompt_tokens_mean"] + 100  # a corpus chunk in each grounded prompt
     for method in ("sft", "dpo"):
