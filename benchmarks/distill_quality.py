@@ -1,9 +1,10 @@
 """Does distillation make the student better? Fixed-budget kdagent runs on real data, each compared in the
 same run with a baseline: TRL's SFTTrainer on the same raw teacher samples (every generation the kdagent
 run drew, as the teacher wrote it), with no feedback, no curation and no loop, at the same learning rate,
-epochs and batch size, evaluated on the same held-out tasks with the same prompts.
+epochs, batch size and precision (bf16 autocast on a GPU and on CPUs with bf16 instructions, as kdagent's
+updaters train), TRL's defaults otherwise, evaluated on the same held-out tasks with the same prompts.
 
-    .venv/bin/python benchmarks/distill_quality.py --budget small            # ~20 min on 2 CPU cores
+    .venv/bin/python benchmarks/distill_quality.py --budget small            # ~23 min on 2 CPU cores (all five)
     .venv/bin/python benchmarks/distill_quality.py --budget full --only law  # for a GPU
     .venv/bin/python benchmarks/distill_quality.py --only math-cot --markdown docs/benchmarks.md
 
@@ -39,7 +40,7 @@ BENCHMARKS = {
 }
 # budget -> overrides (dotted paths, as `kdagent run --set` takes them)
 BUDGETS = {
-    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1},
+    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1, "update.epochs": 1},
     "full": {"domain.seed_tasks": 400, "domain.eval_tasks": 300, "loop.rounds": 2, "teacher.batch_size": 64,
              "evaluation.batch_size": 64},
 }
@@ -76,6 +77,7 @@ def baseline_sft(recipe, generations: list, tasks_by_id: dict, skill, work: Path
     from trl import SFTConfig, SFTTrainer
 
     from kdagent.models import resolve_model
+    from kdagent.update.common import cpu_bf16
 
     rows = []
     for g in generations:
@@ -90,7 +92,7 @@ def baseline_sft(recipe, generations: list, tasks_by_id: dict, skill, work: Path
     args = SFTConfig(output_dir=str(work / "trainer"), learning_rate=recipe.update.learning_rate,
                      num_train_epochs=recipe.update.epochs, per_device_train_batch_size=recipe.update.batch_size,
                      max_length=recipe.student.max_length, report_to=[], save_strategy="no", logging_steps=1,
-                     seed=recipe.seed, bf16=cuda, use_cpu=not cuda)
+                     seed=recipe.seed, bf16=cuda or cpu_bf16(), use_cpu=not cuda)  # kdagent's precision
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     result = trainer.train()
     out = work / "student"
