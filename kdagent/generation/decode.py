@@ -86,6 +86,16 @@ def _sliced_head(model):
         del head.forward
 
 
+def left_padded(rows: list[list[int]], pad_id: int, device):
+    """(input ids, attention mask, position ids) of token-id rows left-padded to the longest, so every row ends
+    in the last column; positions count from each row's first real token, so a padded row computes as it
+    would alone."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long, device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+    return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def pick_tokens(logits, temperature: float, top_p: float, generator):
     """One next token per row of `logits` (rows, vocab): argmax when `temperature` is 0, else a draw from
     the tempered, top-p-filtered distribution using `generator`."""
@@ -114,16 +124,9 @@ def decode(
     """For each prompt (token ids), `n` continuations (token ids, ending with the end-of-sequence token when
     one was generated). `stopped(tokens)` says whether a row's continuation has reached a stop string."""
     device = model.device
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for r, ids in enumerate(prompts):  # left padding
-        input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-        mask[r, width - len(ids):] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, mask, positions = left_padded(prompts, pad_id, device)
 
-    cache = _room_cache(DynamicCache(config=model.config), capacity=width + max_new_tokens)
+    cache = _room_cache(DynamicCache(config=model.config), capacity=input_ids.shape[1] + max_new_tokens)
     cache_kw = _cache_keyword(model)
     with torch.inference_mode(), _sliced_head(model):
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,

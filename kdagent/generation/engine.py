@@ -169,9 +169,11 @@ class Engine:
         """The reference: `model.generate` on the left-padded batch with `num_return_sequences=n`."""
         import torch
 
-        pad, width = self._pad_id, max(len(p) for p in ids)
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in ids], device=self.device)
+        from kdagent.generation.decode import left_padded
+
+        pad = self._pad_id
+        input_ids, mask, _ = left_padded(ids, pad, self.device)
+        width = input_ids.shape[1]
         sampling = temperature > 0
         torch.manual_seed(seed)
         with torch.inference_mode():
@@ -213,7 +215,7 @@ class Engine:
         import torch
         from transformers import DynamicCache
 
-        from kdagent.generation.decode import _cache_keyword
+        from kdagent.generation.decode import _cache_keyword, left_padded
 
         groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # prompt tokens -> [(pair, reply tokens)]
         for i, (messages, reply) in enumerate(zip(prompts, replies)):
@@ -225,14 +227,7 @@ class Engine:
         pad, cache_kw, items = self._pad_id, _cache_keyword(self.model), list(groups.items())
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
-            width = max(len(head) for head, _ in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for g, (head, _) in enumerate(batch):  # left padding: every prompt ends in the last column
-                input_ids[g, width - len(head):] = torch.tensor(head, dtype=torch.long)
-                mask[g, width - len(head):] = 1
-            input_ids, mask = input_ids.to(self.device), mask.to(self.device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            input_ids, mask, positions = left_padded([head for head, _ in batch], pad, self.device)
             rows = [(g, pair, tail) for g, (_, pairs) in enumerate(batch) for pair, tail in pairs if tail]
             if not rows:
                 continue
