@@ -1,5 +1,7 @@
 """The sft updater on a config-built tiny model: the loss decreases, the checkpoint loads, LoRA merges."""
 
+import contextlib
+
 from transformers import AutoModelForCausalLM
 
 from kdagent.recipe import LoraConfig, UpdateConfig
@@ -32,3 +34,45 @@ def test_sft_with_lora_saves_a_merged_checkpoint(tmp_path, tiny_model_dir):
     assert report["steps"] == 2
     model = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_compact_head_scores_only_labelled_positions_with_the_same_loss_and_gradients(tiny_model_dir):
+    """TRL's fused LM head projects every position on the CPU; inside compact_head_on_cpu (which every
+    updater trains under) it projects only the labelled ones, with the same loss and gradients."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from kdagent.update.common import compact_head_on_cpu
+
+    cpu = torch.device("cpu")
+    assert not trl_utils._use_triton(cpu)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    add_fused_lm_head(model)
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (3, 40))
+    labels = ids.clone()
+    labels[:, :30] = -100  # a prompt of 30 tokens: no loss there
+    labels[1, 38:] = -100
+    rows, apply = [], trl_utils._ChunkedLogProbFunction.apply
+
+    def counted(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    results = []
+    for compact in (False, True):
+        model.zero_grad()
+        trl_utils._ChunkedLogProbFunction.apply = counted
+        try:
+            with compact_head_on_cpu() if compact else contextlib.nullcontext():
+                assert trl_utils._use_triton(cpu) is compact
+                loss = model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+        finally:
+            trl_utils._ChunkedLogProbFunction.apply = apply
+        loss.backward()
+        results.append((loss.item(), model.model.layers[0].mlp.down_proj.weight.grad.clone()))
+    assert rows == [3 * 39, int((labels[:, 1:] != -100).sum())]  # every shifted position, then the labelled ones
+    assert not trl_utils._use_triton(cpu)  # TRL's choice is restored
+    assert abs(results[0][0] - results[1][0]) < 1e-5
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-6)

@@ -10,6 +10,7 @@ finished student is saved into the work folder and renamed into place, so a half
 loaded. The run directory's lock guarantees one writer.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -112,6 +113,47 @@ def cpu_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+# TRL's modules that decide, through `_use_triton(device)`, whether the fused LM head projects only the positions
+# that have a label ("compact") or every position: the fused log-prob head of SFT, DPO, GRPO, RLOO and KTO
+# (trl.trainer.utils) and the distillation divergence (trl.trainer.distillation_trainer).
+_COMPACT_HEAD_MODULES = ("trl.trainer.utils", "trl.trainer.distillation_trainer")
+
+
+@contextlib.contextmanager
+def compact_head_on_cpu():
+    """While training, let TRL's fused LM head project only the labelled positions on the CPU too.
+
+    TRL compacts to those positions on Triton devices and projects every position elsewhere, so that a
+    compiler (Neuron) sees the same tile shapes each batch; eager CPU training has no such constraint, and
+    there the vocabulary-sized projection of prompt positions (in fp32: TRL's CPU fallback upcasts the head)
+    is work whose result is masked out. The per-position log-probabilities are the same computation either
+    way. Measured on this repository's medicine round (15 label examples, batch 8): 64.2 s -> 35.2 s for the
+    update, the same losses. Restores TRL's choice on exit; a TRL without this hook is left as it is."""
+    import importlib
+
+    patched = []
+    for name in _COMPACT_HEAD_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        original = getattr(module, "_use_triton", None)
+        if callable(original):
+            module._use_triton = lambda device, _original=original: device.type == "cpu" or _original(device)
+            patched.append((module, original))
+    try:
+        yield
+    finally:
+        for module, original in patched:
+            module._use_triton = original
+
+
+def train(trainer, work: Path):
+    """`trainer.train()`, resumed from the last complete checkpoint under `work`, with the compact LM head."""
+    with compact_head_on_cpu():
+        return trainer.train(resume_from_checkpoint=resume_point(work))
 
 
 def trainer_kwargs(update, work: Path, seed: int) -> dict:

@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 from kdagent.errors import UserError
-from kdagent.update.common import resume_point, trainer_kwargs, work_dir
+from kdagent.update.common import train, trainer_kwargs, work_dir
 from kdagent.teachers.vocab import require_shared_vocabulary
 from kdagent.update.sft import _peft_config
 from kdagent.models.registry import safetensors_only
@@ -179,7 +179,7 @@ def train_distill(
         )
         # GKD's compute_loss leaves its loss at temperature 1; give it ours so both trainers optimise `divergence_loss`
         trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
-    result = trainer.train(resume_from_checkpoint=resume_point(work))
+    result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     final = trainer.model
     if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from kdagent.records import PreferencePair
-from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
+from kdagent.update.common import save_student, train, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
 from kdagent.models.registry import safetensors_only
 
@@ -63,7 +63,7 @@ def train_dpo(
         label_smoothing=1e-3 if loss_type == "exo_pair" else 0.0,
     )
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
-    result = trainer.train(resume_from_checkpoint=resume_point(work))
+    result = train(trainer, work)
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]

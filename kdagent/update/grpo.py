@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from statistics import fmean
 
-from kdagent.update.common import resume_point, save_student, trainer_kwargs, work_dir
+from kdagent.update.common import save_student, train, trainer_kwargs, work_dir
 from kdagent.update.sft import _peft_config
 from kdagent.models.registry import safetensors_only
 
@@ -93,7 +93,7 @@ def train_grpo(
         model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
         peft_config=_peft_config(update.lora),
     )
-    result = trainer.train(resume_from_checkpoint=resume_point(work))
+    result = train(trainer, work)
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
     rewards = [round(h["reward"], 4) for h in history if "reward" in h]

@@ -9,7 +9,7 @@ folder and renamed into place (kdagent/update/common.py).
 from pathlib import Path
 
 from kdagent.records import SFTExample
-from kdagent.update.common import report, resume_point, save_student, trainer_kwargs, work_dir
+from kdagent.update.common import report, save_student, train, trainer_kwargs, work_dir
 from kdagent.models.registry import safetensors_only
 
 
@@ -35,6 +35,6 @@ def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, updat
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
     args = SFTConfig(**trainer_kwargs(update, work, seed), max_length=max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
-    result = trainer.train(resume_from_checkpoint=resume_point(work))
+    result = train(trainer, work)
     save_student(trainer, tokenizer, update.lora, work, out_dir)
     return report(trainer, result, len(examples))
