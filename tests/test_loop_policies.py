@@ -105,3 +105,37 @@ def test_grpo_and_distill_run_inside_the_loop(tmp_path, tiny_model_dir):
                update={"method": "distill", "distill": {"lmbda": 0.0, "max_completion_length": 8}})
     (entry,) = run_recipe(r, tmp_path / "distill", build_plugins(load_entry_points=False))["rounds"]
     assert entry["update"]["steps"] >= 1 and entry["update"]["divergence"] == "jsd"
+
+
+def test_a_round_that_fails_the_gate_keeps_the_previous_student_for_the_next_round(tmp_path, tiny_model_dir):
+    """A whole loop: round 1 regresses on the held-out set, so the gate keeps the starting student, and round 2
+    samples from it (teacher `self`) and trains from it, not from round 1's rejected checkpoint."""
+    import json
+
+    from kdagent.records import Generation
+
+    colours = ["red", "blue"]
+    items = [{"id": f"c{i}", "prompt": f"Item {i}: which colour is {['the sky', 'a rose', 'grass', 'snow'][i % 4]} in picture {i}?",
+              "context": None, "choices": colours, "answer": "red", "kind": "choice"} for i in range(8)]
+    data = tmp_path / "eval.jsonl"
+    data.write_text("".join(json.dumps(x) + "\n" for x in items))
+    probe = recipe(tiny_model_dir, evaluation={"data": str(data)}, update={"method": "none"})
+    run_recipe(probe, tmp_path / "probe", build_plugins(load_entry_points=False))
+    # the held-out answers become the starting student's own choices: it scores 1.0, and any change in its
+    # choices is a regression
+    predicted = {p["id"]: p["predicted"] for p in map(json.loads, (tmp_path / "probe" / "baseline-predictions.jsonl").open())}
+    data.write_text("".join(json.dumps({**x, "answer": predicted[x["id"]]}) + "\n" for x in items))
+
+    r = recipe(tiny_model_dir, evaluation={"data": str(data), "gate": {"max_regression": 0.0}},
+               feedback={"fallback_to_reference": True}, update={"learning_rate": 1e-2, "epochs": 2},
+               loop={"rounds": 2})
+    metrics = run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
+    assert metrics["baseline"]["accuracy"] == 1.0
+    first, second = metrics["rounds"]
+    assert first["update"]["steps"] >= 1 and first["eval"]["accuracy"] < 1.0
+    assert first["gate"] == {"passed": False, "best_so_far": 1.0, "floor": 1.0, "kept_student": str(tiny_model_dir)}
+    assert first["student"] == str(tiny_model_dir)
+    assert (tmp_path / "run" / "round-01" / "student").is_dir()  # trained, evaluated, not kept
+    teachers = {g.teacher for g in read_jsonl(tmp_path / "run" / "round-02" / "generations.jsonl", Generation)}
+    assert teachers == {f"self:{tiny_model_dir}"}
+    assert second["update"]["steps"] >= 1

@@ -1,0 +1,101 @@
+"""Each loop policy's recipe in recipes/ runs its two rounds on the embedded SmolLM2-135M-Instruct.
+
+The recipes run as written except for a budget cut for CI (`CUT`: fewer tasks, samples, tokens and epochs, as
+`kdagent run --set` would cut them). metrics.json must show both rounds, each evaluated and timed, and each
+policy must do what makes it that policy: verified SFT (STaR), reference-against-sample pairs and DPO (SPIN),
+the student judging its own samples (self-rewarding), a stronger teacher judging a smaller student's data
+(teacher distillation), SFT then DPO in one round (mixed), failed tasks seeding the next expansion (failure
+mining). Round 2 starts from round 1's kept student; with a `self` teacher, that student is also the teacher.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kdagent.jsonl import read_jsonl
+from kdagent.loop.runner import run_recipe
+from kdagent.plugins import build_plugins
+from kdagent.recipe import load_recipe
+from kdagent.records import Generation
+
+REPO = Path(__file__).resolve().parent.parent
+CUT = ["domain.seed_tasks=4", "domain.eval_tasks=3", "teacher.max_new_tokens=64", "evaluation.max_new_tokens=48",
+       "update.epochs=1"]
+POLICIES = ["star", "spin", "self_rewarding", "teacher_distill", "mixed", "failure_mining"]
+
+
+def _run(name: str, tmp_path: Path, smollm_path: Path, extra: list[str]) -> tuple[dict, Path]:
+    sets = CUT + extra
+    if name == "teacher_distill":  # the recipe's student is made by `kdagent models shrink`
+        from kdagent.models.shrink import shrink
+
+        student = shrink(smollm_path, tmp_path / "smollm2-4l", 4)
+        sets.append(f"student.model={student}")
+    recipe = load_recipe(REPO / "recipes" / f"{name}.yaml", sets)
+    assert recipe.loop.rounds == 2
+    run_dir = tmp_path / "run"
+    run_recipe(recipe, run_dir, build_plugins())
+    return json.loads((run_dir / "metrics.json").read_text()), run_dir
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", POLICIES)
+def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smollm_path):
+    extra = {"failure_mining": ["synthesis.expansion.n_new=2"],
+             # the judge's prompts are the slow part, and the 135M judge rarely parses on a second try either
+             "self_rewarding": ["domain.seed_tasks=3", "feedback.judge_attempts=1"],
+             "teacher_distill": ["domain.seed_tasks=3", "feedback.judge_attempts=1"]}.get(name, [])
+    metrics, run_dir = _run(name, tmp_path, smollm_path, extra)
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert metrics["baseline"]["n"] == 3
+    for r in rounds:
+        assert r["eval"]["n"] == 3 and 0.0 <= r["eval"]["accuracy"] <= 1.0
+        assert {"elicit", "feedback", "curate", "update", "evaluate"} <= set(r["seconds"])
+        assert r["counts"]["generations"] == recipe_samples(name) * r["counts"]["tasks"]
+        assert json.loads((run_dir / f"round-0{r['round']}" / "metrics.json").read_text()) == r
+
+    first, second = rounds
+    kept = first["student"]  # round 1's student after the gate: its own, or the one it started from
+    if name in ("star", "spin", "self_rewarding", "mixed", "failure_mining"):  # teacher `self`
+        teachers = {g.teacher for g in read_jsonl(run_dir / "round-02" / "generations.jsonl", Generation)}
+        assert teachers == {f"self:{kept}"}
+
+    if name == "star":
+        for r in rounds:  # only verified samples are taught: no fallback to the reference
+            assert r["counts"]["sft_examples"] <= r["counts"]["passed"]
+        assert any(r["update"].get("steps", 0) >= 1 for r in rounds)
+    elif name == "spin":
+        for r in rounds:  # a reference solution against a failed sample, every round
+            assert r["counts"]["preference_pairs"] >= 1 and r["update"]["steps"] >= 1
+    elif name in ("self_rewarding", "teacher_distill"):
+        for r in rounds:  # every sample went to the judge (the 135M judge rarely writes a valid verdict)
+            assert r["counts"]["judge"]["judge_items"] == r["counts"]["generations"]
+    if name == "teacher_distill":
+        for r in rounds:  # the 30-layer teacher labels; the 4-layer student learns (reference fallback), then DPO
+            assert list(r["update"]) == ["sft", "dpo"] and r["update"]["sft"]["steps"] >= 1
+        labels = {g.teacher for g in read_jsonl(run_dir / "round-02" / "generations.jsonl", Generation)}
+        assert labels == {"hf:smollm2-135m-instruct"}
+        assert json.loads((Path(second["student"]) / "config.json").read_text())["num_hidden_layers"] == 4
+    elif name == "mixed":
+        for r in rounds:
+            assert list(r["update"]) == ["sft", "dpo"]
+        assert any("steps" in r["update"]["sft"] for r in rounds) and any("steps" in r["update"]["dpo"] for r in rounds)
+    elif name == "failure_mining":
+        unsolved = {t for t in _task_ids(run_dir, 1)} - {g.task_id for g in _passed(run_dir, 1)}
+        assert second["counts"]["mined_failures"] == len(unsolved) >= 1
+        assert second["counts"]["expanded"] >= 1 and second["counts"]["tasks"] == 4 + second["counts"]["expanded"]
+
+
+def recipe_samples(name: str) -> int:
+    return load_recipe(REPO / "recipes" / f"{name}.yaml").teacher.samples
+
+
+def _task_ids(run_dir: Path, round_: int) -> list[str]:
+    return [json.loads(line)["id"] for line in (run_dir / f"round-0{round_}" / "tasks.jsonl").open()]
+
+
+def _passed(run_dir: Path, round_: int) -> list[Generation]:
+    passed = {json.loads(line)["generation_id"] for line in (run_dir / f"round-0{round_}" / "feedback.jsonl").open() if json.loads(line)["passed"]}
+    return [g for g in read_jsonl(run_dir / f"round-0{round_}" / "generations.jsonl", Generation) if g.id in passed]
