@@ -1,6 +1,6 @@
 """Each loop policy's recipe in recipes/ runs its two rounds on the embedded SmolLM2-135M-Instruct.
 
-The recipes run as written except for a budget cut for CI (`CUT`: fewer tasks, samples, tokens and epochs, as
+The recipes run as written except for a budget cut for CI (`CUT`: fewer tasks, tokens and epochs, as
 `kdagent run --set` would cut them). metrics.json must show both rounds, each evaluated and timed, and each
 policy must do what makes it that policy: verified SFT (STaR), reference-against-sample pairs and DPO (SPIN),
 the student judging its own samples (self-rewarding), a stronger teacher judging a smaller student's data
@@ -16,8 +16,8 @@ import pytest
 from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
-from kdagent.recipe import load_recipe
-from kdagent.records import Generation
+from kdagent.recipe import Recipe, load_recipe
+from kdagent.records import Feedback, Generation, Task
 
 REPO = Path(__file__).resolve().parent.parent
 CUT = ["domain.seed_tasks=4", "domain.eval_tasks=3", "teacher.max_new_tokens=64", "evaluation.max_new_tokens=48",
@@ -25,7 +25,7 @@ CUT = ["domain.seed_tasks=4", "domain.eval_tasks=3", "teacher.max_new_tokens=64"
 POLICIES = ["star", "spin", "self_rewarding", "teacher_distill", "mixed", "failure_mining"]
 
 
-def _run(name: str, tmp_path: Path, smollm_path: Path, extra: list[str]) -> tuple[dict, Path]:
+def _run(name: str, tmp_path: Path, smollm_path: Path, extra: list[str]) -> tuple[Recipe, dict, Path]:
     sets = CUT + extra
     if name == "teacher_distill":  # the recipe's student is made by `kdagent models shrink`
         from kdagent.models.shrink import shrink
@@ -36,7 +36,7 @@ def _run(name: str, tmp_path: Path, smollm_path: Path, extra: list[str]) -> tupl
     assert recipe.loop.rounds == 2
     run_dir = tmp_path / "run"
     run_recipe(recipe, run_dir, build_plugins())
-    return json.loads((run_dir / "metrics.json").read_text()), run_dir
+    return recipe, json.loads((run_dir / "metrics.json").read_text()), run_dir
 
 
 @pytest.mark.integration
@@ -46,19 +46,19 @@ def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smo
              # the judge's prompts are the slow part, and the 135M judge rarely parses on a second try either
              "self_rewarding": ["domain.seed_tasks=3", "feedback.judge_attempts=1"],
              "teacher_distill": ["domain.seed_tasks=3", "feedback.judge_attempts=1"]}.get(name, [])
-    metrics, run_dir = _run(name, tmp_path, smollm_path, extra)
+    recipe, metrics, run_dir = _run(name, tmp_path, smollm_path, extra)
     rounds = metrics["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     assert metrics["baseline"]["n"] == 3
     for r in rounds:
         assert r["eval"]["n"] == 3 and 0.0 <= r["eval"]["accuracy"] <= 1.0
         assert {"elicit", "feedback", "curate", "update", "evaluate"} <= set(r["seconds"])
-        assert r["counts"]["generations"] == recipe_samples(name) * r["counts"]["tasks"]
+        assert r["counts"]["generations"] == recipe.teacher.samples * r["counts"]["tasks"]
         assert json.loads((run_dir / f"round-0{r['round']}" / "metrics.json").read_text()) == r
 
     first, second = rounds
     kept = first["student"]  # round 1's student after the gate: its own, or the one it started from
-    if name in ("star", "spin", "self_rewarding", "mixed", "failure_mining"):  # teacher `self`
+    if recipe.teacher.kind == "self":
         teachers = {g.teacher for g in read_jsonl(run_dir / "round-02" / "generations.jsonl", Generation)}
         assert teachers == {f"self:{kept}"}
 
@@ -83,19 +83,7 @@ def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smo
             assert list(r["update"]) == ["sft", "dpo"]
         assert any("steps" in r["update"]["sft"] for r in rounds) and any("steps" in r["update"]["dpo"] for r in rounds)
     elif name == "failure_mining":
-        unsolved = {t for t in _task_ids(run_dir, 1)} - {g.task_id for g in _passed(run_dir, 1)}
+        solved = {f.task_id for f in read_jsonl(run_dir / "round-01" / "feedback.jsonl", Feedback) if f.passed}
+        unsolved = {t.id for t in read_jsonl(run_dir / "round-01" / "tasks.jsonl", Task)} - solved
         assert second["counts"]["mined_failures"] == len(unsolved) >= 1
         assert second["counts"]["expanded"] >= 1 and second["counts"]["tasks"] == 4 + second["counts"]["expanded"]
-
-
-def recipe_samples(name: str) -> int:
-    return load_recipe(REPO / "recipes" / f"{name}.yaml").teacher.samples
-
-
-def _task_ids(run_dir: Path, round_: int) -> list[str]:
-    return [json.loads(line)["id"] for line in (run_dir / f"round-0{round_}" / "tasks.jsonl").open()]
-
-
-def _passed(run_dir: Path, round_: int) -> list[Generation]:
-    passed = {json.loads(line)["generation_id"] for line in (run_dir / f"round-0{round_}" / "feedback.jsonl").open() if json.loads(line)["passed"]}
-    return [g for g in read_jsonl(run_dir / f"round-0{round_}" / "generations.jsonl", Generation) if g.id in passed]
