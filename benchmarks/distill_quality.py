@@ -38,11 +38,12 @@ BENCHMARKS = {
     "law": ("recipes/law.yaml", {}, ["legalbench_early", "sara_statutes"]),
     "finance": ("recipes/finance.yaml", {}, ["financial_phrasebank"]),
 }
-# budget -> overrides (dotted paths, as `kdagent run --set` takes them)
+# budget -> overrides (dotted paths, as `kdagent run --set` takes them). The scores are the domain's held-out
+# benchmarks, so the skills' own held-out sets are not scored (evaluation.skill_tasks=0).
 BUDGETS = {
-    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1, "update.epochs": 1},
+    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1, "update.epochs": 1, "evaluation.skill_tasks": 0},
     "full": {"domain.seed_tasks": 400, "domain.eval_tasks": 300, "loop.rounds": 2, "teacher.batch_size": 64,
-             "evaluation.batch_size": 64},
+             "evaluation.batch_size": 64, "evaluation.skill_tasks": 0},
 }
 
 
@@ -124,7 +125,7 @@ def run_one(name: str, budget: str, data: Path, work: Path, extra: list[str]) ->
     started = time.time()
     student, training = baseline_sft(recipe, generations, tasks_by_id, skill, work / "baseline")
     eval_tasks, _ = _fitting_eval_tasks(recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model))  # as the run's
-    score = _evaluate(student, eval_tasks, skill, recipe, work / "baseline-predictions.jsonl", "baseline SFT: evaluate")
+    score = _evaluate(student, eval_tasks, skill, {}, recipe, work / "baseline-predictions.jsonl", "baseline SFT: evaluate")
     rounds = metrics["rounds"]
     return {
         "recipe": recipe_file, "domain": recipe.domain.name, "skill": recipe.skills[0].name, "teacher": recipe.teacher.kind,

@@ -142,9 +142,28 @@ def check_plan(plan: dict) -> None:
                     f"on {plan['device']}): {hint}; or set KDAGENT_MEMORY_PLAN=off to run anyway")
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak for `peak_rss_mb`: Linux resets the process's high-water mark (VmHWM) to its
+    current resident memory when 5 is written to /proc/self/clear_refs. False where that is not possible
+    (then `peak_rss_mb` is the process's peak so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_mb() -> float:
-    """The process's peak resident memory so far, in MiB (it only grows: a stage's figure is the peak up to
-    its end)."""
+    """Peak resident memory since the last `reset_peak_rss`, in MiB (Linux's VmHWM); elsewhere, or before
+    any reset, the process's peak so far."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux

@@ -35,6 +35,9 @@ class TeacherConfig(_Config):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="For 'self' and 'hf': the weights' dtype while the teacher samples and scores; 'auto' is bfloat16 on a GPU and "
                             "float32 on the CPU. On CPUs with bf16 instructions 'bfloat16' samples about 1.6x faster, with bf16's rounding.")
+    backend: Literal["kdagent", "hf"] = Field(
+        "kdagent", description="For 'self' and 'hf': how replies are decoded: 'kdagent' (the fast engine: one prefill for the samples of a prompt, "
+                               "finished rows dropped) or 'hf' (transformers' model.generate, the plain path). Greedy replies are the same.")
     base_url: str | None = Field(None, description="For 'openai': the endpoint, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str | None = Field(None, description="For 'openai': the name of the environment variable that holds the API key (never the key itself).")
     concurrency: int = Field(8, ge=1, le=1024, description="For API teachers: requests in flight at most.")
@@ -177,14 +180,22 @@ class UpdateConfig(_Config):
 
 
 class GateConfig(_Config):
-    max_regression: float = Field(0.0, ge=0.0, le=1.0, description="A round whose accuracy falls more than this below the best student so far fails the gate.")
+    max_regression: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="A round whose accuracy on any held-out set (the domain's, each skill's) falls more than this below the best student so far on it fails the gate.",
+    )
 
 
 class EvaluationConfig(_Config):
     gate: GateConfig | None = Field(None, description="Keep the previous student when a round regresses; omitted means every round's student is kept.")
     data: str | None = Field(None, description="A JSONL file in the evaluation format to use instead of the domain's held-out tasks.")
+    skill_tasks: int = Field(
+        16, ge=0, le=1000,
+        description="Tasks of each listed skill's own held-out set (at most this many; Skill.eval_tasks) scored beside the domain's, in eval.skills; 0 turns them off.",
+    )
     max_new_tokens: int = Field(128, ge=1, description="Longest reply when the model answers freely.")
     batch_size: int = Field(16, ge=1, description="Tasks per evaluation batch.")
+    backend: Literal["kdagent", "hf"] = Field("kdagent", description="How free answers are decoded, as teacher.backend ('hf' is model.generate).")
 
 
 class LoopConfig(_Config):

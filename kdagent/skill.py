@@ -83,6 +83,12 @@ class Skill:
         """Check a reply against the task's reference answer."""
         raise NotImplementedError
 
+    def eval_tasks(self, n: int) -> list[Task]:
+        """At most `n` of the skill's own held-out tasks, in the evaluation format and the same in every run.
+        The loop scores them after each round beside the domain's (`evaluation.skill_tasks`) and the gate
+        checks them too. None by default."""
+        return []
+
     def completion(self, task: Task, reply: str) -> str:
         """The text the student learns for an accepted reply (default: the reply, stripped)."""
         return reply.strip()

@@ -27,20 +27,32 @@ def smollm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, smollm_path) -> Path:
-    """A config-built llama (2 layers, hidden 64) with the real SmolLM2 tokenizer, saved as a checkpoint."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def tiny_llama(smollm_path):
+    """Builds a config-built llama (2 layers, hidden 64) with the real SmolLM2 tokenizer, seeded:
+    `tiny_llama(**config_overrides)` returns (model, tokenizer)."""
+    def build(**overrides):
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(smollm_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
+        torch.manual_seed(0)
+        tokenizer = AutoTokenizer.from_pretrained(smollm_path)
+        config = LlamaConfig(**{
+            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024, "tie_word_embeddings": True,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
+            **overrides,
+        })
+        return LlamaForCausalLM(config), tokenizer
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_llama) -> Path:
+    """The tiny llama (`tiny_llama`), saved as a checkpoint."""
+    model, tokenizer = tiny_llama()
     out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

@@ -7,19 +7,10 @@ PROMPTS = [[{"role": "user", "content": "hi " * k}] for k in (1, 7, 3, 12, 5)]
 
 
 @pytest.fixture(scope="module")
-def tiny(smollm_path):
-    """A config-built llama (2 layers, hidden 64) with the real SmolLM2 tokenizer; initialised wide enough
-    that greedy decoding does not repeat one token."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(smollm_path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.3,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(config).eval(), tokenizer
+def tiny(tiny_llama):
+    """The tiny llama of conftest, initialised wide enough that greedy decoding does not repeat one token."""
+    model, tokenizer = tiny_llama(initializer_range=0.3)
+    return model.eval(), tokenizer
 
 
 def engines(model, tokenizer):

@@ -30,13 +30,28 @@ def recipe(model_dir, **sections) -> Recipe:
 def test_gate_keeps_the_previous_student_on_regression():
     gate = GateConfig(max_regression=0.05)
     entry = {"eval": {"accuracy": 0.30}, "student": "r2"}
-    student, best = apply_gate(gate, entry, best=0.40, previous=Path("r1"), student=Path("r2"))
-    assert student == Path("r1") and best == 0.40 and entry["student"] == "r1"
-    assert entry["gate"] == {"passed": False, "best_so_far": 0.40, "floor": 0.35, "kept_student": "r1"}
+    student, best = apply_gate(gate, entry, best={"domain": 0.40}, previous=Path("r1"), student=Path("r2"))
+    assert student == Path("r1") and best == {"domain": 0.40} and entry["student"] == "r1"
+    assert entry["gate"] == {"passed": False, "best_so_far": 0.40, "floor": 0.35, "failed": ["domain"], "kept_student": "r1"}
     entry = {"eval": {"accuracy": 0.36}, "student": "r2"}
-    assert apply_gate(gate, entry, 0.40, Path("r1"), Path("r2")) == (Path("r2"), 0.40) and entry["gate"]["passed"]
+    assert apply_gate(gate, entry, {"domain": 0.40}, Path("r1"), Path("r2")) == (Path("r2"), {"domain": 0.40}) and entry["gate"]["passed"]
     entry = {"eval": {"accuracy": 0.5}, "student": "r2"}
-    assert apply_gate(None, entry, 0.40, Path("r1"), Path("r2")) == (Path("r2"), 0.5) and "gate" not in entry
+    assert apply_gate(None, entry, {"domain": 0.40}, Path("r1"), Path("r2")) == (Path("r2"), {"domain": 0.5}) and "gate" not in entry
+
+
+def test_gate_checks_every_skill_held_out_set_too():
+    gate = GateConfig(max_regression=0.05)
+    best = {"domain": 0.40, "skill:cot": 0.50}
+    # the domain improves but the cot skill's set regresses: the round fails the gate, and says which set
+    entry = {"eval": {"accuracy": 0.60, "skills": {"cot": {"accuracy": 0.25}}}, "student": "r2"}
+    student, kept = apply_gate(gate, entry, best, Path("r1"), Path("r2"))
+    assert student == Path("r1") and kept == best
+    assert entry["gate"]["failed"] == ["skill:cot"] and entry["gate"]["passed"] is False
+    assert entry["gate"]["skills"] == {"cot": {"accuracy": 0.25, "best_so_far": 0.50, "floor": 0.45, "passed": False}}
+    # within the tolerance on both: kept, and each set's best rises on its own
+    entry = {"eval": {"accuracy": 0.60, "skills": {"cot": {"accuracy": 0.46}}}, "student": "r2"}
+    assert apply_gate(gate, entry, best, Path("r1"), Path("r2")) == (Path("r2"), {"domain": 0.60, "skill:cot": 0.50})
+    assert entry["gate"]["passed"] and "failed" not in entry["gate"]
 
 
 def test_spin_pairs_train_with_dpo_and_the_gate_is_recorded(tmp_path, tiny_model_dir):
@@ -133,7 +148,9 @@ def test_a_round_that_fails_the_gate_keeps_the_previous_student_for_the_next_rou
     assert metrics["baseline"]["accuracy"] == 1.0
     first, second = metrics["rounds"]
     assert first["update"]["steps"] >= 1 and first["eval"]["accuracy"] < 1.0
-    assert first["gate"] == {"passed": False, "best_so_far": 1.0, "floor": 1.0, "kept_student": str(tiny_model_dir)}
+    gate = {k: v for k, v in first["gate"].items() if k != "skills"}  # the cot skill's own set is checked too (0.0 at 4 tokens)
+    assert gate == {"passed": False, "best_so_far": 1.0, "floor": 1.0, "failed": ["domain"], "kept_student": str(tiny_model_dir)}
+    assert first["gate"]["skills"]["cot"]["passed"] and metrics["baseline"]["skills"]["cot"]["n"] == 16
     assert first["student"] == str(tiny_model_dir)
     assert (tmp_path / "run" / "round-01" / "student").is_dir()  # trained, evaluated, not kept
     teachers = {g.teacher for g in read_jsonl(tmp_path / "run" / "round-02" / "generations.jsonl", Generation)}

@@ -8,7 +8,7 @@ import yaml
 
 from conftest import run_cli
 from kdagent.errors import UserError
-from kdagent.memory import check_plan, memory_plan, param_count, peak_rss_mb
+from kdagent.memory import check_plan, memory_plan, param_count, peak_rss_mb, reset_peak_rss
 from kdagent.recipe import Recipe
 
 
@@ -59,6 +59,19 @@ def test_a_run_that_cannot_fit_exits_2_before_any_model_loads(tmp_path, tiny_mod
 
 def test_peak_rss_is_reported_in_mib():
     assert 50 < peak_rss_mb() < 64 * 1024
+
+
+def test_a_stage_peak_starts_again_after_a_reset():
+    """Each stage's `peak_rss_mb` is its own: a reset forgets an earlier stage's larger peak."""
+    blob = b"x" * (300 * 1024 * 1024)  # 300 MiB, every page touched
+    during = peak_rss_mb()
+    del blob
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not let the process reset its peak RSS (/proc/self/clear_refs)")
+    after = peak_rss_mb()
+    assert during - after > 250, (during, after)
+    smaller = b"y" * (100 * 1024 * 1024)
+    assert 90 < peak_rss_mb() - after < 200 and len(smaller)
 
 
 def test_a_bf16_teacher_is_planned_at_two_bytes_a_weight(tiny_model_dir):

@@ -20,8 +20,8 @@ from kdagent.recipe import Recipe, load_recipe
 from kdagent.records import Feedback, Generation, Task
 
 REPO = Path(__file__).resolve().parent.parent
-CUT = ["domain.seed_tasks=4", "domain.eval_tasks=3", "teacher.max_new_tokens=64", "evaluation.max_new_tokens=48",
-       "update.epochs=1"]
+CUT = ["domain.seed_tasks=4", "domain.eval_tasks=2", "evaluation.skill_tasks=2", "teacher.max_new_tokens=64",
+       "evaluation.max_new_tokens=48", "update.epochs=1"]
 POLICIES = ["star", "spin", "self_rewarding", "teacher_distill", "mixed", "failure_mining"]
 
 
@@ -49,9 +49,10 @@ def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smo
     recipe, metrics, run_dir = _run(name, tmp_path, smollm_path, extra)
     rounds = metrics["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
-    assert metrics["baseline"]["n"] == 3
+    assert metrics["baseline"]["n"] == 2
     for r in rounds:
-        assert r["eval"]["n"] == 3 and 0.0 <= r["eval"]["accuracy"] <= 1.0
+        assert r["eval"]["n"] == 2 and 0.0 <= r["eval"]["accuracy"] <= 1.0
+        assert r["eval"]["skills"]["cot"]["n"] == 2  # and the cot skill's own held-out set
         assert {"elicit", "feedback", "curate", "update", "evaluate"} <= set(r["seconds"])
         assert r["counts"]["generations"] == recipe.teacher.samples * r["counts"]["tasks"]
         assert json.loads((run_dir / f"round-0{r['round']}" / "metrics.json").read_text()) == r

@@ -77,6 +77,11 @@ class Alignment(Skill):
             return Verdict(ok, float(ok), None if value is None else str(value), "" if ok else f"expected {task.answer}")
         return Verdict(False, 0.0, None, f"the alignment skill cannot check tasks of kind {task.kind!r}")
 
+    def eval_tasks(self, n: int) -> list[Task]:
+        from kdagent.default_plugins.skill_sets import alignment_tasks
+
+        return alignment_tasks(n)
+
     def reference_completion(self, task: Task) -> str | None:
         return task.solution.strip() if task.solution else None
 

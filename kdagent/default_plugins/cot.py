@@ -56,6 +56,11 @@ class ChainOfThought(Skill):
             ok = numbers_match(parse_number(answer), task.answer)
         return Verdict(ok, 1.0 if ok else 0.0, answer, "" if ok else f"expected {task.answer}")
 
+    def eval_tasks(self, n: int) -> list[Task]:
+        from kdagent.default_plugins.skill_sets import cot_tasks
+
+        return cot_tasks(n)
+
     def completion(self, task: Task, reply: str) -> str:
         return self.final_answer(reply, task.kind)[1]
 

@@ -232,6 +232,11 @@ class Instruct(Skill):
         score = 1.0 if not failed else (checks - len(failed)) / checks if checks else 0.0
         return Verdict(not failed, max(score, 0.0), None, "; ".join(failed))
 
+    def eval_tasks(self, n: int) -> list[Task]:
+        from kdagent.default_plugins.skill_sets import instruct_tasks
+
+        return instruct_tasks(n)
+
     def reference_completion(self, task: Task) -> str | None:
         return task.solution.strip() if task.solution else None
 

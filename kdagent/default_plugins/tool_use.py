@@ -51,6 +51,11 @@ class ToolUse(Skill):
         demo = DEMONSTRATION if self.demonstration else []
         return [{"role": "system", "content": system}, *demo, {"role": "user", "content": question}]
 
+    def eval_tasks(self, n: int) -> list[Task]:
+        from kdagent.default_plugins.skill_sets import tool_use_tasks
+
+        return tool_use_tasks(n)
+
     def without_tools(self) -> Skill:
         """The same tasks without tools (step by step), for the evaluation's `without_tools` score."""
         return ChainOfThought()

@@ -8,7 +8,7 @@ first time a stage needs it and freed before training.
 import gc
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdagent.errors import UserError
@@ -16,7 +16,7 @@ from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop import feedback as feedback_stage
 from kdagent.loop import stages
 from kdagent.loop.update import run_methods
-from kdagent.memory import gpu_peak_mb, peak_rss_mb
+from kdagent.memory import gpu_peak_mb, peak_rss_mb, reset_peak_rss
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
 
 
@@ -32,9 +32,10 @@ class Context:
     embedder: object  # Embedder or None
     resume: bool
     evaluate: object  # callable(model_path, out_path, desc) -> summary
+    skill_eval_tasks: list[Task] = field(default_factory=list)  # the skills' own held-out sets, kept out of training too
 
     def eval_texts(self) -> list[str]:
-        return eval_texts(self.eval_tasks)
+        return eval_texts(self.eval_tasks + self.skill_eval_tasks)
 
 
 def eval_texts(tasks: list[Task]) -> list[str]:
@@ -140,7 +141,7 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
         index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
         new, expand_counts = expand_tasks(
             teacher.get(), parents, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
-            existing=[t.prompt for t in ctx.eval_tasks], threshold=x.novelty_threshold, index=index,
+            existing=[t.prompt for t in ctx.eval_tasks + ctx.skill_eval_tasks], threshold=x.novelty_threshold, index=index,
         )
         index.release()
         tasks += [ctx.plugins.transform_task(task, r) for task in new]
@@ -155,13 +156,16 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     seconds: dict[str, float] = {}
     clock = time.time()
 
-    peak_rss: dict[str, float] = {}
+    peak_rss: dict[str, float] = {}  # each stage's own peak where the high-water mark can be reset (Linux)
     peak_gpu: dict[str, float] = {}
+    reset_peak_rss()
+    gpu_peak_mb()  # resets the GPU's counter too
 
     def lap(name: str) -> None:
         nonlocal clock
         seconds[name] = round(time.time() - clock, 1)
         peak_rss[name] = peak_rss_mb()
+        reset_peak_rss()
         gpu = gpu_peak_mb()
         if gpu is not None:
             peak_gpu[name] = gpu

@@ -29,30 +29,73 @@ def _load_eval_tasks(recipe: Recipe, domain, quarantine: list) -> list[Task]:
     return tasks
 
 
-def _evaluate(model_path: Path, tasks, skill, recipe: Recipe, out: Path, desc: str) -> dict:
+def _skill_eval_sets(recipe: Recipe, plugins, skill) -> dict[str, tuple]:
+    """Each listed skill's own held-out set (`Skill.eval_tasks`, at most `evaluation.skill_tasks` tasks),
+    by skill name, with the skill that prompts it; skills without one are left out."""
+    sets: dict[str, tuple] = {}
+    if recipe.evaluation.skill_tasks == 0:
+        return sets
+    for i, cfg in enumerate(recipe.skills):
+        if cfg.name in sets:
+            continue
+        obj = skill if i == 0 else plugins.instantiate("skills", cfg.name, f"skills[{i}].options", cfg.options)
+        try:
+            tasks = obj.eval_tasks(recipe.evaluation.skill_tasks)
+        except ValueError as exc:
+            raise UserError(f"skills[{i}].eval_tasks: {exc}") from None
+        if tasks:
+            check_tasks(tasks, f"skill {cfg.name}'s held-out set")
+            sets[cfg.name] = (obj, tasks)
+    return sets
+
+
+def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, out: Path, desc: str) -> dict:
+    """The domain's held-out set (predictions in `out`), then each skill's (`skills` in the summary,
+    predictions beside `out` as `<stem>.<skill>.jsonl`), with one engine."""
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
 
-    engine = Engine(model_path)
+    e = recipe.evaluation
+    engine = Engine(model_path, backend=e.backend)
     try:
-        summary, predictions = evaluate(engine, tasks, skill, recipe.evaluation.max_new_tokens, recipe.evaluation.batch_size, desc)
+        summary, predictions = evaluate(engine, tasks, skill, e.max_new_tokens, e.batch_size, desc)
+        write_jsonl(out, predictions)
+        for name, (obj, held_out) in skill_sets.items():
+            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({name} skill)")
+            write_jsonl(out.with_name(f"{out.stem}.{name}.jsonl"), predictions)
+            summary.setdefault("skills", {})[name] = result
     finally:
         engine.close()
-    write_jsonl(out, predictions)
     return summary
 
 
-def apply_gate(gate, entry: dict, best: float, previous: Path, student: Path) -> tuple[Path, float]:
-    """The evaluation gate: a round more than `gate.max_regression` below the best accuracy so far keeps
-    the previous student (recorded in `entry`). Returns the student to go on with and the new best."""
-    accuracy = entry["eval"]["accuracy"]
+def set_scores(evaluation: dict) -> dict[str, float]:
+    """Accuracy on each held-out set of an evaluation: `domain`, and `skill:<name>` for each skill's set."""
+    return {"domain": evaluation["accuracy"], **{f"skill:{k}": v["accuracy"] for k, v in evaluation.get("skills", {}).items()}}
+
+
+def _raised(best: dict[str, float], scores: dict[str, float]) -> dict[str, float]:
+    return {**best, **{k: max(best.get(k, v), v) for k, v in scores.items()}}
+
+
+def apply_gate(gate, entry: dict, best: dict[str, float], previous: Path, student: Path) -> tuple[Path, dict[str, float]]:
+    """The evaluation gate: a round more than `gate.max_regression` below the best accuracy so far on any
+    held-out set (`set_scores`) keeps the previous student (recorded in `entry`). Returns the student to
+    go on with and the best accuracies of the kept students, by set."""
+    scores = set_scores(entry["eval"])
     if gate is None:
-        return student, max(best, accuracy)
-    floor = best - gate.max_regression
-    passed = accuracy >= floor - 1e-12
-    entry["gate"] = {"passed": passed, "best_so_far": best, "floor": round(floor, 4)}
-    if passed:
-        return student, max(best, accuracy)
+        return student, _raised(best, scores)
+    floors = {k: best.get(k, v) - gate.max_regression for k, v in scores.items()}  # a set new to the run has no best yet
+    failed = [k for k, v in scores.items() if v < floors[k] - 1e-12]
+    record = {"passed": not failed, "best_so_far": best["domain"], "floor": round(floors["domain"], 4)}
+    if len(scores) > 1:
+        record["skills"] = {k.split(":", 1)[1]: {"accuracy": v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
+                            for k, v in scores.items() if k != "domain"}
+    if failed:
+        record["failed"] = failed
+    entry["gate"] = record
+    if not failed:
+        return student, _raised(best, scores)
     entry["gate"]["kept_student"] = entry["student"] = str(previous)
     return previous, best
 
@@ -76,10 +119,18 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
                         f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop")
     quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
     eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
-    seed_tasks(recipe, plugins, domain, eval_texts(eval_tasks), 1)  # an empty or fully filtered dataset fails before any model loads
+    skill_sets = _skill_eval_sets(recipe, plugins, skill)
+    held_out = eval_tasks + [t for _, tasks in skill_sets.values() for t in tasks]
+    seed_tasks(recipe, plugins, domain, eval_texts(held_out), 1)  # an empty or fully filtered dataset fails before any model loads
     student = resolve_model(recipe.student.model)
     eval_tasks, too_long = _fitting_eval_tasks(recipe, skill, eval_tasks, student)
+    for name, (obj, tasks) in list(skill_sets.items()):
+        kept, dropped = _fitting_eval_tasks(recipe, obj, tasks, student, f"skill {name}'s held-out set")
+        skill_sets[name] = (obj, kept)
+        too_long += dropped
     inputs = {"evaluation_tasks": len(eval_tasks), "dropped": {"eval_too_long": too_long} if too_long else {}, "quarantined": quarantine}
+    if skill_sets:
+        inputs["skill_evaluation_tasks"] = {name: len(tasks) for name, (_, tasks) in skill_sets.items()}
     if "dpo" in recipe.update.methods():  # checked before any model loads (this imports trl, so not in validate)
         from kdagent.update.dpo import dpo_loss_types
 
@@ -92,7 +143,7 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     plan = _memory_plan(recipe, student)
     rd.open(recipe, resume)
     rd.write_json("memory-plan.json", plan)
-    return _run(recipe, rd, plugins, domain, skill, eval_tasks, student, resume, inputs)
+    return _run(recipe, rd, plugins, domain, skill, eval_tasks, skill_sets, student, resume, inputs)
 
 
 def _memory_plan(recipe: Recipe, student: Path) -> dict:
@@ -108,7 +159,7 @@ def _memory_plan(recipe: Recipe, student: Path) -> dict:
     return plan
 
 
-def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path) -> tuple[list[Task], int]:
+def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path, what: str = "evaluation") -> tuple[list[Task], int]:
     """The evaluation tasks whose prompt leaves room for `evaluation.max_new_tokens` in the student's
     context; the others are dropped by policy (a truncated question is another question) and counted."""
     from kdagent.loop.stages import context_length, token_counts
@@ -124,10 +175,10 @@ def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path)
     lengths = token_counts(AutoTokenizer.from_pretrained(student), prompts, generation_prompt=True)
     kept = [t for t, n in zip(tasks, lengths) if n + recipe.evaluation.max_new_tokens <= limit]
     if not kept:
-        raise UserError(f"evaluation: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
+        raise UserError(f"{what}: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
                         f"with room for evaluation.max_new_tokens={recipe.evaluation.max_new_tokens})")
     if len(kept) < len(tasks):
-        _log(f"evaluation: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)")
+        _log(f"{what}: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)")
     return kept, len(tasks) - len(kept)
 
 
@@ -141,7 +192,7 @@ def _write_inputs(rd: RunDir, inputs: dict) -> None:
         _log(f"quarantined {len(quarantine)} malformed records of the input files into {rd.path / 'quarantine.jsonl'}")
 
 
-def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, resume: bool, inputs: dict) -> dict:
+def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, student: Path, resume: bool, inputs: dict) -> dict:
     metrics = (rd.read_json("metrics.json") if resume else None) or {"baseline": None, "rounds": []}
 
     store = embedder = None
@@ -167,26 +218,29 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
     def evaluate(model_path: Path, out: Path, desc: str) -> dict:
         key = str(Path(model_path).resolve())
         if key not in scores:
-            scores[key] = _evaluate(model_path, eval_tasks, skill, recipe, out, desc)
+            scores[key] = _evaluate(model_path, eval_tasks, skill, skill_sets, recipe, out, desc)
         return {k: v for k, v in scores[key].items() if k != "seconds"}
 
     if metrics["baseline"] is None:
-        _log(f"baseline: evaluating {student} on {len(eval_tasks)} held-out tasks")
+        _log(f"baseline: evaluating {student} on {len(eval_tasks)} held-out tasks"
+             + "".join(f", {len(tasks)} of the {name} skill's" for name, (_, tasks) in skill_sets.items()))
         started = time.time()
         metrics["baseline"] = evaluate(student, rd.path / "baseline-predictions.jsonl", "baseline: evaluate")
         metrics["baseline"]["seconds"] = round(time.time() - started, 1)
         rd.write_json("metrics.json", metrics)
     scores.setdefault(str(student.resolve()), metrics["baseline"])
-    _log(f"baseline accuracy {metrics['baseline']['accuracy']:.3f}")
+    _log(f"baseline accuracy {metrics['baseline']['accuracy']:.3f}"
+         + "".join(f", {name} skill {s['accuracy']:.3f}" for name, s in metrics["baseline"].get("skills", {}).items()))
 
-    ctx = Context(recipe, rd, plugins, domain, skill, eval_tasks, store, embedder, resume, evaluate)
-    best = metrics["baseline"]["accuracy"]
+    skill_held_out = [t for _, tasks in skill_sets.values() for t in tasks]
+    ctx = Context(recipe, rd, plugins, domain, skill, eval_tasks, store, embedder, resume, evaluate, skill_held_out)
+    best = set_scores(metrics["baseline"])
     for round_ in range(1, recipe.loop.rounds + 1):
         done = {m["round"]: m for m in metrics["rounds"]}
         if round_ in done:
             student = Path(done[round_]["student"])
             scores.setdefault(str(student.resolve()), done[round_]["eval"])
-            best = max(best, done[round_]["eval"]["accuracy"]) if done[round_].get("gate", {}).get("passed", True) else best
+            best = _raised(best, set_scores(done[round_]["eval"])) if done[round_].get("gate", {}).get("passed", True) else best
             continue
         plugins.round_start(round=round_, run_dir=rd.path, recipe=recipe)
         previous = student
@@ -194,13 +248,16 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, student: Path, 
         accuracy = entry["eval"]["accuracy"]
         student, best = apply_gate(recipe.evaluation.gate, entry, best, previous, student)
         if not entry.get("gate", {}).get("passed", True):
-            _log(f"round {round_}: accuracy {accuracy:.3f} is below the gate's floor {entry['gate']['floor']:.3f}; keeping the previous student")
+            _log(f"round {round_}: below the gate's floor on {', '.join(entry['gate']['failed'])} (domain accuracy {accuracy:.3f}, "
+                 f"floor {entry['gate']['floor']:.3f}); keeping the previous student")
         rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)
         c = entry["counts"]
         _log(f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples, "
-             f"{c['preference_pairs']} preference pairs; accuracy {metrics['baseline']['accuracy']:.3f} -> {accuracy:.3f}")
+             f"{c['preference_pairs']} preference pairs; accuracy {metrics['baseline']['accuracy']:.3f} -> {accuracy:.3f}"
+             + "".join(f", {name} skill {metrics['baseline'].get('skills', {}).get(name, {}).get('accuracy', float('nan')):.3f} -> {s['accuracy']:.3f}"
+                       for name, s in entry["eval"].get("skills", {}).items()))
         plugins.round_end(round=round_, run_dir=rd.path, recipe=recipe, metrics=entry)
 
     if store is not None:

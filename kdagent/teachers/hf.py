@@ -10,7 +10,7 @@ class HFTeacher:
     def __init__(self, model_path: Path, config, label: str):
         self.config = config
         self.label = label
-        self.engine = Engine(model_path, dtype=config.dtype)
+        self.engine = Engine(model_path, dtype=config.dtype, backend=config.backend)
 
     def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None,
                  stop: list[str] | None = None) -> list[list[str]]:
