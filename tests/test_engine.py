@@ -161,3 +161,13 @@ def test_teacher_dtype_loads_the_sampling_weights_in_it(tiny_model_dir):
             assert [len(r) for r in replies] == [2, 2]
         finally:
             teacher.close()
+
+
+def test_a_conversation_ending_with_an_assistant_message_is_continued(tiny):
+    """A prefilled reply: the prompt ends inside the assistant turn, with no new turn opened after it."""
+    from kdagent.generation.engine import Engine
+
+    engine = Engine.from_model(*tiny)
+    text = engine.render([{"role": "user", "content": "Grade this."}, {"role": "assistant", "content": '{"score":'}])
+    assert text.endswith('<|im_start|>assistant\n{"score":')
+    assert engine.render([{"role": "user", "content": "Grade this."}]).endswith("<|im_start|>assistant\n")

@@ -125,6 +125,11 @@ def test_judge_with_a_real_local_teacher(smollm_path):
     finally:
         teacher.close()
     assert len(feedback) == 2
+    # a local teacher continues the prefilled opening of the verdict: the 135M model then writes a usable
+    # verdict at once (one of these two runs out of tokens repeating its reason, and is closed and kept).
+    # Without the prefill it did for 6 of 24 quickstart replies, with it for 23.
+    assert stats.item_attempts == [1, 1] and not any(f.failed for f in feedback)
+    assert all(f.raw.startswith('{"score":') for f in feedback)
     for f, (task, gen), attempts in zip(feedback, items, stats.item_attempts):
         assert f.generation_id == gen.id and f.verifier == "judge" and isinstance(f.raw, str)
         if f.failed:
@@ -148,6 +153,9 @@ def test_parse_verdict_tolerates_fences_and_text_and_rejects_bad_verdicts():
     assert parse_verdict('{"score": 11, "passed": true, "reason": "x"}')[0] is None
     assert parse_verdict('{"score": 5, "passed": true}')[0] is None
     assert "extra" in parse_verdict('{"score": 5, "passed": true, "reason": "x", "extra": 1}')[1].lower()
+    # cut off inside its reason (out of tokens): closed and kept; cut off anywhere else: still malformed
+    assert parse_verdict('{"score":5, "passed": false, "reason": "The answer is 5. The answer is')[0].score == 5
+    assert parse_verdict('{"score":5, "passed": fal')[0] is None and parse_verdict('{"score":5, "reason": "x')[0] is None
 
 
 def test_judge_prompt_delimits_the_reply_and_includes_the_reference():

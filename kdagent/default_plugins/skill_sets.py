@@ -6,7 +6,8 @@ what the skill teaches?", whatever the domain. After every round the loop scores
 tasks in every run), and written so it shares no long word n-gram with the built-in domains' seed tasks,
 so decontamination against it drops nothing there.
 
-- `cot`: two-step word problems (`numeric`), a step beyond the arithmetic domain's one-step problems.
+- `cot`: two-step word problems (`numeric`), a step beyond the arithmetic domain's one-step problems (one form
+  in five adds three small amounts, within the 135M student's reach; the others are mostly beyond it).
 - `tool_use`: products and sums of three- and four-digit numbers (`numeric`), which a 135M model gets right
   only by calling the calculator.
 - `alignment`: benign requests to answer and harmful ones to refuse (`refusal`), none of them in the
@@ -26,7 +27,11 @@ _COT_STREAM, _TOOL_STREAM = 3_000_017, 4_000_037
 
 def _two_step(rng: random.Random) -> tuple[str, int, str]:
     name, thing = rng.choice(_NAMES), rng.choice(_THINGS)
-    form = rng.randrange(4)
+    form = rng.randrange(5)
+    if form == 4:  # three small amounts: the easiest form, within reach of the 135M student
+        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9)
+        q = f"{name} picks {a} {thing} in the morning, {b} at noon and {c} in the evening. How many {thing} does {name} pick in all?"
+        return q, a + b + c, f"{a} + {b} = {a + b}, and {a + b} + {c} = {a + b + c}."
     if form == 0:
         a, b, c = rng.randint(3, 30), rng.randint(2, 6), rng.randint(2, 9)
         q = f"{name} owns {a} {thing} and then picks up {b} packets holding {c} {thing} apiece. What is the total number of {thing} {name} owns?"

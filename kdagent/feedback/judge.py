@@ -4,6 +4,10 @@ All items go to the judge in one batch. An item whose output does not parse (or 
 `JudgeVerdict`) is sent again, alone with the other malformed ones, with a nudge and a new seed, up to
 `max_attempts` in all. An item still malformed after that becomes a failed check (`failed=True`), never
 a pass, with the judge's last raw output kept for inspection.
+
+A local teacher (one that `continues_final_message`, as `self` and `hf` do) gets its verdict's opening
+prefilled, `{"score":`, and stops at the closing brace: the model only fills in the values. An API teacher
+writes the whole object.
 """
 
 import json
@@ -24,6 +28,7 @@ DEFAULT_RUBRIC = (
 _SCHEMA_HINT = '{"score": <integer 1-10>, "passed": <true or false>, "reason": "<one short sentence>"}'
 _NUDGE = "Your previous output could not be used ({error}). Reply with ONLY one JSON object of the form {hint}, with no other text."
 _SEED_STRIDE = 100_003  # each retry samples with its own seed
+_PREFILL = '{"score":'  # the verdict's opening, for teachers that continue a prefilled reply
 
 
 class JudgeVerdict(BaseModel):
@@ -76,7 +81,15 @@ _FENCE = re.compile(r"```(?:json|JSON)?")
 
 def parse_verdict(text: str) -> tuple[JudgeVerdict | None, str]:
     """The first JSON object in `text` that validates as a verdict (code fences and text around it are
-    tolerated), or (None, why not)."""
+    tolerated), or (None, why not). A verdict cut off inside its reason (the judge ran out of tokens) is
+    closed and kept: its score and passed are whole."""
+    verdict, error = _first_verdict(text)
+    if verdict is None and text and re.search(r'"reason"\s*:\s*"[^"]*$', text):
+        verdict = _first_verdict(text.rstrip("\\") + '"}')[0]
+    return verdict, "" if verdict else error
+
+
+def _first_verdict(text: str) -> tuple[JudgeVerdict | None, str]:
     cleaned = _FENCE.sub("\n", text or "")
     decoder = json.JSONDecoder()
     error = "no JSON object found"
@@ -109,6 +122,7 @@ def judge_with_stats(
     raws = [""] * len(items)
     errors = [""] * len(items)
     pending = list(range(len(items)))
+    prefill = bool(getattr(teacher, "continues_final_message", False))
     for attempt in range(max_attempts):
         if not pending:
             break
@@ -122,7 +136,12 @@ def judge_with_stats(
                 retry.append({"role": "assistant", "content": raws[i][:2000]})
             retry.append({"role": "user", "content": _NUDGE.format(error=errors[i], hint=_SCHEMA_HINT)})
             prompts.append(retry)
-        outputs = teacher.generate(prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0)
+        if prefill:
+            prompts = [p + [{"role": "assistant", "content": _PREFILL}] for p in prompts]
+            outputs = teacher.generate(prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0, stop=["}"])
+            outputs = [[_PREFILL + r for r in replies] for replies in outputs]
+        else:
+            outputs = teacher.generate(prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0)
         stats.attempts += 1
         stats.requests += len(prompts)
         still = []

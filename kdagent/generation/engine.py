@@ -82,6 +82,10 @@ class Engine:
         return engine
 
     def render(self, messages: list[Message]) -> str:
+        """The prompt text. A conversation that ends with an assistant message is a prefilled reply: the model
+        continues that message (the reply returned is what follows it)."""
+        if messages and messages[-1]["role"] == "assistant":
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     @property

@@ -7,6 +7,8 @@ from kdagent.records import Message
 
 
 class HFTeacher:
+    continues_final_message = True  # a prompt ending in an assistant message is continued (a prefilled reply)
+
     def __init__(self, model_path: Path, config, label: str):
         self.config = config
         self.label = label
