@@ -37,12 +37,13 @@ def _no_temp_left(out_dir) -> bool:
     return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) and not list(out_dir.parent.glob(f".{out_dir.name}.partial"))
 
 
-def test_dpo_sigmoid_learns_and_saves(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge"])
+def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
     out = tmp_path / "student"
     stale = tmp_path / ".student.tmp-999999"  # as a killed run would leave it
     stale.mkdir()
     update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
-    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0)
+    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0, loss_type=loss_type)
     assert metrics["examples"] == 8 and metrics["steps"] == 6
     assert len(metrics["losses"]) == 6
     assert metrics["losses"][0] > metrics["losses"][-1], metrics["losses"]
@@ -106,6 +107,27 @@ def test_grpo_trains_on_varying_rewards(tiny_model_dir, tmp_path):
     assert len(SEEN) == 16 and all(f"Say {ans}." == p for p, ans in SEEN)
     assert _no_temp_left(out)
     assert not torch.equal(_param(out), _param(tiny_model_dir))
+
+
+def even_tokens(prompts, completions, completion_ids, **kwargs):
+    """Reward: the share of completion tokens with an even id. Half the vocabulary qualifies, so the near-uniform
+    random model's completions score about 0.5 with real spread, and a policy can push it to 1."""
+    return [sum(t % 2 == 0 for t in ids) / len(ids) for ids in completion_ids]
+
+
+def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
+    # temperature 0.1 sharpens the logits TRL samples and scores with, so a high learning rate moves the policy
+    # within 6 steps; an untrained run (learning rate ~0) stays near 0.5 throughout
+    prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
+    update = UpdateConfig(learning_rate=5e-2, epochs=3, batch_size=8)
+    metrics = train_grpo(
+        prompts, even_tokens, tiny_model_dir, tmp_path / "student", update, max_length=128, seed=0,
+        num_generations=4, max_completion_length=16, temperature=0.1,
+    )
+    rewards = metrics["rewards"]
+    assert metrics["steps"] == 6 and len(rewards) == 6
+    assert 0.2 < rewards[0] < 0.8, rewards  # step 1 scores the untrained model's samples
+    assert sum(rewards[-2:]) / 2 > rewards[0] + 0.25, rewards
 
 
 def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):
