@@ -146,11 +146,23 @@ def seed_task(prompt: str, reference: str) -> Task:
     )
 
 
-def held_out_task(prompt: str, following: str, breaking: str) -> Task:
+def held_out_task(prompt: str, following: str, breaking: str, prefix: str = "instr-eval", domain: str = "instructions") -> Task:
+    """A follow-or-break pair as a `choice` task: the reply that follows the instruction is the answer."""
     return Task(
-        id=f"instr-eval-{stable_id(prompt, length=12)}", prompt=prompt, choices=[following, breaking], answer=following,
-        kind="choice", domain="instructions", constraints=constraints_from_text(prompt),
+        id=f"{prefix}-{stable_id(prompt, length=12)}", prompt=prompt, choices=[following, breaking], answer=following,
+        kind="choice", domain=domain, constraints=constraints_from_text(prompt),
     )
+
+
+def pair_problems(pairs: list[tuple[str, str, str]]) -> list[str]:
+    """Follow-or-break pairs whose instruction states no constraint, whose following reply breaks one, or
+    whose breaking reply meets them all."""
+    problems = []
+    for prompt, following, breaking in pairs:
+        constraints = constraints_from_text(prompt)
+        if not constraints or check_constraints(following, constraints) or not check_constraints(breaking, constraints):
+            problems.append(f"held-out {prompt!r}: {constraints} {check_constraints(following, constraints)}")
+    return problems
 
 
 class Instructions(Domain):
@@ -195,11 +207,7 @@ def check_builtin() -> list[str]:
             problems.append(f"no constraints read from {prompt!r}")
         elif check_constraints(reference, constraints):
             problems.append(f"reference of {prompt!r}: {check_constraints(reference, constraints)}")
-    for prompt, following, breaking in HELD_OUT:
-        constraints = constraints_from_text(prompt)
-        if not constraints or check_constraints(following, constraints) or not check_constraints(breaking, constraints):
-            problems.append(f"held-out {prompt!r}: {constraints} {check_constraints(following, constraints)}")
-    return problems
+    return problems + pair_problems(HELD_OUT)
 
 
 @hookimpl

@@ -74,7 +74,7 @@ def _generated(prefix: str, stream: int, make, n: int) -> list[Task]:
             continue
         seen.add(q)
         tasks.append(Task(id=f"{prefix}-{stable_id(q, length=12)}", prompt=q, answer=str(answer), kind="numeric",
-                          solution=f"{worked}. The answer is {answer}.".replace("..", "."), domain=f"skill:{prefix.split('-')[0]}"))
+                          solution=f"{worked.rstrip('.')}. The answer is {answer}.", domain=f"skill:{prefix.split('-')[0]}"))
     return tasks
 
 
@@ -142,25 +142,18 @@ INSTRUCT = [
 
 
 def instruct_tasks(n: int) -> list[Task]:
-    from kdagent.default_plugins.instruct import constraints_from_text
+    from kdagent.default_plugins.instructions import held_out_task
 
-    return [Task(id=f"instruct-eval-{stable_id(p, length=12)}", prompt=p, choices=[follow, brk], answer=follow, kind="choice",
-                 domain="skill:instruct", constraints=constraints_from_text(p)) for p, follow, brk in INSTRUCT[:n]]
+    return [held_out_task(*item, prefix="instruct-eval", domain="skill:instruct") for item in INSTRUCT[:n]]
 
 
 def check_sets() -> list[str]:
     """Problems with the built-in sets (for the tests): every instruct prompt states constraints that its
     following reply meets and its breaking reply breaks; every worked numeric solution states its answer."""
-    from kdagent.default_plugins.instruct import check_constraints, constraints_from_text
+    from kdagent.default_plugins.instructions import pair_problems
     from kdagent.evaluate.grading import last_number, numbers_match
 
-    problems = []
-    for prompt, follow, brk in INSTRUCT:
-        constraints = constraints_from_text(prompt)
-        if not constraints:
-            problems.append(f"instruct: no constraint read from {prompt!r}")
-        elif check_constraints(follow, constraints) or not check_constraints(brk, constraints):
-            problems.append(f"instruct: the replies to {prompt!r} do not follow/break {constraints}")
+    problems = pair_problems(INSTRUCT)
     for task in cot_tasks(64) + tool_use_tasks(64):
         if int(task.answer) < 0 or not numbers_match(last_number(task.solution), task.answer):
             problems.append(f"{task.id}: answer {task.answer} vs solution {task.solution!r}")
