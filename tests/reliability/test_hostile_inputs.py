@@ -168,7 +168,8 @@ def test_malformed_input_records_are_quarantined_with_their_lines_and_the_rest_p
     assert where[("eval.jsonl", 5)].startswith("not UTF-8") and where[("notes.jsonl", 2)].startswith("not valid JSON")
     assert "quarantined 6 malformed records" in h["result"].stderr
     inputs = json.loads((h["run"] / "inputs.counts.json").read_text())
-    assert inputs == {"evaluation_tasks": 2, "dropped": {"eval_too_long": 1}, "quarantined": 6}  # the long prompt: dropped, counted
+    # the long prompt: dropped, counted; the tool_use skill's own held-out set is counted beside the user's file
+    assert inputs == {"evaluation_tasks": 2, "dropped": {"eval_too_long": 1}, "quarantined": 6, "skill_evaluation_tasks": {"tool_use": 16}}
     metrics = json.loads((h["run"] / "metrics.json").read_text())
     assert metrics["baseline"]["n"] == 2 and metrics["rounds"][0]["eval"]["n"] == 2  # the rest proceeded
     passages = {p.id for g in _round(h, "grounded.jsonl", __import__("kdagent.records", fromlist=["GroundedTask"]).GroundedTask) for p in g.passages}
