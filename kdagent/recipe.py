@@ -92,6 +92,10 @@ class FeedbackConfig(_Config):
     )
     rubric: str | None = Field(None, description="The judge's rubric; omitted means the domain's, else a default (helpful, honest, harmless, correct).")
     judge_attempts: int = Field(3, ge=1, le=10, description="Tries per reply when the judge's output cannot be parsed; still malformed after them, the reply is recorded as failed, never a pass.")
+    judge_score: Literal["expected", "verdict"] = Field(
+        "expected", description="A judge's score: 'expected' is the probability-weighted mean of 1..10 where the teacher gives token probabilities "
+        "(self, hf; G-Eval), else the verdict's integer; 'verdict' always takes the integer the judge wrote.",
+    )
     faithfulness: Literal["off", "overlap", "judge"] = Field(
         "off", description="Drop grounded answers whose citations do not support them: 'overlap' needs a cited passage holding most of the reply's content words; 'judge' asks the teacher."
     )

@@ -113,7 +113,8 @@ def test_only_the_malformed_items_are_retried():
 
 
 @pytest.mark.integration
-def test_judge_with_a_real_local_teacher(smollm_path):
+@pytest.mark.parametrize("score", ["verdict", "expected"])
+def test_judge_with_a_real_local_teacher(smollm_path, score):
     from kdagent.teachers.hf import HFTeacher
 
     config = TeacherConfig(kind="hf", model=str(smollm_path), samples=1, temperature=0, max_new_tokens=48)
@@ -121,25 +122,64 @@ def test_judge_with_a_real_local_teacher(smollm_path):
     try:
         tasks = [make_task(0), make_task(1, answer="7")]
         items = [(tasks[0], make_gen(tasks[0], 0, "2 + 3 = 5. The answer is 5.")), (tasks[1], make_gen(tasks[1], 0, "The answer is 9."))]
-        feedback, stats = judge_with_stats(teacher, items, DEFAULT_RUBRIC, seed=0, max_attempts=2)
+        feedback, stats = judge_with_stats(teacher, items, DEFAULT_RUBRIC, seed=0, max_attempts=2, score=score)
     finally:
         teacher.close()
     assert len(feedback) == 2
-    # a local teacher continues the prefilled opening of the verdict: the 135M model then writes a usable
-    # verdict at once (one of these two runs out of tokens repeating its reason, and is closed and kept).
-    # Without the prefill it did for 6 of 24 quickstart replies, with it for 23.
+    # verdict: a local teacher continues the prefilled opening of the verdict, and the 135M model then writes
+    # a usable verdict at once (one of these two runs out of tokens repeating its reason, and is closed and
+    # kept); without the prefill it did for 6 of 24 quickstart replies, with it for 23.
+    # expected: nothing is decoded; the verdict's first two values are read off the judge's probabilities.
     assert stats.item_attempts == [1, 1] and not any(f.failed for f in feedback)
-    assert all(f.raw.startswith('{"score":') for f in feedback)
-    for f, (task, gen), attempts in zip(feedback, items, stats.item_attempts):
-        assert f.generation_id == gen.id and f.verifier == "judge" and isinstance(f.raw, str)
-        if f.failed:
-            assert not f.passed and f.score == 0.0 and attempts == 2
-        else:
-            assert 0.1 <= f.score <= 1.0 and f.raw.strip() and parse_verdict(f.raw)[0] is not None
-    assert all(1 <= a <= 2 for a in stats.item_attempts)
-    assert stats.malformed_final == sum(f.failed for f in feedback)
-    assert stats.requests == sum(stats.item_attempts) and stats.attempts == max(stats.item_attempts)
-    assert stats.retried == sum(a > 1 for a in stats.item_attempts)
+    assert all(f.raw.startswith('{"score":') and parse_verdict(f.raw)[0] is not None for f in feedback)
+    for f, (task, gen) in zip(feedback, items):
+        assert f.generation_id == gen.id and f.verifier == "judge" and 0.1 <= f.score <= 1.0
+    if score == "expected":  # a score between the integers, and no text decoded to get it
+        assert stats.expected_scores == 2 and all(round(f.score * 10, 6) != round(f.score * 10) for f in feedback)
+        assert all(f.reason.startswith("expected score ") for f in feedback)
+    else:
+        assert stats.expected_scores == 0 and all(round(f.score * 10, 6) == round(f.score * 10) for f in feedback)
+    assert stats.requests == 2 and stats.attempts == 1 and stats.retried == 0 and stats.malformed_final == 0
+
+
+def test_an_expected_verdict_is_read_off_the_judge_s_joint_distribution(tiny_model_dir):
+    """`expected_verdicts` against a direct computation: one forward pass over prompt + opening + each of the
+    20 ways the verdict can go on (score 1..10, passed true or false), renormalised; the mean score and
+    the probability of passed."""
+    import math
+
+    import torch
+
+    from kdagent.feedback.judge import expected_verdicts
+    from kdagent.teachers.hf import HFTeacher
+
+    teacher = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", model=str(tiny_model_dir), batch_size=2), "hf:tiny")
+    tasks = [make_task(0), make_task(1, answer="7")]
+    prompts = [judge_messages(tasks[0], "The answer is 5."), judge_messages(tasks[1], "It is 9.")]
+    got = expected_verdicts(teacher, prompts)
+    model, tok = teacher.engine.model, teacher.engine.tokenizer
+    for messages, (score, p_pass) in zip(prompts, got):
+        head = tok.apply_chat_template(messages + [{"role": "assistant", "content": '{"score":'}], tokenize=False, continue_final_message=True)
+        n = len(tok(head, add_special_tokens=False).input_ids)
+        rows = []
+        for s in range(1, 11):
+            for passed in ("true", "false"):
+                ids = tok(head + f' {s}, "passed": {passed}', add_special_tokens=False).input_ids
+                with torch.no_grad():
+                    lp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+                rows.append((s, passed == "true", sum(lp[i - 1, ids[i]].item() for i in range(n, len(ids)))))
+        top = max(lp for _, _, lp in rows)
+        weights = [(s, p, math.exp(lp - top)) for s, p, lp in rows]
+        total = sum(w for _, _, w in weights)
+        assert score == pytest.approx(sum(s * w for s, _, w in weights) / total, abs=1e-3)
+        assert p_pass == pytest.approx(sum(w for _, p, w in weights if p) / total, abs=1e-4)
+        assert 1.0 <= score <= 10.0 and 0.0 <= p_pass <= 1.0
+    teacher.close()
+
+
+def test_a_judge_score_setting_must_be_known():
+    with pytest.raises(ValueError, match="score must be 'expected' or 'verdict'"):
+        judge_with_stats(None, [], score="mean")
 
 
 # --- parsing and prompt ------------------------------------------------------------------------------
@@ -300,7 +340,7 @@ def test_the_judge_stage_resumes_after_its_last_finished_chunk(tmp_path, tiny_mo
     from kdagent.loop.rundir import RunDir
     from kdagent.teachers.hf import HFTeacher
 
-    recipe = SimpleNamespace(seed=4, teacher=SimpleNamespace(batch_size=1), feedback=SimpleNamespace(judge_attempts=2))
+    recipe = SimpleNamespace(seed=4, teacher=SimpleNamespace(batch_size=1), feedback=SimpleNamespace(judge_attempts=2, judge_score="expected"))
     tasks = {make_task(i).id: make_task(i) for i in range(10)}
     gens = [make_gen(t, 0, f"The answer is {i}.") for i, t in enumerate(tasks.values())]
     real = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", model=str(tiny_model_dir), max_new_tokens=6, batch_size=8), "hf:tiny")

@@ -83,13 +83,14 @@ def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_pa
     assert metrics["rounds"][1]["student"].endswith("round-02/student")
 
 
-def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("judge_score", ["verdict", "expected"])
+def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_model_dir, judge_score):
     from kdagent.default_plugins.arithmetic import Arithmetic
     from kdagent.default_plugins.cot import ChainOfThought
     from kdagent.loop.round import Context
     from kdagent.loop.update import _reward_function
 
-    r = recipe(tiny_model_dir, update={"method": "grpo", "grpo": {"judge_weight": 0.5}}, feedback={"judge_attempts": 1})
+    r = recipe(tiny_model_dir, update={"method": "grpo", "grpo": {"judge_weight": 0.5}}, feedback={"judge_attempts": 1, "judge_score": judge_score})
     tasks = {t.id: t for t in Arithmetic().seed_tasks(2, 0)}
     ctx = Context(r, None, build_plugins(load_entry_points=False), Arithmetic(), ChainOfThought(), [], None, None, False, None)
     reward = _reward_function(ctx, tasks, 1, tiny_model_dir)
@@ -97,8 +98,12 @@ def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_
     right = f"The answer is {tasks[ids[0]].answer}."
     scores = reward(None, [[{"role": "assistant", "content": right}], [{"role": "assistant", "content": "no idea"}]], [ids[0], ids[1]])
     reward.close()
-    # the tiny model's judge output is never valid JSON: a failed judgement counts 0, the verifier half remains
-    assert scores == [0.5, 0.0]
+    if judge_score == "verdict":
+        # the tiny model's written verdict is never valid JSON: a failed judgement counts 0, the verifier half remains
+        assert scores == [0.5, 0.0]
+    else:  # half the verifier's 1 or 0, half the judge's expected score (0.1 to 1.0)
+        assert 0.55 <= scores[0] <= 1.0 and 0.05 <= scores[1] <= 0.5
+        assert all(round(20 * x, 6) != round(20 * x) for x in scores)  # not a written integer: an expectation
     assert reward.__name__ == "cot_verifier_and_judge"
 
 

@@ -8,6 +8,14 @@ a pass, with the judge's last raw output kept for inspection.
 A local teacher (one that `continues_final_message`, as `self` and `hf` do) gets its verdict's opening
 prefilled, `{"score":`, and stops at the closing brace: the model only fills in the values. An API teacher
 writes the whole object.
+
+A teacher that also gives token probabilities (`choice_logprobs`, as `self` and `hf` do) scores by
+expectation by default (G-Eval, arXiv 2303.16634), and writes no verdict at all: after that opening, the
+twenty ways the verdict can go on, ` <score>, "passed": <true|false>` for scores 1..10, are scored in one
+pass over the prompt. The score is the probability-weighted mean of 1..10 and `passed` is whether
+P(true) > 1/2, both from that joint distribution. A small judge that would write "1" for nearly every reply
+still ranks them by how sure it is, so replies to one task get different scores (and preference pairs), and
+nothing is decoded, so there is nothing malformed to retry. `score="verdict"` asks for the written verdict.
 """
 
 import json
@@ -29,6 +37,9 @@ _SCHEMA_HINT = '{"score": <integer 1-10>, "passed": <true or false>, "reason": "
 _NUDGE = "Your previous output could not be used ({error}). Reply with ONLY one JSON object of the form {hint}, with no other text."
 _SEED_STRIDE = 100_003  # each retry samples with its own seed
 _PREFILL = '{"score":'  # the verdict's opening, for teachers that continue a prefilled reply
+_SCORES = range(1, 11)
+# each score closed by what follows it, so " 1" is not also the start of " 10"
+_OPENINGS = [(score, passed, f' {score}, "passed": {"true" if passed else "false"}') for score in _SCORES for passed in (True, False)]
 
 
 class JudgeVerdict(BaseModel):
@@ -50,6 +61,7 @@ class JudgeStats:
     requests: int = 0  # prompts sent in all batches
     retried: int = 0  # items that needed more than one attempt
     malformed_final: int = 0  # items still malformed after max_attempts (failed checks)
+    expected_scores: int = 0  # items scored by expectation over the judge's token probabilities (nothing decoded)
     item_attempts: list[int] = field(default_factory=list)  # attempts each item took, in input order
 
     def as_dict(self) -> dict:
@@ -110,10 +122,44 @@ def _first_verdict(text: str) -> tuple[JudgeVerdict | None, str]:
     return None, error
 
 
+def expected_verdicts(teacher, prompts: list[list[Message]]) -> list[tuple[float, float]]:
+    """For each judge prompt, (expected score in 1..10, probability of passed) under the teacher's joint
+    distribution of the verdict's first two values after the prefilled opening, renormalised over the 20."""
+    import math
+
+    opened = [p + [{"role": "assistant", "content": _PREFILL}] for p in prompts]
+    out = []
+    for logps in teacher.choice_logprobs(opened, [[text for _, _, text in _OPENINGS]] * len(opened)):
+        top = max(logps)
+        weights = [math.exp(lp - top) for lp in logps]
+        total = sum(weights)
+        score = sum(w * s for w, (s, _, _) in zip(weights, _OPENINGS)) / total
+        passed = sum(w for w, (_, p, _) in zip(weights, _OPENINGS) if p) / total
+        out.append((score, passed))
+    return out
+
+
+def _expected_feedback(teacher, items, base) -> tuple[list[Feedback], JudgeStats]:
+    stats = JudgeStats(items=len(items), attempts=1 if items else 0, requests=len(items), expected_scores=len(items),
+                       item_attempts=[1] * len(items))
+    out = []
+    for (task, gen), (score, p_pass) in zip(items, expected_verdicts(teacher, base) if items else []):
+        reason = f"expected score {score:.2f} of 10, P(passed) {p_pass:.2f}, from the judge's token probabilities"
+        raw = json.dumps({"score": round(score), "passed": p_pass > 0.5, "reason": reason})
+        out.append(Feedback(generation_id=gen.id, task_id=task.id, verifier="judge", passed=p_pass > 0.5,
+                            score=round(score / 10, 6), reason=reason, raw=raw))
+    return out, stats
+
+
 def judge_with_stats(
     teacher, items: list[tuple[Task, Generation]], rubric: str = DEFAULT_RUBRIC, seed: int = 0, max_attempts: int = 3,
+    score: str = "expected",
 ) -> tuple[list[Feedback], JudgeStats]:
-    """Judge each (task, generation) with `teacher`; returns one Feedback per item, in order, and the stats."""
+    """Judge each (task, generation) with `teacher`; returns one Feedback per item, in order, and the stats.
+    `score`: 'expected' scores by expectation where the teacher gives token probabilities (else as
+    'verdict'); 'verdict' has the judge write its verdict and takes the integer written."""
+    if score not in ("expected", "verdict"):
+        raise ValueError(f"score must be 'expected' or 'verdict', not {score!r}")
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     base = [judge_messages(task, gen.text, rubric) for task, gen in items]
@@ -123,6 +169,8 @@ def judge_with_stats(
     errors = [""] * len(items)
     pending = list(range(len(items)))
     prefill = bool(getattr(teacher, "continues_final_message", False))
+    if score == "expected" and prefill and hasattr(teacher, "choice_logprobs"):
+        return _expected_feedback(teacher, items, base)
     for attempt in range(max_attempts):
         if not pending:
             break
@@ -175,6 +223,7 @@ def judge_with_stats(
 
 def judge_replies(
     teacher, items: list[tuple[Task, Generation]], rubric: str = DEFAULT_RUBRIC, seed: int = 0, max_attempts: int = 3,
+    score: str = "expected",
 ) -> list[Feedback]:
     """`judge_with_stats` without the stats."""
-    return judge_with_stats(teacher, items, rubric, seed, max_attempts)[0]
+    return judge_with_stats(teacher, items, rubric, seed, max_attempts, score)[0]

@@ -41,7 +41,8 @@ def _judge(ctx, teacher, tasks: dict[str, Task], gens: list[Generation], rubric:
             verdicts.update((g.id, done[g.id]) for g in part)
             continue
         seed = int(stable_id(ctx.recipe.seed, round_, name, c), 16) % 2**31
-        feedback, stats = judge_with_stats(teacher.get(), [(tasks[g.task_id], g) for g in part], rubric, seed=seed, max_attempts=ctx.recipe.feedback.judge_attempts)
+        feedback, stats = judge_with_stats(teacher.get(), [(tasks[g.task_id], g) for g in part], rubric, seed=seed,
+                                           max_attempts=ctx.recipe.feedback.judge_attempts, score=ctx.recipe.feedback.judge_score)
         costs[str(c)] = stats.as_dict()
         ctx.rd.write_json(costs_path, costs)
         append_jsonl(partial, feedback)

@@ -32,7 +32,8 @@ def _reward_function(ctx, tasks: dict, round_: int, student: Path):
             for i, (text, tid) in enumerate(zip(texts, task_id))
         ]
         rubric = ctx.recipe.feedback.rubric or getattr(ctx.domain, "rubric", None) or DEFAULT_RUBRIC
-        verdicts = judge_replies(judge.get(), items, rubric, seed=ctx.recipe.seed * 1000 + round_ + calls[0], max_attempts=ctx.recipe.feedback.judge_attempts)
+        verdicts = judge_replies(judge.get(), items, rubric, seed=ctx.recipe.seed * 1000 + round_ + calls[0],
+                                 max_attempts=ctx.recipe.feedback.judge_attempts, score=ctx.recipe.feedback.judge_score)
         return [(1 - weight) * s + weight * (0.0 if v.failed else v.score) for s, v in zip(scores, verdicts)]
 
     reward.__name__ = f"{skill.name}_verifier" + ("_and_judge" if judge is not None else "")

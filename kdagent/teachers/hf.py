@@ -26,5 +26,9 @@ class HFTeacher:
         """White-box: the teacher's log-probability of each token of each reply."""
         return self.engine.token_logprobs(prompts, replies, batch_size=self.config.batch_size)
 
+    def choice_logprobs(self, prompts: list[list[Message]], choices: list[list[str]]) -> list[list[float]]:
+        """White-box: for each prompt, the teacher's log-probability of each choice as its continuation."""
+        return self.engine.choice_logprobs(prompts, choices, batch_size=self.config.batch_size)
+
     def close(self) -> None:
         self.engine.close()

@@ -46,7 +46,8 @@ def write_recipe(path: Path, model_dir: Path) -> Path:
         "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 1},
         "domain": {"name": "arithmetic", "seed_tasks": TASKS, "eval_tasks": 2, "options": {"corpus_examples": 4}},
         "retrieval": {"top_k": 1},
-        "feedback": {"verifier": "judge", "judge_attempts": 1, "fallback_to_reference": True},
+        # the judge writes its verdicts (decoded, chunk by chunk, long enough for kills to land in)
+        "feedback": {"verifier": "judge", "judge_attempts": 1, "fallback_to_reference": True, "judge_score": "verdict"},
         "update": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_steps": 1},
         "evaluation": {"max_new_tokens": 2},
     }))
