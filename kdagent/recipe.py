@@ -93,8 +93,9 @@ class FeedbackConfig(_Config):
     rubric: str | None = Field(None, description="The judge's rubric; omitted means the domain's, else a default (helpful, honest, harmless, correct).")
     judge_attempts: int = Field(3, ge=1, le=10, description="Tries per reply when the judge's output cannot be parsed; still malformed after them, the reply is recorded as failed, never a pass.")
     judge_score: Literal["expected", "verdict"] = Field(
-        "expected", description="A judge's score: 'expected' is the probability-weighted mean of 1..10 where the teacher gives token probabilities "
-        "(self, hf; G-Eval), else the verdict's integer; 'verdict' always takes the integer the judge wrote.",
+        "expected", description="How a judge decides: 'expected' reads the verdict off a local teacher's (self, hf) token probabilities, "
+        "nothing decoded: the score is the probability-weighted mean of 1..10 (G-Eval) and passed is P(true) > 1/2; an API teacher "
+        "writes its verdict either way. 'verdict' has the judge write it and takes the integer written.",
     )
     faithfulness: Literal["off", "overlap", "judge"] = Field(
         "off", description="Drop grounded answers whose citations do not support them: 'overlap' needs a cited passage holding most of the reply's content words; 'judge' asks the teacher."

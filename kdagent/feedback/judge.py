@@ -37,9 +37,8 @@ _SCHEMA_HINT = '{"score": <integer 1-10>, "passed": <true or false>, "reason": "
 _NUDGE = "Your previous output could not be used ({error}). Reply with ONLY one JSON object of the form {hint}, with no other text."
 _SEED_STRIDE = 100_003  # each retry samples with its own seed
 _PREFILL = '{"score":'  # the verdict's opening, for teachers that continue a prefilled reply
-_SCORES = range(1, 11)
 # each score closed by what follows it, so " 1" is not also the start of " 10"
-_OPENINGS = [(score, passed, f' {score}, "passed": {"true" if passed else "false"}') for score in _SCORES for passed in (True, False)]
+_OPENINGS = [(score, passed, f' {score}, "passed": {"true" if passed else "false"}') for score in range(1, 11) for passed in (True, False)]
 
 
 class JudgeVerdict(BaseModel):
@@ -143,7 +142,7 @@ def _expected_feedback(teacher, items, base) -> tuple[list[Feedback], JudgeStats
     stats = JudgeStats(items=len(items), attempts=1 if items else 0, requests=len(items), expected_scores=len(items),
                        item_attempts=[1] * len(items))
     out = []
-    for (task, gen), (score, p_pass) in zip(items, expected_verdicts(teacher, base) if items else []):
+    for (task, gen), (score, p_pass) in zip(items, expected_verdicts(teacher, base)):
         reason = f"expected score {score:.2f} of 10, P(passed) {p_pass:.2f}, from the judge's token probabilities"
         raw = json.dumps({"score": round(score), "passed": p_pass > 0.5, "reason": reason})
         out.append(Feedback(generation_id=gen.id, task_id=task.id, verifier="judge", passed=p_pass > 0.5,
@@ -163,14 +162,14 @@ def judge_with_stats(
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     base = [judge_messages(task, gen.text, rubric) for task, gen in items]
+    prefill = bool(getattr(teacher, "continues_final_message", False))
+    if score == "expected" and prefill and hasattr(teacher, "choice_logprobs"):
+        return _expected_feedback(teacher, items, base)
     stats = JudgeStats(items=len(items), item_attempts=[0] * len(items))
     verdicts: dict[int, JudgeVerdict] = {}
     raws = [""] * len(items)
     errors = [""] * len(items)
     pending = list(range(len(items)))
-    prefill = bool(getattr(teacher, "continues_final_message", False))
-    if score == "expected" and prefill and hasattr(teacher, "choice_logprobs"):
-        return _expected_feedback(teacher, items, base)
     for attempt in range(max_attempts):
         if not pending:
             break
