@@ -47,6 +47,28 @@ def test_shared_prompt_prefill_gives_the_direct_forward_log_probs(tiny_model_dir
     assert all(a == pytest.approx(b, abs=1e-5) for a, b in zip(one_by_one, got))
 
 
+def test_branches_packed_in_one_sequence_give_the_choice_log_probs(tiny_model_dir, monkeypatch):
+    """`branch_logprobs` packs a prompt and its stems (of different lengths) into one masked sequence; each
+    stem + leaf equals `choice_logprobs` of that whole continuation, and so does the fallback, taken when a
+    leaf is more than one token."""
+    engine = Engine(tiny_model_dir, device="cpu")
+    prompts = [[{"role": "user", "content": "Grade it."}, {"role": "assistant", "content": '{"score":'}],
+               [{"role": "user", "content": "Context: " + "the cat sat " * 20 + "\nGrade it."}]]
+    stems = [' 1, "passed":', ' 10, "passed":', " 7"]
+    leaves = [" true", " false"]
+    assert all(len(engine.tokenizer(leaf, add_special_tokens=False).input_ids) == 1 for leaf in leaves)
+    direct = engine.choice_logprobs(prompts, [[s + leaf for s in stems for leaf in leaves]] * 2, batch_size=1)
+    with monkeypatch.context() as m:  # the packed path, not the fallback
+        m.setattr(engine, "choice_logprobs", lambda *a, **k: pytest.fail("fell back to choice_logprobs"))
+        got = engine.branch_logprobs(prompts, stems, leaves)
+    assert [len(row) for row in got] == [6, 6]
+    for row, want in zip(got, direct):
+        assert row == pytest.approx(want, abs=1e-4)
+    long_leaf = [" true", " not at all"]  # two or more tokens: every combination is scored as a choice
+    want = engine.choice_logprobs(prompts, [[s + leaf for s in stems for leaf in long_leaf]] * 2)
+    assert engine.branch_logprobs(prompts, stems, long_leaf) == want
+
+
 def test_white_box_needs_a_shared_vocabulary(tiny_model_dir, smollm_path):
     require_shared_vocabulary(smollm_path, tiny_model_dir)  # same tokenizer: fine
     minilm = resolve_model("minilm-l6")  # a BERT WordPiece vocabulary

@@ -12,7 +12,8 @@ writes the whole object.
 A teacher that also gives token probabilities (`choice_logprobs`, as `self` and `hf` do) scores by
 expectation by default (G-Eval, arXiv 2303.16634), and writes no verdict at all: after that opening, the
 twenty ways the verdict can go on, ` <score>, "passed": <true|false>` for scores 1..10, are scored in one
-pass over the prompt. The score is the probability-weighted mean of 1..10 and `passed` is whether
+pass over the prompt (each of the ten score stems runs once on the prompt's cache, and both values of passed
+are read off its last position: `branch_logprobs`). The score is the probability-weighted mean of 1..10 and `passed` is whether
 P(true) > 1/2, both from that joint distribution. A small judge that would write "1" for nearly every reply
 still ranks them by how sure it is, so replies to one task get different scores (and preference pairs), and
 nothing is decoded, so there is nothing malformed to retry. `score="verdict"` asks for the written verdict.
@@ -38,7 +39,9 @@ _NUDGE = "Your previous output could not be used ({error}). Reply with ONLY one 
 _SEED_STRIDE = 100_003  # each retry samples with its own seed
 _PREFILL = '{"score":'  # the verdict's opening, for teachers that continue a prefilled reply
 # each score closed by what follows it, so " 1" is not also the start of " 10"
-_OPENINGS = [(score, passed, f' {score}, "passed": {"true" if passed else "false"}') for score in range(1, 11) for passed in (True, False)]
+_STEMS = [f' {score}, "passed":' for score in range(1, 11)]
+_LEAVES = [" true", " false"]
+_OPENINGS = [(score, passed, stem + leaf) for score, stem in zip(range(1, 11), _STEMS) for passed, leaf in zip((True, False), _LEAVES)]
 
 
 class JudgeVerdict(BaseModel):
@@ -127,8 +130,12 @@ def expected_verdicts(teacher, prompts: list[list[Message]]) -> list[tuple[float
     import math
 
     opened = [p + [{"role": "assistant", "content": _PREFILL}] for p in prompts]
+    if hasattr(teacher, "branch_logprobs"):  # each score's stem once, both values of passed read off its end
+        joint = teacher.branch_logprobs(opened, _STEMS, _LEAVES)
+    else:
+        joint = teacher.choice_logprobs(opened, [[text for _, _, text in _OPENINGS]] * len(opened))
     out = []
-    for logps in teacher.choice_logprobs(opened, [[text for _, _, text in _OPENINGS]] * len(opened)):
+    for logps in joint:
         top = max(logps)
         weights = [math.exp(lp - top) for lp in logps]
         total = sum(weights)

@@ -209,6 +209,66 @@ class Engine:
         sums = iter([sum(lp) for lp in self.token_logprobs([m for m, _ in pairs], [o for _, o in pairs], batch_size)])
         return [[next(sums) for _ in options] for options in choices]
 
+    def branch_logprobs(self, prompts: list[list[Message]], stems: list[str], leaves: list[str]) -> list[list[float]]:
+        """For each prompt, the summed log-probability of each stem + leaf as the assistant's reply, stems in
+        order and each stem's leaves in order: `choice_logprobs` over every stem + leaf, to float rounding.
+
+        Where each leaf is one token after every stem (as ` true` and ` false` after a judge's score), a prompt
+        and all its stems run as one sequence, in one forward pass with no cache: each stem attends to the
+        prompt and to itself only (a 4D mask), takes the positions it would have alone, and its leaves are read
+        off its last position. Otherwise every combination is scored as a choice."""
+        import torch
+
+        combos = [stem + leaf for stem in stems for leaf in leaves]
+        leaf_ids = [self.tokenizer(leaf, add_special_tokens=False).input_ids for leaf in leaves]
+        packed = []  # per prompt: (prompt tokens, [stem tokens])
+        for messages in prompts:
+            prefix = self.render(messages)
+            head = self.tokenizer(prefix, add_special_tokens=False).input_ids
+            tails = []
+            for stem in stems:
+                ids = self.tokenizer(prefix + stem, add_special_tokens=False).input_ids
+                clean = ids[: len(head)] == head and len(ids) > len(head) and all(
+                    len(leaf) == 1 and self.tokenizer(prefix + stem + text, add_special_tokens=False).input_ids == ids + leaf
+                    for text, leaf in zip(leaves, leaf_ids))
+                if not clean:
+                    return self.choice_logprobs(prompts, [combos] * len(prompts))
+                tails.append(ids[len(head):])
+            packed.append((head, tails))
+        after = torch.tensor([leaf[0] for leaf in leaf_ids], device=self.device)
+        out = []
+        for head, tails in packed:
+            n, width = len(head), len(head) + sum(len(t) for t in tails)
+            ids = head + [tok for tail in tails for tok in tail]
+            positions = list(range(n))
+            allowed = torch.zeros((width, width), dtype=torch.bool)
+            allowed[:n, :n] = torch.ones((n, n), dtype=torch.bool).tril()
+            spans, at = [], n
+            for tail in tails:
+                k = len(tail)
+                positions += range(n, n + k)
+                allowed[at : at + k, :n] = True
+                allowed[at : at + k, at : at + k] = torch.ones((k, k), dtype=torch.bool).tril()
+                spans.append((at, k))
+                at += k
+            mask = torch.zeros((1, 1, width, width), dtype=self.model.dtype)
+            mask[0, 0][~allowed] = torch.finfo(self.model.dtype).min
+            keep = width - n + 1  # the prompt's last position (a stem's first token) and every stem position
+            with torch.inference_mode():
+                logits = self.model(input_ids=torch.tensor([ids], device=self.device), attention_mask=mask.to(self.device),
+                                    position_ids=torch.tensor([positions], device=self.device), use_cache=False,
+                                    logits_to_keep=keep).logits[0]
+                logps = logits.float().log_softmax(-1)  # row r predicts the token at width - keep + r + 1
+            row = []
+            for (start, k), tail in zip(spans, tails):
+                # tail token j sits at start + j; it is predicted from the row before (the prompt's last, for j = 0)
+                before = [n - 1] + list(range(start, start + k - 1))
+                stem_lp = sum(logps[b - (width - keep), t].item() for b, t in zip(before, tail))
+                ends = logps[start + k - 1 - (width - keep)]
+                row += [stem_lp + lp for lp in ends[after].tolist()]
+            out.append(row)
+        return out
+
     def token_logprobs(self, prompts: list[list[Message]], replies: list[str], batch_size: int = 16) -> list[list[float]]:
         """For each (prompt, reply) pair, the log-probability of each of the reply's tokens (white-box).
 

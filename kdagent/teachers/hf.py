@@ -30,5 +30,9 @@ class HFTeacher:
         """White-box: for each prompt, the teacher's log-probability of each choice as its continuation."""
         return self.engine.choice_logprobs(prompts, choices, batch_size=self.config.batch_size)
 
+    def branch_logprobs(self, prompts: list[list[Message]], stems: list[str], leaves: list[str]) -> list[list[float]]:
+        """White-box: for each prompt, the log-probability of each stem + leaf as its continuation (`Engine.branch_logprobs`)."""
+        return self.engine.branch_logprobs(prompts, stems, leaves)
+
     def close(self) -> None:
         self.engine.close()
