@@ -12,8 +12,8 @@ writes the whole object.
 A teacher that also gives token probabilities (`choice_logprobs`, as `self` and `hf` do) scores by
 expectation by default (G-Eval, arXiv 2303.16634), and writes no verdict at all: after that opening, the
 twenty ways the verdict can go on, ` <score>, "passed": <true|false>` for scores 1..10, are scored in one
-pass over the prompt (each of the ten score stems runs once on the prompt's cache, and both values of passed
-are read off its last position: `branch_logprobs`). The score is the probability-weighted mean of 1..10 and `passed` is whether
+forward pass (the prompt and its ten score stems packed into one sequence, each stem attending to the prompt
+and itself; both values of passed are read off each stem's last position: `branch_logprobs`). The score is the probability-weighted mean of 1..10 and `passed` is whether
 P(true) > 1/2, both from that joint distribution. A small judge that would write "1" for nearly every reply
 still ranks them by how sure it is, so replies to one task get different scores (and preference pairs), and
 nothing is decoded, so there is nothing malformed to retry. `score="verdict"` asks for the written verdict.
