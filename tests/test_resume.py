@@ -3,6 +3,7 @@ and compare with an uninterrupted run of the same recipe and seed."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -99,7 +100,9 @@ def test_kill_during_training_then_resume(reference_run, tmp_path):
     (trainer / "checkpoint-99").mkdir()  # a half-written checkpoint: no trainer_state.json
     result = run(recipe, run_dir, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Continuing training from checkpoint" in result.stderr or "checkpoint" in result.stderr
+    # training went on from the last complete checkpoint the kill left (step 3 or later), not from step 0
+    resumed = re.search(r"resuming training from \S+checkpoint-(\d+) \(step (\d+)\)", result.stderr)
+    assert resumed and int(resumed.group(1)) == int(resumed.group(2)) >= 3, result.stderr[-3000:]
     assert_same_datasets(reference, run_dir)
     from transformers import AutoModelForCausalLM
 

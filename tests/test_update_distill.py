@@ -372,3 +372,29 @@ def test_train_distill_refuses_bad_settings(teacher4, student2, tmp_path):
         with pytest.raises(UserError, match=message):
             train_distill(PROMPTS, teacher4, student2, tmp_path / "x", _update(), max_length=128, seed=0, **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.integration
+def test_distill_the_embedded_30_layer_model_into_a_shrunk_student(smollm_path, tmp_path, tokenizer):
+    """Logit distillation from a larger teacher into a smaller one: the embedded SmolLM2-135M (30 layers) teaches a
+    4-layer student cut from it by `shrink` (generalised JSD, beta 0.5, on the reference completions). The loss
+    falls, the student moves towards the teacher on the completion tokens, and it loads with from_pretrained."""
+    from transformers import AutoModelForCausalLM
+
+    from kdagent.models.shrink import shrink
+    from kdagent.update.distill import train_distill
+
+    student = shrink(smollm_path, tmp_path / "smollm2-4l", 4)
+    out = tmp_path / "distilled"
+    before = _mean_divergence(student, smollm_path, tokenizer, "jsd")
+    metrics = train_distill(
+        PROMPTS, smollm_path, student, out, _update(learning_rate=1e-4, epochs=4.0, batch_size=2), max_length=128, seed=0,
+        divergence="jsd", beta=0.5, lmbda=0.0, max_completion_length=16, completions=COMPLETIONS,
+    )
+    assert metrics["examples"] == 4 and metrics["skipped"] == 0 and metrics["steps"] == 8
+    losses = metrics["losses"]
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2, losses
+    after = _mean_divergence(out, smollm_path, tokenizer, "jsd")
+    assert after < 0.8 * before, (before, after)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 4

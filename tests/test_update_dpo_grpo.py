@@ -128,6 +128,10 @@ def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
     assert metrics["steps"] == 6 and len(rewards) == 6
     assert 0.2 < rewards[0] < 0.8, rewards  # step 1 scores the untrained model's samples
     assert sum(rewards[-2:]) / 2 > rewards[0] + 0.25, rewards
+    # GRPO's loss is no progress measure (group-normalised advantages keep it near 0): the reward is. The
+    # student that raised it is saved whole, and loads with from_pretrained.
+    assert _no_temp_left(tmp_path / "student")
+    assert not torch.equal(_param(tmp_path / "student"), _param(tiny_model_dir))
 
 
 def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):

@@ -151,9 +151,15 @@ def compact_head_on_cpu():
 
 
 def train(trainer, work: Path):
-    """`trainer.train()`, resumed from the last complete checkpoint under `work`, with the compact LM head."""
+    """`trainer.train()`, resumed from the last complete checkpoint under `work` (said on stderr), with the
+    compact LM head."""
+    import sys
+
+    checkpoint = resume_point(work)
+    if checkpoint is not None:
+        print(f"resuming training from {checkpoint} (step {Path(checkpoint).name.split('-')[1]})", file=sys.stderr, flush=True)
     with compact_head_on_cpu():
-        return trainer.train(resume_from_checkpoint=resume_point(work))
+        return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def trainer_kwargs(update, work: Path, seed: int) -> dict:
