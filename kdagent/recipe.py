@@ -205,10 +205,17 @@ class EvaluationConfig(_Config):
 
 class LoopConfig(_Config):
     rounds: int = Field(1, ge=1, le=100, description="Rounds of elicit, feedback, curate, update and evaluate.")
-    failure_mining: bool = Field(
-        False,
-        description="Seed the next round's expansion with the training tasks no sample of this round solved (needs synthesis.expansion).",
+    failure_mining: Literal["off", "evaluation", "training"] = Field(
+        "off",
+        description="Seed each later round's expansion with failures (needs synthesis.expansion): 'evaluation', the domain's "
+        "held-out tasks that the round's starting student got wrong in its last evaluation (true means this); 'training', "
+        "the last round's training tasks that no sample solved (held-out items never reach the expansion prompt).",
     )
+
+    @field_validator("failure_mining", mode="before")
+    @classmethod
+    def _failure_mining_flag(cls, value):
+        return {True: "evaluation", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class Recipe(_Config):
@@ -363,7 +370,7 @@ def check_names(recipe: Recipe, plugins) -> None:
             raise UserError(f"update.{method}.max_completion_length: {longest} must be below student.max_length ({recipe.student.max_length})")
     if "distill" in methods and recipe.teacher.kind != "hf":
         raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
-    if recipe.loop.failure_mining and recipe.synthesis.expansion is None:
+    if recipe.loop.failure_mining != "off" and recipe.synthesis.expansion is None:
         raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
         raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")

@@ -1,5 +1,6 @@
 """Loop policies on a config-built tiny model: the gate, SPIN pairs with DPO, failure mining, methods in order."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,17 +70,23 @@ def test_spin_pairs_train_with_dpo_and_the_gate_is_recorded(tmp_path, tiny_model
     assert entry["gate"]["passed"] is True
 
 
-def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("source", ["evaluation", "training"])
+def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_path, tiny_model_dir, source):
     r = recipe(tiny_model_dir, synthesis={"expansion": {"method": "self_instruct", "n_new": 2}},
                feedback={"fallback_to_reference": True, "preferences": True, "pairs": "spin"},
-               update={"method": ["sft", "dpo"]}, loop={"rounds": 2, "failure_mining": True})
+               update={"method": ["sft", "dpo"]}, loop={"rounds": 2, "failure_mining": source})
     metrics = run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
     assert [e["round"] for e in metrics["rounds"]] == [1, 2]
     second = metrics["rounds"][1]
     assert set(second["update"]) == {"sft", "dpo"} and second["update"]["sft"]["steps"] >= 1
     assert (tmp_path / "run" / "round-02" / "student-1-sft").is_dir() and (tmp_path / "run" / "round-02" / "student").is_dir()
-    counts = (tmp_path / "run" / "round-02" / "tasks.counts.json").read_text()
-    assert '"mined_failures": 4' in counts  # round 1's seeds all failed, so all four seeded round 2's expansion
+    counts = json.loads((tmp_path / "run" / "round-02" / "tasks.counts.json").read_text())
+    assert counts["mined_from"] == source
+    if source == "training":  # round 1's seeds all failed, so all four seeded round 2's expansion
+        assert counts["mined_failures"] == 4
+    else:  # the random student got both held-out tasks wrong in round 1's evaluation
+        wrong = [row["id"] for row in read_jsonl(tmp_path / "run" / "round-01" / "eval-predictions.jsonl") if not row["correct"]]
+        assert counts["mined_failures"] == len(wrong) == 2
     assert metrics["rounds"][1]["student"].endswith("round-02/student")
 
 

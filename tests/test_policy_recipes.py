@@ -17,7 +17,7 @@ from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe, load_recipe
-from kdagent.records import Feedback, Generation, Task
+from kdagent.records import Generation, Task
 
 REPO = Path(__file__).resolve().parent.parent
 CUT = ["domain.seed_tasks=4", "domain.eval_tasks=2", "evaluation.skill_tasks=2", "teacher.max_new_tokens=64",
@@ -88,8 +88,11 @@ def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smo
         for r in rounds:
             assert list(r["update"]) == ["sft", "dpo"]
         assert any("steps" in r["update"]["sft"] for r in rounds) and any("steps" in r["update"]["dpo"] for r in rounds)
-    elif name == "failure_mining":
-        solved = {f.task_id for f in read_jsonl(run_dir / "round-01" / "feedback.jsonl", Feedback) if f.passed}
-        unsolved = {t.id for t in read_jsonl(run_dir / "round-01" / "tasks.jsonl", Task)} - solved
-        assert second["counts"]["mined_failures"] == len(unsolved) >= 1
+    elif name == "failure_mining":  # the held-out tasks round 2's student got wrong in its last evaluation
+        kept_by_gate = "kept_student" in first.get("gate", {})
+        predictions = run_dir / ("baseline-predictions.jsonl" if kept_by_gate else "round-01/eval-predictions.jsonl")
+        wrong = {row["id"] for row in read_jsonl(predictions) if not row["correct"]}
+        assert second["counts"]["mined_failures"] == len(wrong) >= 1
+        expanded = [t for t in read_jsonl(run_dir / "round-02" / "tasks.jsonl", Task) if getattr(t, "origin", None)]
+        assert expanded and all(set(t.parent_ids) <= wrong for t in expanded)
         assert second["counts"]["expanded"] >= 1 and second["counts"]["tasks"] == 4 + second["counts"]["expanded"]

@@ -98,6 +98,20 @@ def failed_tasks(round_dir: Path) -> list[Task]:
     return [t for t in tasks if t.answer and t.id not in solved]
 
 
+def failed_eval_tasks(ctx: "Context", round_: int, student: Path) -> list[Task]:
+    """The domain's held-out tasks that `student`, the student round `round_` starts from, got wrong in its last
+    evaluation: the predictions of the latest earlier round that trained it, else the baseline's (the run's
+    first student, or a round that kept it)."""
+    import json
+
+    key = Path(student).resolve()
+    found = [ctx.rd.round_dir(k) / "eval-predictions.jsonl" for k in range(round_ - 1, 0, -1)
+             if (ctx.rd.round_dir(k) / "student").resolve() == key]
+    path = next((p for p in found if p.exists()), ctx.rd.path / "baseline-predictions.jsonl")
+    wrong = {row["id"] for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if not row["correct"]}
+    return [t for t in ctx.eval_tasks if t.id in wrong]
+
+
 def seed_tasks(recipe, plugins, domain, eval_items: list[str], round_: int) -> tuple[list[Task], dict]:
     """The domain's seed tasks for a round, transformed by the plugins and decontaminated against the
     evaluation items; none left is a UserError that counts what each filter dropped. The runner calls it
@@ -120,13 +134,19 @@ def seed_tasks(recipe, plugins, domain, eval_items: list[str], round_: int) -> t
 
 
 def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Task], dict]:
+    """The round's seed tasks and, with synthesis.expansion, new tasks expanded from them, or from mined
+    failures (loop.failure_mining). Failed held-out tasks only seed the expansion: they are never trained on,
+    and expanded tasks too close to a held-out item are dropped (novelty against the evaluation sets)."""
     r = ctx.recipe
     seeds, counts = seed_tasks(r, ctx.plugins, ctx.domain, ctx.eval_texts(), round_)
     tasks = list(seeds)
     parents = seeds
-    if r.loop.failure_mining and round_ > 1:
-        failed = failed_tasks(ctx.rd.round_dir(round_ - 1))
-        counts["mined_failures"] = len(failed)
+    if r.loop.failure_mining != "off" and round_ > 1:
+        if r.loop.failure_mining == "evaluation":
+            failed = failed_eval_tasks(ctx, round_, teacher.student)
+        else:
+            failed = failed_tasks(ctx.rd.round_dir(round_ - 1))
+        counts["mined_failures"], counts["mined_from"] = len(failed), r.loop.failure_mining
         parents = failed or seeds
     if r.synthesis.expansion is not None:
         from kdagent.synth.expand import expand_tasks
