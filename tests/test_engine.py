@@ -51,6 +51,30 @@ def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
         assert after[0] == before[0][:cut]
 
 
+def test_dropping_rows_compacts_the_cache_in_place_as_indexing_would():
+    """RoomLayer.batch_select_indices moves the kept rows to the front by block copies (`_moves`): the same
+    keys and values as gathering them, for holes at the front, in runs, at the end, and none."""
+    import random
+
+    from kdagent.generation.decode import RoomLayer, _moves
+
+    rng = random.Random(0)
+    cases = [[1, 2, 3], [0, 1, 2, 3], [0, 2, 3, 4, 5, 9, 10, 11], [5], [0, 1, 7]]
+    cases += [sorted(rng.sample(range(12), rng.randint(1, 12))) for _ in range(40)]
+    for keep in cases:
+        for dst, src, rows in _moves(keep):  # no copy reads what it writes
+            assert src >= dst + rows
+        layer = RoomLayer()
+        layer.capacity = 9
+        keys, values = torch.randn(12, 2, 5, 4), torch.randn(12, 2, 5, 4)
+        layer.update(keys, values)
+        layer.batch_select_indices(torch.tensor(keep))
+        assert torch.equal(layer.keys, keys[keep]) and torch.equal(layer.values, values[keep]), keep
+        step = torch.randn(len(keep), 2, 1, 4)  # and the next step writes after the kept positions
+        k, _ = layer.update(step, step)
+        assert torch.equal(k, torch.cat([keys[keep], step], dim=2))
+
+
 def test_greedy_with_n_repeats_the_one_reply(tiny):
     ours, _ = engines(*tiny)
     got = ours.generate_tokens(PROMPTS[:2], n=3, max_new_tokens=6)
