@@ -398,3 +398,25 @@ def test_distill_the_embedded_30_layer_model_into_a_shrunk_student(smollm_path, 
     assert after < 0.8 * before, (before, after)
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 4
+
+
+@pytest.mark.parametrize("lmbda", [0.0, 1.0])
+def test_train_distill_with_lora_saves_a_merged_checkpoint(teacher4, student2, tmp_path, lmbda):
+    """LoRA (peft) through either trainer, GKD (lmbda below 1) and DistillationTrainer (lmbda 1): the adapter
+    trains, is merged, and the student is a plain checkpoint whose base weights moved."""
+    from safetensors import safe_open
+
+    from kdagent.recipe import LoraConfig
+    from kdagent.update.distill import train_distill
+
+    out = tmp_path / "lora"
+    metrics = train_distill(
+        PROMPTS, teacher4, student2, out, _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0)), max_length=128,
+        seed=0, divergence="jsd", beta=0.5, lmbda=lmbda, max_completion_length=8, completions=COMPLETIONS if lmbda < 1 else None,
+    )
+    assert metrics["steps"] == 2 and all(x == x for x in metrics["losses"])  # ran, no NaN
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora" in k for k in keys)
+    moved = [k for k, v in _state(out).items() if not torch.equal(v, _state(student2)[k])]
+    assert moved and all("proj" in k for k in moved)  # only the adapted projections changed

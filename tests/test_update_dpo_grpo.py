@@ -134,6 +134,21 @@ def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
     assert not torch.equal(_param(tmp_path / "student"), _param(tiny_model_dir))
 
 
+def test_grpo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
+    out = tmp_path / "student"
+    prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
+    update = UpdateConfig(learning_rate=5e-2, epochs=1, batch_size=8, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
+    metrics = train_grpo(prompts, even_tokens, tiny_model_dir, out, update, max_length=128, seed=0,
+                         num_generations=4, max_completion_length=16, temperature=0.1)
+    assert metrics["steps"] == 2 and max(metrics["reward_stds"]) > 0
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora" in k for k in keys)  # the adapter was merged into a plain checkpoint
+    assert not torch.equal(_param(out), _param(tiny_model_dir))
+
+
 def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": "Hi."}]]
     with pytest.raises(ValueError, match="prompts"):
