@@ -76,3 +76,31 @@ def test_compact_head_scores_only_labelled_positions_with_the_same_loss_and_grad
     assert not trl_utils._use_triton(cpu)  # TRL's choice is restored
     assert abs(results[0][0] - results[1][0]) < 1e-5
     assert torch.allclose(results[0][1], results[1][1], atol=1e-6)
+
+
+def test_checkpoints_are_written_aside_and_renamed_into_place(tmp_path, tiny_model_dir, monkeypatch):
+    """Every Trainer checkpoint is written under `trainer/.staging/` and renamed to `checkpoint-N` once whole:
+    while one is being written (here: as its RNG state, among the last files, is saved) no `checkpoint-N` of
+    that step exists yet, and each one that does is complete; old ones are rotated as the Trainer would."""
+    from transformers import Trainer
+
+    from kdagent.update.common import checkpoint_problem
+
+    trainer_dir = tmp_path / ".student.partial" / "trainer"
+    seen = []
+    save_rng = Trainer._save_rng_state
+
+    def watched(self, output_dir):
+        step = self.state.global_step
+        visible = sorted(p.name for p in trainer_dir.iterdir() if p.name.startswith("checkpoint-"))
+        seen.append((step, output_dir, visible, [checkpoint_problem(trainer_dir / v) for v in visible]))
+        return save_rng(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_rng_state", watched)
+    report = train_sft(examples(), tiny_model_dir, tmp_path / "student",
+                       UpdateConfig(learning_rate=1e-3, epochs=2, batch_size=4, checkpoint_steps=1), 128, seed=0)
+    assert report["steps"] == 4 and [s[0] for s in seen] == [1, 2, 3, 4]
+    for step, output_dir, visible, problems in seen:
+        assert output_dir == str(trainer_dir / ".staging" / f"checkpoint-{step}")
+        assert f"checkpoint-{step}" not in visible and all(p is None for p in problems)
+        assert visible == [f"checkpoint-{s}" for s in range(max(1, step - 2), step)]  # save_total_limit 2

@@ -2,7 +2,8 @@
 save of the trained student.
 
 Training writes Trainer checkpoints every `update.checkpoint_steps` into `.<out>.partial/trainer` beside
-the final folder. A checkpoint is complete when its `trainer_state.json` (the Trainer writes it last), its
+the final folder, each under `trainer/.staging/` first and renamed into place once whole. A checkpoint is
+complete when its `trainer_state.json` (the Trainer writes it last), its
 weights (whole, by their safetensors header) and its optimizer, scheduler and RNG states are all there; an
 interrupted run resumes from the last complete one, and incomplete or corrupt ones are reported and removed
 first. The
@@ -150,11 +151,45 @@ def compact_head_on_cpu():
             module._use_triton = original
 
 
+_STAGING = ".staging"
+
+
+def atomic_checkpoints(trainer) -> None:
+    """Make `trainer` write each checkpoint under `<output_dir>/.staging/` and rename it into place once whole
+    (then rotate old ones, as the Trainer would), so a `checkpoint-N` folder is never seen half-written.
+    The Trainer (and TRL's overrides, which add files of their own) find the checkpoint folder through
+    `_get_output_dir`, which points at the staging folder while one is written."""
+    from transformers.trainer_utils import rotate_checkpoints
+
+    save, output_dir = trainer._save_checkpoint, trainer._get_output_dir
+
+    def save_atomically(model, trial):
+        final = Path(output_dir(trial=trial))
+        staging = final / _STAGING
+        shutil.rmtree(staging, ignore_errors=True)
+        trainer._get_output_dir = lambda trial=None: str(staging)
+        try:
+            save(model, trial)
+        finally:
+            del trainer._get_output_dir  # the class's own again
+        name = f"checkpoint-{trainer.state.global_step}"
+        shutil.rmtree(final / name, ignore_errors=True)
+        os.replace(staging / name, final / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        if trainer.args.should_save:
+            rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
+                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+
+    trainer._save_checkpoint = save_atomically
+
+
 def train(trainer, work: Path):
     """`trainer.train()`, resumed from the last complete checkpoint under `work` (said on stderr), with the
-    compact LM head."""
+    compact LM head and checkpoints renamed into place once whole (`atomic_checkpoints`)."""
     import sys
 
+    shutil.rmtree(Path(work) / "trainer" / _STAGING, ignore_errors=True)  # a kill while one was written
+    atomic_checkpoints(trainer)
     checkpoint = resume_point(work)
     if checkpoint is not None:
         print(f"resuming training from {checkpoint} (step {Path(checkpoint).name.split('-')[1]})", file=sys.stderr, flush=True)
