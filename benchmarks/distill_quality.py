@@ -4,7 +4,7 @@ run drew, as the teacher wrote it), with no feedback, no curation and no loop, a
 epochs, batch size and precision (bf16 autocast on a GPU and on CPUs with bf16 instructions, as kdagent's
 updaters train), TRL's defaults otherwise, evaluated on the same held-out tasks with the same prompts.
 
-    .venv/bin/python benchmarks/distill_quality.py --budget small            # ~21 min on 2 CPU cores (all five)
+    .venv/bin/python benchmarks/distill_quality.py --budget small            # 11-21 min on 2 CPU cores (all five)
     .venv/bin/python benchmarks/distill_quality.py --budget full --only law  # for a GPU
     .venv/bin/python benchmarks/distill_quality.py --only math-cot --markdown docs/benchmarks.md
 
