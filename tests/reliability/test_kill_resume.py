@@ -69,10 +69,13 @@ class State:
         return (self.round / name).exists()
 
     def checkpoints(self) -> dict[int, bool]:
-        """step -> complete (its trainer_state.json written)."""
-        if not self.trainer.is_dir():
-            return {}
-        return {int(p.name.split("-")[1]): (p / "trainer_state.json").exists() for p in self.trainer.glob("checkpoint-*")}
+        """step -> complete: one being written is under `trainer/.staging/` (incomplete), and is renamed to
+        `trainer/checkpoint-N` once whole (its trainer_state.json written)."""
+        found = {}
+        for folder, renamed in ((self.trainer / ".staging", False), (self.trainer, True)):
+            if folder.is_dir():
+                found.update({int(p.name.split("-")[1]): renamed and (p / "trainer_state.json").exists() for p in folder.glob("checkpoint-*")})
+        return found
 
     def last_complete(self) -> int:
         return max([s for s, done in self.checkpoints().items() if done], default=0)
