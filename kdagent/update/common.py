@@ -158,9 +158,13 @@ def atomic_checkpoints(trainer) -> None:
     """Make `trainer` write each checkpoint under `<output_dir>/.staging/` and rename it into place once whole
     (then rotate old ones, as the Trainer would), so a `checkpoint-N` folder is never seen half-written.
     The Trainer (and TRL's overrides, which add files of their own) find the checkpoint folder through
-    `_get_output_dir`, which points at the staging folder while one is written."""
+    `_get_output_dir`, which points at the staging folder while one is written. One process only: under
+    several (each writes its own RNG state into the folder) the Trainer is left as it is, and the check on
+    resume (`checkpoint_problem`) still skips a checkpoint that a kill left half-written."""
     from transformers.trainer_utils import rotate_checkpoints
 
+    if trainer.args.world_size != 1:
+        return
     save, output_dir = trainer._save_checkpoint, trainer._get_output_dir
 
     def save_atomically(model, trial):
@@ -176,9 +180,8 @@ def atomic_checkpoints(trainer) -> None:
         shutil.rmtree(final / name, ignore_errors=True)
         os.replace(staging / name, final / name)
         shutil.rmtree(staging, ignore_errors=True)
-        if trainer.args.should_save:
-            rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
-                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+        rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
+                           best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
 
     trainer._save_checkpoint = save_atomically
 
