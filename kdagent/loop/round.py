@@ -102,13 +102,11 @@ def failed_eval_tasks(ctx: "Context", round_: int, student: Path) -> list[Task]:
     """The domain's held-out tasks that `student`, the student round `round_` starts from, got wrong in its last
     evaluation: the predictions of the latest earlier round that trained it, else the baseline's (the run's
     first student, or a round that kept it)."""
-    import json
-
     key = Path(student).resolve()
     found = [ctx.rd.round_dir(k) / "eval-predictions.jsonl" for k in range(round_ - 1, 0, -1)
              if (ctx.rd.round_dir(k) / "student").resolve() == key]
     path = next((p for p in found if p.exists()), ctx.rd.path / "baseline-predictions.jsonl")
-    wrong = {row["id"] for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if not row["correct"]}
+    wrong = {row["id"] for row in read_jsonl(path) if not row["correct"]}
     return [t for t in ctx.eval_tasks if t.id in wrong]
 
 

@@ -195,7 +195,8 @@ def train(trainer, work: Path):
     atomic_checkpoints(trainer)
     checkpoint = resume_point(work)
     if checkpoint is not None:
-        print(f"resuming training from {checkpoint} (step {Path(checkpoint).name.split('-')[1]})", file=sys.stderr, flush=True)
+        step = _CHECKPOINT.match(Path(checkpoint).name).group(1)
+        print(f"resuming training from {checkpoint} (step {step})", file=sys.stderr, flush=True)
     with compact_head_on_cpu():
         return trainer.train(resume_from_checkpoint=checkpoint)
 
