@@ -52,27 +52,41 @@ def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
 
 
 def test_dropping_rows_compacts_the_cache_in_place_as_indexing_would():
-    """RoomLayer.batch_select_indices moves the kept rows to the front by block copies (`_moves`): the same
-    keys and values as gathering them, for holes at the front, in runs, at the end, and none."""
+    """RoomLayer.batch_select_indices moves the kept rows by block copies (`_moves`), for the kept rows in order
+    and for decode's order (`fill_holes`: rows past the new end fill the dropped ones' places), and gathers for
+    any other order: the same keys and values as indexing, for holes at the front, in runs, at the end, and
+    none."""
     import random
 
-    from kdagent.generation.decode import RoomLayer, _moves
+    from kdagent.generation.decode import RoomLayer, _moves, fill_holes
 
     rng = random.Random(0)
     cases = [[1, 2, 3], [0, 1, 2, 3], [0, 2, 3, 4, 5, 9, 10, 11], [5], [0, 1, 7]]
     cases += [sorted(rng.sample(range(12), rng.randint(1, 12))) for _ in range(40)]
+    assert fill_holes([0, 2, 3, 4, 5, 9, 10, 11]) == [0, 9, 2, 3, 4, 5, 10, 11]
+    moved = 0
     for keep in cases:
-        for dst, src, rows in _moves(keep):  # no copy reads what it writes
-            assert src >= dst + rows
-        layer = RoomLayer()
-        layer.capacity = 9
-        keys, values = torch.randn(12, 2, 5, 4), torch.randn(12, 2, 5, 4)
-        layer.update(keys, values)
-        layer.batch_select_indices(torch.tensor(keep))
-        assert torch.equal(layer.keys, keys[keep]) and torch.equal(layer.values, values[keep]), keep
-        step = torch.randn(len(keep), 2, 1, 4)  # and the next step writes after the kept positions
-        k, _ = layer.update(step, step)
-        assert torch.equal(k, torch.cat([keys[keep], step], dim=2))
+        for order in (keep, fill_holes(keep), rng.sample(keep, len(keep))):
+            moves = _moves(order)
+            if order != sorted(order) and order != fill_holes(keep):
+                assert moves is None or all(row == i or row >= len(order) for i, row in enumerate(order))
+            written = set()
+            for dst, src, rows in moves or []:  # no copy reads what it or an earlier one wrote
+                assert not written & set(range(src, src + rows)) and src >= dst + rows
+                written |= set(range(dst, dst + rows))
+            if order == fill_holes(keep):
+                assert sum(rows for _, _, rows in moves) == sum(row != i for i, row in enumerate(order))
+                moved += len(written)
+            layer = RoomLayer()
+            layer.capacity = 9
+            keys, values = torch.randn(12, 2, 5, 4), torch.randn(12, 2, 5, 4)
+            layer.update(keys, values)
+            layer.batch_select_indices(torch.tensor(order))
+            assert torch.equal(layer.keys, keys[order]) and torch.equal(layer.values, values[order]), order
+            step = torch.randn(len(order), 2, 1, 4)  # and the next step writes after the kept positions
+            k, _ = layer.update(step, step)
+            assert torch.equal(k, torch.cat([keys[order], step], dim=2))
+    assert moved < sum(len(keep) - next((i for i, row in enumerate(keep) if row != i), len(keep)) for keep in cases)
 
 
 def test_greedy_with_n_repeats_the_one_reply(tiny):
@@ -110,27 +124,153 @@ def test_sampling_is_seeded_per_batch(tiny):
     assert alone == [first[i] for i in shortest]
 
 
+def test_samples_share_their_prompt_in_attention_and_sample_as_with_a_repeated_cache(tiny, monkeypatch):
+    """Sampling reads each prompt's keys and values once for its n samples (SharedPrefix): the same draws as
+    decoding on the prompt repeated n times in the cache, with rows finishing early and whole prompts
+    leaving the batch, and the model back on its own attention afterwards."""
+    from transformers import AttentionInterface
+
+    from kdagent.generation import decode as decoding
+
+    model, tokenizer = tiny
+    ours, _ = engines(model, tokenizer)
+    ids = [tokenizer(ours.render(m), add_special_tokens=False).input_ids for m in PROMPTS]
+    calls = []
+    real = decoding._shared_prefix_attention
+
+    def spy(module, query, key, value, *args, shared_prefix=None, **kwargs):
+        calls.append((len(shared_prefix.prompts), query.shape[0], query.shape[0] < len(shared_prefix.prompts) * 4))
+        return real(module, query, key, value, *args, shared_prefix=shared_prefix, **kwargs)
+
+    monkeypatch.setitem(AttentionInterface._global_mapping, decoding.SHARED_PREFIX, spy)
+
+    def sample(eos_ids, stopped=None):
+        return decoding.decode(model, ids, n=4, temperature=0.8, top_p=0.9, max_new_tokens=10, eos_ids=eos_ids,
+                               pad_id=tokenizer.pad_token_id, generator=torch.Generator().manual_seed(3), stopped=stopped)
+
+    full = sample(set())
+    assert calls and all(c == (len(PROMPTS), len(PROMPTS) * 4, False) for c in calls)
+    assert model.config._attn_implementation == "sdpa"
+    # every sample of the first prompt ends at its first token (drawn before any row leaves), and a row whose
+    # first token is even ends at its third
+    eos = {s[0] for s in full[0]}
+
+    def stopped(tokens):
+        return len(tokens) >= 3 and tokens[0] % 2 == 0
+
+    calls.clear()
+    shared = sample(eos, stopped)
+    assert all(len(s) == 1 for s in shared[0]) and any(len(s) == 3 for row in shared for s in row)
+    assert any(gaps for _, _, gaps in calls) and max(p for p, _, _ in calls) == len(PROMPTS) - 1
+    monkeypatch.setattr(decoding, "_shares_prefix", lambda model, cache: False)
+    calls.clear()
+    assert shared == sample(eos, stopped) and not calls
+
+
+def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(tiny):
+    """The prompts' part and the samples' own part, joined by their log-sum-exps, give sdpa's attention over
+    prompt + own tokens (with padding), for every running row, also after rows left; the fallback (for
+    attention it does not compute, here a sliding window kwarg) gives the same."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from kdagent.generation.decode import SharedPrefix, _shared_prefix_attention
+
+    model, _ = tiny
+    module = model.model.layers[1].self_attn
+    torch.manual_seed(0)
+    prompts, copies, width, own, heads, kv_heads, dim = 3, 4, 9, 5, 4, 2, 16
+    mask = torch.ones(prompts, width, dtype=torch.long)
+    mask[0, :3] = 0  # left padding
+    mask[2, :1] = 0
+
+    class Cache:
+        layers = [type("Layer", (), {"keys": torch.randn(prompts, kv_heads, width, dim),
+                                     "values": torch.randn(prompts, kv_heads, width, dim)})() for _ in range(2)]
+
+    prefix = SharedPrefix(Cache, mask, copies)
+    for rows in (list(range(prompts * copies)), [0, 2, 3, 9, 10, 11], [8, 11]):
+        if len(rows) < prompts * copies:
+            prefix.keep(rows)
+        query = torch.randn(len(rows), heads, 1, dim)
+        key, value = torch.randn(len(rows), kv_heads, own, dim), torch.randn(len(rows), kv_heads, own, dim)
+        got, _ = _shared_prefix_attention(module, query, key, value, None, scaling=0.25, shared_prefix=prefix)
+        fallback, _ = _shared_prefix_attention(module, query, key, value, None, scaling=0.25, shared_prefix=prefix,
+                                               sliding_window=4096)
+        source = torch.tensor(rows) // copies
+        keys = torch.cat([Cache.layers[1].keys[source], key], 2)
+        values = torch.cat([Cache.layers[1].values[source], value], 2)
+        allowed = torch.cat([mask[source].bool(), torch.ones(len(rows), own, dtype=torch.bool)], 1)[:, None, None, :]
+        expected, _ = sdpa_attention_forward(module, query, keys, values, allowed, scaling=0.25)
+        assert got.shape == expected.shape == (len(rows), 1, heads, dim)
+        assert torch.allclose(got, expected, atol=1e-6) and torch.allclose(fallback, expected, atol=1e-6)
+
+
 def test_nucleus_keeps_what_transformers_top_p_keeps():
     from transformers.generation.logits_process import TopPLogitsWarper
 
     from kdagent.generation.decode import TOP_CANDIDATES, _nucleus, pick_tokens
 
     torch.manual_seed(0)
-    vocab = 1000
-    logits = torch.randn(6, vocab) * torch.tensor([8.0, 4.0, 2.0, 1.0, 0.1, 0.05])[:, None]  # peaked to flat
+    vocab = 49152
+    logits = torch.randn(6, vocab) * torch.tensor([20.0, 12.0, 8.0, 4.0, 0.1, 0.05])[:, None]  # peaked to flat
     probs = torch.softmax(logits, dim=-1)
     for top_p in (0.5, 0.9, 0.95):
-        values, ids = _nucleus(probs, top_p)
+        values, ids = _nucleus(logits.clone(), 1.0, top_p)
+        kept = values > 0  # the candidates' probabilities are the softmax's, and the temperature divides
+        assert torch.allclose(values[kept], probs.gather(-1, ids)[kept], rtol=1e-5, atol=1e-9)
+        hot_values, hot_ids = _nucleus(logits * 2, 2.0, top_p)
+        assert torch.equal(hot_ids[kept], ids[kept]) and torch.allclose(hot_values, values, rtol=1e-5, atol=1e-9)
         ours = [set(ids[r][values[r] > 0].tolist()) for r in range(len(probs))]
         theirs = TopPLogitsWarper(top_p)(None, logits.clone())
         assert ours == [set(torch.nonzero(theirs[r] > -float("inf")).flatten().tolist()) for r in range(len(probs))]
         assert max(len(s) for s in ours) > TOP_CANDIDATES  # the flat rows took the full sort
+        assert min(len(s) for s in ours) < TOP_CANDIDATES  # and the peaked ones did not
     generator = torch.Generator().manual_seed(0)
+    before = logits.clone()
     draws = torch.stack([pick_tokens(logits, 1.0, 0.5, generator) for _ in range(50)])
-    values, ids = _nucleus(probs, 0.5)
+    assert torch.equal(logits, before)  # not overwritten unless asked
+    values, ids = _nucleus(logits.clone(), 1.0, 0.5)
     for r in range(len(probs)):
         assert set(draws[:, r].tolist()) <= set(ids[r][values[r] > 0].tolist())
     assert pick_tokens(logits, 0.0, 0.5, None).tolist() == logits.argmax(-1).tolist()
+
+
+def test_sliced_head_gives_the_same_logits_bit_for_bit(tiny):
+    """The output projection in slices (`_sliced_head`, on while decoding on the CPU) writes each slice's
+    logits in place: the same bits as the model's own head, and the head restored after; a head with a bias
+    is left as it is."""
+    from kdagent.generation.decode import _sliced_head
+
+    model, _ = tiny
+    head = model.get_output_embeddings()
+    torch.manual_seed(0)
+    with torch.inference_mode():  # as decode runs it
+        for hidden in (torch.randn(3, 64), torch.randn(5, 1, 64), torch.randn(2, 7, 64)):
+            expected = head(hidden)
+            with _sliced_head(model):
+                assert "forward" in vars(head)
+                got = head(hidden)
+            assert torch.equal(got, expected) and "forward" not in vars(head)
+        head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+        try:
+            with _sliced_head(model):
+                assert "forward" not in vars(head)
+        finally:
+            head.bias = None
+
+
+def test_top_k_by_blocks_equals_topk():
+    from kdagent.generation.decode import _top_k
+
+    torch.manual_seed(0)
+    for width, scale in ((49152, 3.0), (49152, 30.0), (1000, 1.0), (4096 + 1, 1.0)):  # blocks, and plain topk
+        x = torch.randn(7, width) * scale
+        x[0, :64] = 50.0  # one block holds the top 64, tied
+        for k in (1, 16, 64):
+            values, ids = _top_k(x, k)
+            expected = x.topk(k, dim=-1)
+            assert torch.equal(values, expected.values)
+            assert torch.equal(x.gather(-1, ids), values) and all(len(set(r.tolist())) == k for r in ids)
 
 
 def test_an_unknown_backend_is_refused(tiny):

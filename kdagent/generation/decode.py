@@ -28,14 +28,14 @@ import inspect
 from typing import Callable
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 # Positions a cache layer grows by when its buffer is full (decode sizes the buffer to need none).
 CACHE_ROOM = 64
 # Nucleus sampling first looks for the nucleus among this many most likely tokens (exact: rows whose nucleus
-# is wider fall back to a full sort).
-TOP_CANDIDATES = 128
+# is wider fall back to a full sort; on the speed benchmark's bare prompts, 0.2% of rows were wider).
+TOP_CANDIDATES = 64
 # Rows of the output projection's weight per matmul on the CPU (see `_sliced_head`).
 HEAD_SLICE = 512
 
@@ -45,39 +45,69 @@ def _cache_keyword(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _nucleus(probs, top_p: float):
-    """Probabilities zeroed outside the top-p nucleus: a token is kept when the tokens more likely than it sum
-    to less than `top_p` (the most likely token is always kept), as transformers' TopPLogitsWarper does.
-    Returns (values, token ids) of the candidates, most likely first."""
-    k = min(TOP_CANDIDATES, probs.shape[-1])
-    values, ids = probs.topk(k, dim=-1)
+def _top_k(x, k: int, block: int = 64):
+    """(values, indices) of the `k` largest entries of each row of `x`, largest first, as `x.topk(k)`: the k
+    largest lie in the k blocks of `block` columns with the largest maxima, so only those blocks are ranked
+    (2-3x faster than topk over a 49,152-token vocabulary)."""
+    rows, width = x.shape
+    if width % block or width // block <= 2 * k:
+        return x.topk(k, dim=-1)
+    blocks = x.view(rows, width // block, block).amax(-1).topk(k, dim=-1).indices
+    columns = (blocks[..., None] * block + torch.arange(block, device=x.device)).view(rows, -1)
+    values, picked = x.gather(-1, columns).topk(k, dim=-1)
+    return values, columns.gather(-1, picked)
+
+
+def _nucleus(scores, temperature: float, top_p: float):
+    """The tempered probabilities (softmax of `scores / temperature`, rows of float logits) of each row's top-p
+    nucleus: a token is kept when the tokens more likely than it sum to less than `top_p` (the most likely token
+    is always kept), as transformers' TopPLogitsWarper does. Returns (probabilities, token ids) of the
+    candidates, most likely first, zero outside the nucleus; the width is TOP_CANDIDATES, or the widest
+    nucleus when a row's reaches past them (that row is then sorted whole).
+
+    Overwrites `scores` (with the unnormalised probabilities): the vocabulary-wide work is five passes over
+    it in place, and only the candidates are ranked (`_top_k`)."""
+    k = min(TOP_CANDIDATES, scores.shape[-1])
+    peak = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(peak).mul_(1.0 / temperature).exp_()
+    total = weights.sum(-1, keepdim=True)
+    top, ids = _top_k(weights, k)
+    values = top.div_(total)
     wide = values.sum(-1) < top_p  # the nucleus reaches past the top k: sort the whole row
     if wide.any():
-        full_values, full_ids = probs[wide].sort(dim=-1, descending=True)
-        pad = probs.shape[-1] - k
-        values = torch.nn.functional.pad(values, (0, pad))
-        ids = torch.nn.functional.pad(ids, (0, pad))
-        values[wide], ids[wide] = full_values, full_ids
+        full_values, full_ids = weights[wide].div_(total[wide]).sort(dim=-1, descending=True)
+        width = max(k, int(((full_values.cumsum(-1) - full_values) < top_p).sum(-1).max()))
+        values = torch.nn.functional.pad(values, (0, width - k))
+        ids = torch.nn.functional.pad(ids, (0, width - k))
+        values[wide], ids[wide] = full_values[:, :width], full_ids[:, :width]
     before = values.cumsum(-1) - values
-    return values.masked_fill(before >= top_p, 0.0), ids
+    return values.masked_fill_(before >= top_p, 0.0), ids
 
 
 @contextlib.contextmanager
 def _sliced_head(model):
     """While decoding on the CPU, compute the vocabulary-sized output projection in slices of HEAD_SLICE rows
-    of its weight. Each logit is the same dot product, so the logits are bitwise the same, but one matmul over
-    the whole weight (113 MB for SmolLM2's 49152 x 576 head in fp32) runs memory-bound at decoding batch sizes,
-    and slices that stay in cache ran it 1.3-1.6x faster (MKL, 1 thread, 4 to 128 rows). Any other head, or
-    another device, is left as it is; the model's own forward is restored on exit."""
+    of its weight, each writing its columns of the logits in place. Each logit is the same dot product, so the
+    logits are bitwise the same, but one matmul over the whole weight (113 MB for SmolLM2's 49152 x 576 head in
+    fp32) runs memory-bound at decoding batch sizes, and slices that stay in cache ran it 1.3-1.6x faster (MKL,
+    1 thread, 4 to 128 rows). A head with a bias (whose sliced sums round differently), any other kind of
+    head, or another device is left as it is; the model's own forward is restored on exit. Inference only
+    (the matmuls write into a given output)."""
     head = model.get_output_embeddings()
-    if model.device.type != "cpu" or type(head) is not torch.nn.Linear or head.out_features < 4 * HEAD_SLICE:
+    if (model.device.type != "cpu" or type(head) is not torch.nn.Linear or head.bias is not None
+            or head.out_features < 4 * HEAD_SLICE):
         yield
         return
     weights = head.weight.split(HEAD_SLICE)
-    biases = head.bias.split(HEAD_SLICE) if head.bias is not None else [None] * len(weights)
 
     def forward(hidden):
-        return torch.cat([torch.nn.functional.linear(hidden, w, b) for w, b in zip(weights, biases)], dim=-1)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        out = flat.new_empty((flat.shape[0], head.out_features))
+        start = 0
+        for w in weights:  # the slice's logits, written in place (the matmul's leading dimension is the row's)
+            torch.mm(flat, w.t(), out=out[:, start:start + w.shape[0]])
+            start += w.shape[0]
+        return out.view(*hidden.shape[:-1], head.out_features)
 
     head.forward = forward
     try:
@@ -96,17 +126,135 @@ def left_padded(rows: list[list[int]], pad_id: int, device):
     return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def pick_tokens(logits, temperature: float, top_p: float, generator):
+def pick_tokens(logits, temperature: float, top_p: float, generator, overwrite: bool = False):
     """One next token per row of `logits` (rows, vocab): argmax when `temperature` is 0, else a draw from
-    the tempered, top-p-filtered distribution using `generator`."""
+    the tempered, top-p-filtered distribution using `generator`. With `overwrite`, float32 `logits` may be
+    overwritten (decode's own logits), which saves a vocabulary-sized copy."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p >= 1.0:
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    values, ids = _nucleus(probs, top_p)
+    scores = logits.float()
+    values, ids = _nucleus(scores if overwrite or scores is not logits else scores.clone(), temperature, top_p)
     choice = torch.multinomial(values, 1, generator=generator)
     return ids.gather(-1, choice).squeeze(-1)
+
+
+SHARED_PREFIX = "kdagent_shared_prefix"  # the attention implementation decode registers (see SharedPrefix)
+
+
+class SharedPrefix:
+    """The prompts' keys and values from the prefill, per layer, which every sample of a prompt attends to: the
+    decode steps' attention (`_shared_prefix_attention`) reads each prompt's once for all its running samples,
+    where a repeated cache would read it once per sample. Also where each running row's prompt and sample
+    are, as rows finish."""
+
+    def __init__(self, cache, mask, copies: int):
+        self.keys = [layer.keys for layer in cache.layers]
+        self.values = [layer.values for layer in cache.layers]
+        self.copies = copies
+        dtype = self.keys[0].dtype
+        # added to the scores over the prefix's columns: 0 on a prompt's tokens, the dtype's minimum on its padding
+        self.bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+        self.prompts: list[int] = []  # the prompts with running rows, by index in the batch
+        self.keep(list(range(mask.shape[0] * copies)))
+
+    def keep(self, rows: list[int]) -> None:
+        """Follow the running rows, by index in decode's outputs (prompt * copies + sample), in the batch's
+        order; a prompt none of whose samples runs any more leaves the prefix."""
+        live = sorted({row // self.copies for row in rows})
+        if live != self.prompts:
+            if self.prompts:
+                index = torch.tensor([self.prompts.index(p) for p in live], device=self.bias.device)
+                self.keys = [k[index] for k in self.keys]
+                self.values = [v[index] for v in self.values]
+                self.bias = self.bias[index]
+            self.prompts = live
+            self.queries = None  # the queries' buffer, made at the next step
+        place = {p: i for i, p in enumerate(self.prompts)}
+        # each running row's place (prompt, sample) among the running prompts' samples
+        self.slots = torch.tensor([place[row // self.copies] * self.copies + row % self.copies for row in rows],
+                                  device=self.bias.device)
+
+    def repeated(self, layer: int) -> tuple:
+        """The layer's prefix keys, values and padding bias, one copy per running row (the plain layout)."""
+        index = self.slots // self.copies
+        return self.keys[layer][index], self.values[layer][index], self.bias[index]
+
+
+def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None,
+                             **kwargs):
+    """A transformers attention function (registered as SHARED_PREFIX) for one decode step of rows that share
+    prompts: `key` and `value` are each row's own generated part, and `shared_prefix` (SharedPrefix) holds the
+    prompts'. Each part runs through the CPU's flash attention, the prompts' part with all of a prompt's rows'
+    queries at once, and the two are joined by their log-sum-exps: the same attention as over the whole
+    sequence, to float rounding."""
+    prefix = shared_prefix
+    layer = module.layer_idx
+    rows, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    if length != 1:
+        raise ValueError(f"shared-prefix attention decodes one position at a time, not {length}")
+    if any(kwargs.get(k) is not None for k in ("softcap", "s_aux", "sinks", "sliding_window", "position_bias")):
+        # attention this function does not compute: transformers' sdpa over the whole sequence instead
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        keys, values, bias = prefix.repeated(layer)
+        bias = torch.nn.functional.pad(bias, (0, key.shape[2]))
+        return sdpa_attention_forward(module, query, torch.cat([keys, key], 2), torch.cat([values, value], 2), bias,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    groups = heads // kv_heads
+    q = query.reshape(rows, kv_heads, groups, dim)  # each key/value head's queries side by side
+    own, own_lse = _flash_attention(q, key, value, scale=scaling)[:2]
+    prompts, copies, slots = len(prefix.prompts), prefix.copies, prefix.slots
+    # the prompts' part: a prompt's samples' queries side by side, in a buffer laid out as flash attention lays
+    # out its output, (prompts, samples, groups, kv heads, dim); the places of finished rows are left as they are
+    if prefix.queries is None or prefix.queries.dtype != q.dtype:
+        prefix.queries = q.new_zeros((prompts * copies, groups, kv_heads, dim))
+    prefix.queries.index_copy_(0, slots, q.transpose(1, 2))
+    shared_q = prefix.queries.view(prompts, copies * groups, kv_heads, dim).transpose(1, 2)
+    shared, shared_lse = _flash_attention(shared_q, prefix.keys[layer], prefix.values[layer], attn_mask=prefix.bias,
+                                          scale=scaling)[:2]
+    shared = shared.transpose(1, 2).reshape(prompts * copies, groups, kv_heads, dim).index_select(0, slots)
+    shared_lse = shared_lse.transpose(1, 2).reshape(prompts * copies, groups, kv_heads).index_select(0, slots)
+    # each part weighs by its share of the whole softmax's normaliser: exp(lse) / (exp(lse) + exp(own lse))
+    weight = torch.sigmoid(shared_lse - own_lse.transpose(1, 2))[..., None]
+    out = torch.lerp(own.transpose(1, 2).float(), shared.float(), weight).to(query.dtype)  # (rows, groups, kv heads, dim)
+    return out.transpose(1, 2).reshape(rows, 1, heads, dim), None
+
+
+def _flash_attention(query, key, value, attn_mask=None, scale=None):
+    """(output, log-sum-exp of the scores) from PyTorch's CPU flash attention."""
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=attn_mask, scale=scale)
+
+
+AttentionInterface.register(SHARED_PREFIX, _shared_prefix_attention)
+
+
+def _shares_prefix(model, cache) -> bool:
+    """Whether decode's samples can share their prompt's prefix in attention: on the CPU, for a model on
+    transformers' sdpa attention that can switch its attention function, whose layers all attend to the whole
+    sequence (`cache`'s layers are plain DynamicLayers), without logit soft-capping."""
+    config = model.config
+    return (model.device.type == "cpu" and getattr(config, "_attn_implementation", None) == "sdpa"
+            and bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+            and getattr(model, "_can_set_attn_implementation", lambda: False)()
+            and getattr(config, "attn_logit_softcapping", None) is None)
+
+
+@contextlib.contextmanager
+def _attention(model, name: str | None):
+    """The model on the attention implementation `name` (unchanged when None), restored on exit."""
+    if name is None:
+        yield
+        return
+    old = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(old)
 
 
 def decode(
@@ -125,41 +273,59 @@ def decode(
     one was generated). `stopped(tokens)` says whether a row's continuation has reached a stop string."""
     device = model.device
     input_ids, mask, positions = left_padded(prompts, pad_id, device)
-
-    cache = _room_cache(DynamicCache(config=model.config), capacity=input_ids.shape[1] + max_new_tokens)
+    copies = n if temperature > 0 else 1
+    prefill = DynamicCache(config=model.config)
+    # With a shared prefix, the prefill's cache is the prompts' prefix, read once per prompt by every sample's
+    # attention, and the running rows' cache holds only what they generate.
+    shared = copies > 1 and _shares_prefix(model, prefill)
+    if not shared:
+        _room_cache(prefill, capacity=input_ids.shape[1] + max_new_tokens)
     cache_kw = _cache_keyword(model)
     with torch.inference_mode(), _sliced_head(model):
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                       logits_to_keep=1, **{cache_kw: cache}).logits[:, -1, :]
-        copies = n if temperature > 0 else 1
-        if copies > 1:  # one prefill per prompt, shared by its samples
-            cache.batch_repeat_interleave(copies)
+                       logits_to_keep=1, **{cache_kw: prefill}).logits[:, -1, :]
+        extra = {}
+        if shared:
+            extra["shared_prefix"] = prefix = SharedPrefix(prefill, mask, copies)
+            cache = _room_cache(DynamicCache(config=model.config), capacity=max_new_tokens)
             logits = logits.repeat_interleave(copies, dim=0)
-            mask = mask.repeat_interleave(copies, dim=0)
             positions = positions.repeat_interleave(copies, dim=0)
+        else:
+            cache = prefill
+            if copies > 1:  # one prefill per prompt, shared by its samples
+                cache.batch_repeat_interleave(copies)
+                logits = logits.repeat_interleave(copies, dim=0)
+                mask = mask.repeat_interleave(copies, dim=0)
+                positions = positions.repeat_interleave(copies, dim=0)
         next_position = positions[:, -1:] + 1
         rows = list(range(len(prompts) * copies))  # the running rows, by their index in `outputs`
         outputs: list[list[int]] = [[] for _ in rows]
-        for step in range(max_new_tokens):
-            tokens = pick_tokens(logits, temperature, top_p, generator)
-            keep = []
-            for j, (row, token) in enumerate(zip(rows, tokens.tolist())):
-                out = outputs[row]
-                out.append(token)
-                if token not in eos_ids and len(out) < max_new_tokens and not (stopped and stopped(out)):
-                    keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(rows):  # drop finished rows from the running batch
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                rows = [rows[j] for j in keep]
-                tokens, mask, next_position = tokens[index], mask[index], next_position[index]
-                mask = _trim_padding(cache, mask)
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-            logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position, use_cache=True,
-                           **{cache_kw: cache}).logits[:, -1, :]
-            next_position = next_position + 1
+        with _attention(model, SHARED_PREFIX if shared else None):
+            for step in range(max_new_tokens):
+                tokens = pick_tokens(logits, temperature, top_p, generator, overwrite=True)
+                keep = []
+                for j, (row, token) in enumerate(zip(rows, tokens.tolist())):
+                    out = outputs[row]
+                    out.append(token)
+                    if token not in eos_ids and len(out) < max_new_tokens and not (stopped and stopped(out)):
+                        keep.append(j)
+                if not keep:
+                    break
+                if len(keep) < len(rows):  # drop finished rows from the running batch
+                    keep = fill_holes(keep)
+                    index = torch.tensor(keep, device=device)
+                    rows = [rows[j] for j in keep]
+                    tokens, next_position = tokens[index], next_position[index]
+                    cache.batch_select_indices(index)
+                    if shared:
+                        prefix.keep(rows)
+                    else:
+                        mask = _trim_padding(cache, mask[index])
+                if not shared:
+                    mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+                logits = model(input_ids=tokens[:, None], attention_mask=None if shared else mask,
+                               position_ids=next_position, use_cache=True, **{cache_kw: cache}, **extra).logits[:, -1, :]
+                next_position = next_position + 1
     per_prompt = [outputs[i * copies:(i + 1) * copies] for i in range(len(prompts))]
     return [[list(o) for o in group * (n // copies)] for group in per_prompt]
 
@@ -227,12 +393,16 @@ class RoomLayer(DynamicLayer):
     def batch_select_indices(self, indices) -> None:
         if not self._owned():
             return super().batch_select_indices(indices)
-        keep = indices.tolist()
+        order = indices.tolist()
         end = self.start + self.get_seq_length()
-        for dst, src, rows in _moves(keep):
-            for buf in self.room:
+        moves = _moves(order)
+        for buf in self.room:
+            if moves is None:  # an order that block copies in place cannot make: gather
+                buf[:len(order), :, self.start:end] = buf[indices, :, self.start:end]
+                continue
+            for dst, src, rows in moves:
                 buf[dst:dst + rows, :, self.start:end].copy_(buf[src:src + rows, :, self.start:end])
-        self._set_view(len(keep), self.start, end)
+        self._set_view(len(order), self.start, end)
 
     def trim_front(self, columns: int) -> None:
         if self._owned():
@@ -246,23 +416,49 @@ class RoomLayer(DynamicLayer):
         super().reset()
 
 
-def _moves(keep: list[int]) -> list[tuple[int, int, int]]:
-    """The block copies (destination row, source row, rows) that compact the rows `keep` (ascending) to the
-    front, in an order that is safe in place: kept rows that were neighbours move together, and a block
-    is cut into pieces no longer than its shift, so no copy reads rows that it writes. Copying in place
-    reads and writes each moved row once; indexing (`buf[keep]`) gathers them into a temporary first,
-    and was 2.7x slower on the decode loop's cache (1 CPU thread)."""
+def _moves(order: list[int]) -> list[tuple[int, int, int]] | None:
+    """The block copies (destination row, source row, rows) that leave row i holding old row `order[i]`, in
+    an order that is safe in place (no copy reads rows an earlier or the same copy wrote), for the two orders
+    decode makes:
+
+    - ascending rows (the kept ones, compacted to the front): kept rows that were neighbours move together,
+      and a block is cut into pieces no longer than its shift;
+    - `fill_holes` orders: every row either stays or comes from past the new end.
+
+    None for any other order. Copying in place reads and writes each moved row once; indexing (`buf[order]`)
+    gathers every row into a temporary first, and was 2.7x slower on the decode loop's cache (1 CPU thread)."""
     moves, i = [], 0
-    while i < len(keep):
+    if all(a < b for a, b in zip(order, order[1:])):
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and order[j + 1] == order[j] + 1:
+                j += 1
+            shift = order[i] - i
+            if shift:
+                for dst in range(i, j + 1, shift):
+                    moves.append((dst, dst + shift, min(shift, j + 1 - dst)))
+            i = j + 1
+        return moves
+    if any(row != i and row < len(order) for i, row in enumerate(order)):
+        return None
+    while i < len(order):
         j = i
-        while j + 1 < len(keep) and keep[j + 1] == keep[j] + 1:
-            j += 1
-        shift = keep[i] - i
-        if shift:
-            for dst in range(i, j + 1, shift):
-                moves.append((dst, dst + shift, min(shift, j + 1 - dst)))
+        if order[i] != i:
+            while j + 1 < len(order) and order[j + 1] == order[j] + 1 and order[j + 1] != j + 1:
+                j += 1
+            moves.append((i, order[i], j + 1 - i))
         i = j + 1
     return moves
+
+
+def fill_holes(keep: list[int]) -> list[int]:
+    """The kept rows `keep` (ascending) in the order that moves the fewest: each kept row before position
+    `len(keep)` stays where it is, and those past it fill, in turn, the places of the dropped ones. Moving the
+    rows behind the first dropped one each up instead copies most of the cache each time a row finishes."""
+    size = len(keep)
+    staying = {row for row in keep if row < size}
+    movers = iter(row for row in keep if row >= size)
+    return [row if row in staying else next(movers) for row in range(size)]
 
 
 def _room_cache(cache: DynamicCache, capacity: int = 0) -> DynamicCache:
