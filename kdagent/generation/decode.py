@@ -2,19 +2,24 @@
 
 `decode` turns one batch of tokenised prompts into `n` continuations each:
 
-- prefix reuse: each prompt is prefilled once, then its KV cache and last logits are repeated `n` times
-  (`DynamicCache.batch_repeat_interleave`) instead of prefilling `n` copies; greedy decodes one copy and
-  repeats the result, since the `n` greedy copies are the same;
+- prefix reuse: each prompt is prefilled once for its `n` samples instead of `n` times; greedy decodes one
+  copy and repeats the result, since the `n` greedy copies are the same;
+- shared prefix in attention (on the CPU, for models on transformers' sdpa attention): the samples' cache
+  holds only what they generate, and each step's attention reads each prompt's keys and values once for all
+  its samples (`SharedPrefix`, a registered transformers attention function over PyTorch's CPU flash
+  attention, the two parts joined by their log-sum-exps), where a repeated cache
+  (`DynamicCache.batch_repeat_interleave`, used elsewhere) reads them once per sample;
 - finished rows (an end-of-sequence token, a stop string, `max_new_tokens`) leave the running batch
-  (`DynamicCache.batch_select_indices`), so no step is spent on them, and leading columns that are padding
-  for every remaining row are cut from the cache;
+  (`DynamicCache.batch_select_indices`), so no step is spent on them: rows from the end of the batch take
+  their places (`fill_holes`), so few rows of the cache move, and leading columns that are padding for every
+  remaining row are cut from a repeated cache;
 - the KV cache lives in one buffer per layer sized for the whole batch (`RoomLayer`): a step writes in place
   instead of copying the cache (transformers' DynamicLayer concatenates a new copy every step), and
   dropping rows or padding columns moves little or nothing;
 - on the CPU, the vocabulary-sized output projection runs in cache-sized slices (`_sliced_head`): bitwise the
   same logits, faster;
-- sampling picks the nucleus among the top TOP_CANDIDATES tokens instead of sorting the whole vocabulary
-  each step (exact: a wider nucleus falls back to the full sort);
+- sampling ranks only the top TOP_CANDIDATES tokens (`_top_k`, by blocks) and normalises in place instead of
+  sorting the whole vocabulary each step (exact: a wider nucleus falls back to the full sort);
 - left padding with an attention mask, and position ids counted from each row's first real token, so a
   padded prompt is decoded as it would be alone;
 - temperature and nucleus (top-p) sampling drawn from a `torch.Generator`, so the outputs depend only on the
@@ -172,14 +177,23 @@ class SharedPrefix:
                 self.bias = self.bias[index]
             self.prompts = live
             self.queries = None  # the queries' buffer, made at the next step
+        # each running row's place among its prompt's running samples, `width` places a prompt: the prompts'
+        # part of attention runs for that many queries of each prompt, however many of its samples finished
         place = {p: i for i, p in enumerate(self.prompts)}
-        # each running row's place (prompt, sample) among the running prompts' samples
-        self.slots = torch.tensor([place[row // self.copies] * self.copies + row % self.copies for row in rows],
-                                  device=self.bias.device)
+        ranks = [0] * len(self.prompts)
+        slots = []
+        for row in rows:
+            at = place[row // self.copies]
+            slots.append((at, ranks[at]))
+            ranks[at] += 1
+        width = max(ranks)
+        if width != getattr(self, "width", None):
+            self.width, self.queries = width, None
+        self.slots = torch.tensor([at * width + rank for at, rank in slots], device=self.bias.device)
 
     def repeated(self, layer: int) -> tuple:
         """The layer's prefix keys, values and padding bias, one copy per running row (the plain layout)."""
-        index = self.slots // self.copies
+        index = self.slots // self.width
         return self.keys[layer][index], self.values[layer][index], self.bias[index]
 
 
@@ -207,17 +221,17 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
     groups = heads // kv_heads
     q = query.reshape(rows, kv_heads, groups, dim)  # each key/value head's queries side by side
     own, own_lse = _flash_attention(q, key, value, scale=scaling)[:2]
-    prompts, copies, slots = len(prefix.prompts), prefix.copies, prefix.slots
+    prompts, width, slots = len(prefix.prompts), prefix.width, prefix.slots
     # the prompts' part: a prompt's samples' queries side by side, in a buffer laid out as flash attention lays
-    # out its output, (prompts, samples, groups, kv heads, dim); the places of finished rows are left as they are
+    # out its output, (prompts, width, groups, kv heads, dim); the places of finished rows are left as they are
     if prefix.queries is None or prefix.queries.dtype != q.dtype:
-        prefix.queries = q.new_zeros((prompts * copies, groups, kv_heads, dim))
+        prefix.queries = q.new_zeros((prompts * width, groups, kv_heads, dim))
     prefix.queries.index_copy_(0, slots, q.transpose(1, 2))
-    shared_q = prefix.queries.view(prompts, copies * groups, kv_heads, dim).transpose(1, 2)
+    shared_q = prefix.queries.view(prompts, width * groups, kv_heads, dim).transpose(1, 2)
     shared, shared_lse = _flash_attention(shared_q, prefix.keys[layer], prefix.values[layer], attn_mask=prefix.bias,
                                           scale=scaling)[:2]
-    shared = shared.transpose(1, 2).reshape(prompts * copies, groups, kv_heads, dim).index_select(0, slots)
-    shared_lse = shared_lse.transpose(1, 2).reshape(prompts * copies, groups, kv_heads).index_select(0, slots)
+    shared = shared.transpose(1, 2).reshape(prompts * width, groups, kv_heads, dim).index_select(0, slots)
+    shared_lse = shared_lse.transpose(1, 2).reshape(prompts * width, groups, kv_heads).index_select(0, slots)
     # each part weighs by its share of the whole softmax's normaliser: exp(lse) / (exp(lse) + exp(own lse))
     weight = torch.sigmoid(shared_lse - own_lse.transpose(1, 2))[..., None]
     out = torch.lerp(own.transpose(1, 2).float(), shared.float(), weight).to(query.dtype)  # (rows, groups, kv heads, dim)
