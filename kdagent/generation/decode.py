@@ -350,8 +350,8 @@ class RoomLayer(DynamicLayer):
 
     - `update` writes the step's keys and values into the room after the filled part;
     - `batch_repeat_interleave` writes the `n` copies straight into a new buffer (one copy);
-    - `batch_select_indices` compacts the kept rows to the front of the buffer, moving only the rows after
-      the first dropped one;
+    - `batch_select_indices` moves the kept rows in place by block copies (`_moves`): for decode's order
+      (`fill_holes`) only the rows that fill dropped ones' places move;
     - `trim_front` drops leading columns by moving the view's start (no copy).
 
     The buffer holds `capacity` positions (the prompt width plus `max_new_tokens` when `decode` sets it, so it
