@@ -169,8 +169,8 @@ def test_samples_share_their_prompt_in_attention_and_sample_as_with_a_repeated_c
 
 def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(tiny):
     """The prompts' part and the samples' own part, joined by their log-sum-exps, give sdpa's attention over
-    prompt + own tokens (with padding), for every running row, also after rows left; the fallback (for
-    attention it does not compute, here a sliding window kwarg) gives the same."""
+    prompt + own tokens (with padding), for every running row, also after rows left and in any order; the
+    fallback (for attention it does not compute, here a sliding window kwarg) gives the same."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from kdagent.generation.decode import SharedPrefix, _shared_prefix_attention
@@ -188,7 +188,8 @@ def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(tiny):
                                      "values": torch.randn(prompts, kv_heads, width, dim)})() for _ in range(2)]
 
     prefix = SharedPrefix(Cache, mask, copies)
-    for rows in (list(range(prompts * copies)), [0, 2, 3, 9, 10, 11], [8, 11]):
+    # all rows; some finished (prompt 1's all), in order and in the order `fill_holes` leaves; two of one prompt
+    for rows in (list(range(prompts * copies)), [0, 2, 3, 9, 10, 11], [11, 0, 9, 2, 10, 3], [8, 11]):
         if len(rows) < prompts * copies:
             prefix.keep(rows)
         query = torch.randn(len(rows), heads, 1, dim)
