@@ -70,7 +70,7 @@ def _nucleus(scores, temperature: float, top_p: float):
     candidates, most likely first, zero outside the nucleus; the width is TOP_CANDIDATES, or the widest
     nucleus when a row's reaches past them (that row is then sorted whole).
 
-    Overwrites `scores` (with the unnormalised probabilities): the vocabulary-wide work is five passes over
+    Overwrites `scores` (with the unnormalised probabilities): the vocabulary-wide work is a few passes over
     it in place, and only the candidates are ranked (`_top_k`)."""
     k = min(TOP_CANDIDATES, scores.shape[-1])
     peak = scores.amax(-1, keepdim=True)
@@ -163,6 +163,7 @@ class SharedPrefix:
         # added to the scores over the prefix's columns: 0 on a prompt's tokens, the dtype's minimum on its padding
         self.bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
         self.prompts: list[int] = []  # the prompts with running rows, by index in the batch
+        self.width = 0  # places a prompt in the queries' buffer (see `keep`)
         self.keep(list(range(mask.shape[0] * copies)))
 
     def keep(self, rows: list[int]) -> None:
@@ -187,7 +188,7 @@ class SharedPrefix:
             slots.append((at, ranks[at]))
             ranks[at] += 1
         width = max(ranks)
-        if width != getattr(self, "width", None):
+        if width != self.width:
             self.width, self.queries = width, None
         self.slots = torch.tensor([at * width + rank for at, rank in slots], device=self.bias.device)
 
