@@ -336,3 +336,65 @@ def test_a_conversation_ending_with_an_assistant_message_is_continued(tiny):
     text = engine.render([{"role": "user", "content": "Grade this."}, {"role": "assistant", "content": '{"score":'}])
     assert text.endswith('<|im_start|>assistant\n{"score":')
     assert engine.render([{"role": "user", "content": "Grade this."}]).endswith("<|im_start|>assistant\n")
+
+
+def test_sampling_lays_weights_out_column_major_and_restores_them(tiny, monkeypatch):
+    """`column_major` stores the float32 linear weights transposed, the same values in the same parameters,
+    and lays them out row-major again on exit, also after an error; the output projection and a nested
+    `column_major` leave theirs alone. The engine uses it when it samples on one CPU thread, once per call: the
+    same draws as the decode loop under the plain layout, and the weights left as they were; on more threads,
+    or greedy, it is not used."""
+    import contextlib
+
+    from kdagent.generation import decode as decoding
+    from kdagent.generation.engine import _batch_seed
+
+    model, tokenizer = tiny
+    head = model.get_output_embeddings()
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not head]
+    before = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    with decoding.column_major(model):
+        assert all(m.weight.stride() == (1, m.weight.shape[0]) for m in linears)
+        assert head.weight.is_contiguous()
+        with decoding.column_major(model):  # nested: nothing more to move, nothing restored early
+            pass
+        assert all(not m.weight.is_contiguous() for m in linears)
+        for name, p in model.named_parameters():
+            assert p is before[name][0] and torch.equal(p, before[name][1])
+    assert all(p.is_contiguous() and torch.equal(p, before[n][1]) for n, p in model.named_parameters())
+    with pytest.raises(RuntimeError, match="boom"):
+        with decoding.column_major(model):
+            raise RuntimeError("boom")
+    assert all(p.is_contiguous() for p in model.parameters())
+
+    entered = []
+    real = decoding.column_major
+
+    @contextlib.contextmanager
+    def spy(m):  # records whether this entry lays the weights out (a nested one finds them laid out)
+        entered.append(all(x.weight.is_contiguous() for x in linears))
+        with real(m):
+            assert all(not x.weight.is_contiguous() for x in linears)
+            yield
+
+    monkeypatch.setattr(decoding, "column_major", spy)
+    ours, _ = engines(model, tokenizer)
+    prompts = [PROMPTS[i] for i in (0, 2, 4)]  # shortest first: one batch, in the engine's order
+    ids = [tokenizer(ours.render(m), add_special_tokens=False).input_ids for m in prompts]
+    kwargs = dict(n=4, temperature=0.8, top_p=0.9, max_new_tokens=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        got = ours.generate_tokens(prompts, batch_size=2, seed=5, **kwargs)  # two batches, one layout
+        assert entered.count(True) == 1 and all(p.is_contiguous() for p in model.parameters())
+        entered.clear()
+        ours.generate_tokens(prompts, max_new_tokens=4)  # greedy
+        assert not entered
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert ours.generate_tokens(prompts, batch_size=2, seed=5, **kwargs) == got and not entered
+    monkeypatch.setattr(decoding, "column_major", lambda model: contextlib.nullcontext())
+    expected = decoding.decode(model, ids[:2], eos_ids=ours._eos_ids(), pad_id=ours._pad_id,
+                               generator=torch.Generator().manual_seed(_batch_seed(5, 0)), **kwargs)
+    assert got[:2] == expected

@@ -12,6 +12,7 @@ Two backends decode a batch:
 - "hf": `model.generate` with left padding and `num_return_sequences=n`, kept as the reference.
 """
 
+import contextlib
 from pathlib import Path
 
 from kdagent.records import Message
@@ -136,7 +137,7 @@ class Engine:
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: list[list[list[int]]] = [[] for _ in ids]
         run = self._decode_batch if self.backend == "kdagent" else self._generate_batch
-        with tqdm(total=len(ids), desc=desc, unit="prompt", leave=False) as bar:
+        with self._layout(temperature), tqdm(total=len(ids), desc=desc, unit="prompt", leave=False) as bar:
             for b, start in enumerate(range(0, len(order), batch_size)):
                 idx = order[start : start + batch_size]
                 rows = run([ids[i] for i in idx], n, temperature, top_p, max_new_tokens, _batch_seed(seed, b), stop)
@@ -144,6 +145,15 @@ class Engine:
                     results[i] = row
                 bar.update(len(idx))
         return results
+
+    def _layout(self, temperature: float):
+        """Where kdagent's sampling lays the model's weights out column-major (`decode.column_major`, on one CPU
+        thread), once for all batches instead of once per batch."""
+        if self.backend != "kdagent":
+            return contextlib.nullcontext()
+        from kdagent.generation import decode
+
+        return decode.column_major(self.model) if decode._column_major_pays(self.model, temperature) else contextlib.nullcontext()
 
     def _stopped(self, stop: list[str] | None):
         if not stop:
