@@ -58,7 +58,7 @@ def test_dropping_rows_compacts_the_cache_in_place_as_indexing_would():
     none."""
     import random
 
-    from kdagent.generation.decode import RoomLayer, _moves, fill_holes
+    from kdagent.generation.cache import RoomLayer, _moves, fill_holes
 
     rng = random.Random(0)
     cases = [[1, 2, 3], [0, 1, 2, 3], [0, 2, 3, 4, 5, 9, 10, 11], [5], [0, 1, 7]]

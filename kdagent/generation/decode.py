@@ -13,9 +13,9 @@
   (`DynamicCache.batch_select_indices`), so no step is spent on them: rows from the end of the batch take
   their places (`fill_holes`), so few rows of the cache move, and leading columns that are padding for every
   remaining row are cut from a repeated cache;
-- the KV cache lives in one buffer per layer sized for the whole batch (`RoomLayer`): a step writes in place
-  instead of copying the cache (transformers' DynamicLayer concatenates a new copy every step), and
-  dropping rows or padding columns moves little or nothing;
+- the KV cache lives in one buffer per layer sized for the whole batch (`RoomLayer`, kdagent/generation/
+  cache.py): a step writes in place instead of copying the cache (transformers' DynamicLayer concatenates a
+  new copy every step), and dropping rows or padding columns moves little or nothing;
 - on the CPU, the vocabulary-sized output projection runs in cache-sized slices (`_sliced_head`): bitwise the
   same logits, faster;
 - sampling on one CPU thread lays the float32 linear weights out column-major (`column_major`), which MKL's
@@ -38,8 +38,8 @@ import torch
 from transformers import AttentionInterface, DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-# Positions a cache layer grows by when its buffer is full (decode sizes the buffer to need none).
-CACHE_ROOM = 64
+from kdagent.generation.cache import fill_holes, room_cache, trim_padding
+
 # Nucleus sampling first looks for the nucleus among this many most likely tokens (exact: rows whose nucleus
 # is wider fall back to a full sort; on the speed benchmark's bare prompts, 0.2% of rows were wider).
 TOP_CANDIDATES = 64
@@ -333,7 +333,7 @@ def decode(
     # attention, and the running rows' cache holds only what they generate.
     shared = copies > 1 and _shares_prefix(model, prefill)
     if not shared:
-        _room_cache(prefill, capacity=input_ids.shape[1] + max_new_tokens)
+        room_cache(prefill, capacity=input_ids.shape[1] + max_new_tokens)
     cache_kw = _cache_keyword(model)
     layout = column_major(model) if _column_major_pays(model, temperature) else contextlib.nullcontext()
     with layout, torch.inference_mode(), _sliced_head(model):
@@ -342,7 +342,7 @@ def decode(
         extra = {}
         if shared:
             extra["shared_prefix"] = prefix = SharedPrefix(prefill, mask, copies)
-            cache = _room_cache(DynamicCache(config=model.config), capacity=max_new_tokens)
+            cache = room_cache(DynamicCache(config=model.config), capacity=max_new_tokens)
             logits = logits.repeat_interleave(copies, dim=0)
             positions = positions.repeat_interleave(copies, dim=0)
         else:
@@ -375,7 +375,7 @@ def decode(
                     if shared:
                         prefix.keep(rows)
                     else:
-                        mask = _trim_padding(cache, mask[index])
+                        mask = trim_padding(cache, mask[index])
                 if not shared:
                     mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
                 logits = model(input_ids=tokens[:, None], attention_mask=None if shared else mask,
@@ -383,158 +383,3 @@ def decode(
                 next_position = next_position + 1
     per_prompt = [outputs[i * copies:(i + 1) * copies] for i in range(len(prompts))]
     return [[list(o) for o in group * (n // copies)] for group in per_prompt]
-
-
-class RoomLayer(DynamicLayer):
-    """A DynamicLayer that keeps its keys and values in one preallocated buffer and hands out views of it,
-    instead of concatenating each step onto a fresh copy of the whole cache (`DynamicLayer.update`).
-
-    - `update` writes the step's keys and values into the room after the filled part;
-    - `batch_repeat_interleave` writes the `n` copies straight into a new buffer (one copy);
-    - `batch_select_indices` moves the kept rows in place by block copies (`_moves`): for decode's order
-      (`fill_holes`) only the rows that fill dropped ones' places move;
-    - `trim_front` drops leading columns by moving the view's start (no copy).
-
-    The buffer holds `capacity` positions (the prompt width plus `max_new_tokens` when `decode` sets it, so it
-    is allocated once), growing by CACHE_ROOM when it is full. Anything else that replaces `keys`/`values`
-    (they are then no longer this layer's view) is copied into a new buffer at the next update."""
-
-    _layer_type = None  # not registered in transformers' layer mappings
-    capacity = 0
-    room: tuple | None = None  # (keys buffer, values buffer): (rows, heads, positions, head_dim)
-    start = 0  # the buffer position of the view's first column
-    view = None  # the keys view this layer last handed out
-
-    def _owned(self) -> bool:
-        return self.room is not None and self.keys is self.view
-
-    def _set_view(self, rows: int, start: int, end: int) -> None:
-        self.start = start
-        self.keys, self.values = (buf[:rows, :, start:end] for buf in self.room)
-        self.view = self.keys
-
-    def _new_room(self, like, rows: int, positions: int):
-        size = max(positions + CACHE_ROOM if positions > self.capacity else self.capacity, 1)
-        return tuple(s.new_empty((rows, s.shape[1], size, s.shape[-1])) for s in like)
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        length, new, rows = self.get_seq_length(), key_states.shape[-2], key_states.shape[0]
-        if not self._owned() or self.keys.shape[0] != rows or self.start + length + new > self.room[0].shape[-2]:
-            room = self._new_room((key_states, value_states), rows, length + new)
-            if length:
-                room[0][:, :, :length] = self.keys
-                room[1][:, :, :length] = self.values
-            self.room = room
-            self.start = 0
-        end = self.start + length
-        self.room[0][:rows, :, end:end + new] = key_states
-        self.room[1][:rows, :, end:end + new] = value_states
-        self._set_view(rows, self.start, end + new)
-        return self.keys, self.values
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        length = self.get_seq_length()
-        if length == 0:
-            return
-        rows = self.keys.shape[0]
-        room = self._new_room((self.keys, self.values), rows * repeats, length)
-        for buf, old in zip(room, (self.keys, self.values)):
-            buf.view(rows, repeats, *buf.shape[1:])[:, :, :, :length] = old[:, None]
-        self.room = room
-        self._set_view(rows * repeats, 0, length)
-
-    def batch_select_indices(self, indices) -> None:
-        if not self._owned():
-            return super().batch_select_indices(indices)
-        order = indices.tolist()
-        end = self.start + self.get_seq_length()
-        moves = _moves(order)
-        for buf in self.room:
-            if moves is None:  # an order that block copies in place cannot make: gather
-                buf[:len(order), :, self.start:end] = buf[indices, :, self.start:end]
-                continue
-            for dst, src, rows in moves:
-                buf[dst:dst + rows, :, self.start:end].copy_(buf[src:src + rows, :, self.start:end])
-        self._set_view(len(order), self.start, end)
-
-    def trim_front(self, columns: int) -> None:
-        if self._owned():
-            self._set_view(self.keys.shape[0], self.start + columns, self.start + self.get_seq_length())
-        else:
-            self.keys, self.values = self.keys[..., columns:, :], self.values[..., columns:, :]
-
-    def reset(self) -> None:
-        self.room = self.view = None
-        self.start = 0
-        super().reset()
-
-
-def _moves(order: list[int]) -> list[tuple[int, int, int]] | None:
-    """The block copies (destination row, source row, rows) that leave row i holding old row `order[i]`, in
-    an order that is safe in place (no copy reads rows an earlier or the same copy wrote), for the two orders
-    decode makes:
-
-    - ascending rows (the kept ones, compacted to the front): kept rows that were neighbours move together,
-      and a block is cut into pieces no longer than its shift;
-    - `fill_holes` orders: every row either stays or comes from past the new end.
-
-    None for any other order. Copying in place reads and writes each moved row once; indexing (`buf[order]`)
-    gathers every row into a temporary first, and was 2.7x slower on the decode loop's cache (1 CPU thread)."""
-    moves, i = [], 0
-    if all(a < b for a, b in zip(order, order[1:])):
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and order[j + 1] == order[j] + 1:
-                j += 1
-            shift = order[i] - i
-            if shift:
-                for dst in range(i, j + 1, shift):
-                    moves.append((dst, dst + shift, min(shift, j + 1 - dst)))
-            i = j + 1
-        return moves
-    if any(row != i and row < len(order) for i, row in enumerate(order)):
-        return None
-    while i < len(order):
-        j = i
-        if order[i] != i:
-            while j + 1 < len(order) and order[j + 1] == order[j] + 1 and order[j + 1] != j + 1:
-                j += 1
-            moves.append((i, order[i], j + 1 - i))
-        i = j + 1
-    return moves
-
-
-def fill_holes(keep: list[int]) -> list[int]:
-    """The kept rows `keep` (ascending) in the order that moves the fewest: each kept row before position
-    `len(keep)` stays where it is, and those past it fill, in turn, the places of the dropped ones. Moving the
-    rows behind the first dropped one each up instead copies most of the cache each time a row finishes."""
-    size = len(keep)
-    staying = {row for row in keep if row < size}
-    movers = iter(row for row in keep if row >= size)
-    return [row if row in staying else next(movers) for row in range(size)]
-
-
-def _room_cache(cache: DynamicCache, capacity: int = 0) -> DynamicCache:
-    """`cache` with its plain DynamicLayers replaced by RoomLayers holding `capacity` positions (any other kind
-    of layer keeps them all)."""
-    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [RoomLayer() for _ in cache.layers]
-        for layer in cache.layers:
-            layer.capacity = capacity
-    return cache
-
-
-def _trim_padding(cache, mask):
-    """Cut the leading cache columns that are padding in every running row; returns the cut mask."""
-    pad = int((mask.cumsum(-1) == 0).sum(-1).min())
-    if pad == 0 or not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in cache.layers):  # a sliding window keeps its own length
-        return mask
-    for layer in cache.layers:
-        if isinstance(layer, RoomLayer):
-            layer.trim_front(pad)
-        else:
-            layer.keys = layer.keys[..., pad:, :]
-            layer.values = layer.values[..., pad:, :]
-    return mask[:, pad:]
