@@ -131,7 +131,7 @@ def column_major(model):
     30 layers' weights streaming through the core, that ran SmolLM2-135M's 64-row products 1.2-1.35x faster
     (the same bits from 16 rows up, not below) and the speed benchmark's bare sampling 1.12x; on two threads
     it gained ~1%, and nothing in bfloat16, so decode uses it only when sampling on one thread
-    (`_column_major_pays`) and other dtypes are left alone. Weights are moved one at a time (one extra matrix
+    (`sampling_layout`) and other dtypes are left alone. Weights are moved one at a time (one extra matrix
     at the peak) and laid out row-major again on exit, the same values in the same parameters, so training
     and saving after sampling see the model as it was. A weight already column-major (in an enclosing
     `column_major`, or tied to another layer's) is left as it is."""
@@ -154,10 +154,12 @@ def column_major(model):
                 weight.data = weight.data.contiguous()
 
 
-def _column_major_pays(model, temperature: float) -> bool:
-    """Whether sampling lays the weights out column-major (`column_major`): when it samples (greedy keeps the
-    model's layout, so its output stays bitwise `model.generate`'s) on the CPU on one torch thread."""
-    return temperature > 0 and model.device.type == "cpu" and torch.get_num_threads() == 1
+def sampling_layout(model, temperature: float):
+    """The weights' layout while decoding: `column_major` when sampling on the CPU on one torch thread, where it
+    pays; otherwise the model's own (greedy keeps it, so its output stays bitwise `model.generate`'s)."""
+    if temperature > 0 and model.device.type == "cpu" and torch.get_num_threads() == 1:
+        return column_major(model)
+    return contextlib.nullcontext()
 
 
 def left_padded(rows: list[list[int]], pad_id: int, device):
@@ -335,8 +337,7 @@ def decode(
     if not shared:
         room_cache(prefill, capacity=input_ids.shape[1] + max_new_tokens)
     cache_kw = _cache_keyword(model)
-    layout = column_major(model) if _column_major_pays(model, temperature) else contextlib.nullcontext()
-    with layout, torch.inference_mode(), _sliced_head(model):
+    with sampling_layout(model, temperature), torch.inference_mode(), _sliced_head(model):
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                        logits_to_keep=1, **{cache_kw: prefill}).logits[:, -1, :]
         extra = {}

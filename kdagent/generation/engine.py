@@ -151,9 +151,9 @@ class Engine:
         thread), once for all batches instead of once per batch."""
         if self.backend != "kdagent":
             return contextlib.nullcontext()
-        from kdagent.generation import decode
+        from kdagent.generation.decode import sampling_layout
 
-        return decode.column_major(self.model) if decode._column_major_pays(self.model, temperature) else contextlib.nullcontext()
+        return sampling_layout(self.model, temperature)
 
     def _stopped(self, stop: list[str] | None):
         if not stop:
