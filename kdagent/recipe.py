@@ -128,6 +128,13 @@ class CurationConfig(_Config):
         "'drop' leaves them out. Either way they are counted (sft.counts.json: truncated_to_max_length, or dropped.too_long); "
         "an example whose prompt alone fills max_length is always left out (dropped.prompt_too_long).",
     )
+    balance: Literal["upsample", "downsample", "off"] = Field(
+        "upsample",
+        description="Label-balanced selection of the SFT examples of choice tasks, so that a classifier cannot learn one label for everything: "
+        "'upsample' repeats the examples of the rarer labels (in turn) until every label has as many as the most frequent; 'downsample' keeps "
+        "as many of each label as the rarest has; 'off' keeps them as they are. Examples of other kinds are never touched. The labels in and "
+        "out are counted in sft.counts.json (labels).",
+    )
 
 
 class LoraConfig(_Config):
@@ -187,7 +194,15 @@ class UpdateConfig(_Config):
 class GateConfig(_Config):
     max_regression: float = Field(
         0.0, ge=0.0, le=1.0,
-        description="A round whose accuracy on any held-out set (the domain's, each skill's) falls more than this below the best student so far on it fails the gate.",
+        description="A round whose score on any held-out set (the domain's, each skill's) falls more than this below the best student so far on it fails the gate.",
+    )
+    metric: Literal["auto", "accuracy", "macro_f1"] = Field(
+        "auto", description="The score the gate compares: 'auto' is macro-F1 on a set of choice tasks and accuracy otherwise.",
+    )
+    max_label_share: float = Field(
+        0.95, gt=0.0, le=1.0,
+        description="A round whose predictions on a set of choice tasks give one label this share of the items or more fails the gate as "
+        "collapsed (a label prior, not the task), unless the gold answers are as lopsided.",
     )
 
 
@@ -201,6 +216,12 @@ class EvaluationConfig(_Config):
     max_new_tokens: int = Field(128, ge=1, description="Longest reply when the model answers freely.")
     batch_size: int = Field(16, ge=1, description="Tasks per evaluation batch.")
     backend: Literal["kdagent", "hf"] = Field("kdagent", description="How free answers are decoded, as teacher.backend ('hf' is model.generate).")
+    unseen_phrasing: bool = Field(
+        False,
+        description="Also score the domain's held-out tasks under an instruction phrasing that no training example used (the evaluation's "
+        "reserved phrasing, kdagent/phrasings.py), in eval.unseen_phrasing: a gain that holds only under the training phrasing is a format, not the task.",
+    )
+    bootstrap: int = Field(1000, ge=0, le=100000, description="Bootstrap resamples for the 95% intervals of every score (eval.ci); 0 turns them off.")
 
 
 class LoopConfig(_Config):

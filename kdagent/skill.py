@@ -83,6 +83,11 @@ class Skill:
         """Check a reply against the task's reference answer."""
         raise NotImplementedError
 
+    def training_prompts(self, task: Task, passages: list[Passage] | None = None) -> list[list[Message]]:
+        """The prompts an accepted reply is taught under: one SFT example each. By default the one prompt of
+        `messages`; a skill that teaches a task under several phrasings returns them all."""
+        return [self.messages(task, passages)]
+
     def eval_tasks(self, n: int) -> list[Task]:
         """At most `n` of the skill's own held-out tasks, in the evaluation format and the same in every run.
         The loop scores them after each round beside the domain's (`evaluation.skill_tasks`) and the gate
