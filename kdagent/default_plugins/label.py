@@ -5,12 +5,17 @@ Choice tasks are evaluated by the log-probability of each option after `plain_me
 names the reference option (or, for numeric tasks, states the reference number) and teaches the option text
 (or the number) alone, so training moves exactly the probabilities the evaluation reads. With
 `feedback.fallback_to_reference: true`, a task the teacher gets wrong teaches its reference answer.
+
+With `phrasings: k` (k > 1) an accepted answer to a choice task is taught under k phrasings of the prompt:
+the evaluation's own and k-1 others (kdagent/phrasings.py), so that the student learns the task rather
+than one template, and keeps its gain when users ask in their own words.
 """
 
 import re
 
 from kdagent.evaluate.grading import format_number, last_number, numbers_match
 from kdagent.evaluate.runner import plain_messages
+from kdagent.phrasings import training_contents
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, passages_block
@@ -42,6 +47,19 @@ def named_choice(reply: str, choices: list[str]) -> str | None:
 class Label(Skill):
     name = "label"
     description = "The answer alone, prompted as the evaluation prompts (options listed); teaches the option text or the number."
+
+    def __init__(self, phrasings: int = 1):
+        """`phrasings`: how many phrasings of a choice task's prompt each accepted answer is taught under
+        (the evaluation's own first); 1 teaches the evaluation's prompt only."""
+        if not 1 <= phrasings <= 16:
+            raise ValueError(f"phrasings must be between 1 and 16 (got {phrasings})")
+        self.phrasings = phrasings
+
+    def training_prompts(self, task: Task, passages: list[Passage] | None = None) -> list[list[Message]]:
+        if self.phrasings == 1 or task.kind != "choice" or not task.choices:
+            return [self.messages(task, passages)]
+        head = passages_block(passages) + "\n\n" if passages else ""
+        return [[{"role": "user", "content": head + content}] for content in training_contents(task, self.phrasings)]
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         content = plain_messages(task)[0]["content"]

@@ -44,8 +44,13 @@ def load_phrasebank(data_dir: Path, agreement: str = "AllAgree", max_chars: int 
         if label not in SENTIMENTS or not sentence or sentence in seen:
             continue
         seen.add(sentence)
-        task = Task(id=f"fin-phrasebank-{stable_id(sentence, length=12)}", prompt=f"Sentence: {clip(sentence, max_chars)}\nSentiment for an investor?",
-                    choices=SENTIMENTS, answer=label, kind="choice", domain="finance", source="phrasebank")
+        text = clip(sentence, max_chars)
+        rephrasings = [f"{text}\nIs this good news, bad news or neither for the company's investors?",
+                       f"Financial news: \"{text}\"\nWhat is its sentiment from an investor's point of view?",
+                       f"Classify the investor sentiment of this sentence.\n{text}"]
+        task = Task(id=f"fin-phrasebank-{stable_id(sentence, length=12)}", prompt=f"Sentence: {text}\nSentiment for an investor?",
+                    choices=SENTIMENTS, answer=label, kind="choice", domain="finance", source="phrasebank", rephrasings=rephrasings,
+                    unseen_question=f"Is the following sentence positive, negative or neutral for investors?\n{text}")
         out.append((sentence, task))
     return out
 

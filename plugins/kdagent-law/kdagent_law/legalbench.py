@@ -51,9 +51,12 @@ def load_yes_no(data_dir: Path, task: str, max_chars: int = 1200) -> list[Keyed]
         text, label = row["text"].strip(), row["label"].strip().capitalize()
         if label not in ("Yes", "No"):
             continue
-        prompt = f"{kind}: {clip(text, max_chars)}\n{question}"
+        body = clip(text, max_chars)
+        prompt = f"{kind}: {body}\n{question}"
+        rephrasings = [f"{question}\n{kind}: {body}", f"Read the {kind.lower()} below.\n{body}\nQuestion: {question}"]
+        unseen = f"Legal question, Yes or No: {question[0].lower() + question[1:]} It concerns this {kind.lower()}: {body}"
         out.append((text, Task(id=f"law-{task}-{stable_id(text, length=12)}", prompt=prompt, choices=["Yes", "No"],
-                               answer=label, kind="choice", domain="law", source=task)))
+                               answer=label, kind="choice", domain="law", source=task, rephrasings=rephrasings, unseen_question=unseen)))
     return out
 
 

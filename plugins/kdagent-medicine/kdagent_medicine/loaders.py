@@ -19,8 +19,11 @@ def load_pubmedqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
     items = json.loads((data_dir / PUBMEDQA).read_text(encoding="utf-8"))
     out = []
     for pmid, item in items.items():
-        task = Task(id=f"med-pubmedqa-{pmid}", prompt=item["QUESTION"].strip(), context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
-                    choices=["yes", "no", "maybe"], answer=item["final_decision"], kind="choice", domain="medicine", source="pubmedqa")
+        question = item["QUESTION"].strip()
+        task = Task(id=f"med-pubmedqa-{pmid}", prompt=question, context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
+                    choices=["yes", "no", "maybe"], answer=item["final_decision"], kind="choice", domain="medicine", source="pubmedqa",
+                    rephrasings=[f"Question: {question}\nWhat do the study's results say?", f"According to this abstract: {question}"],
+                    unseen_question=f"Given the study above, answer the research question yes, no or maybe. {question}")
         out.append((pmid, task))
     return out
 
