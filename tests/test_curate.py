@@ -103,6 +103,16 @@ def test_dedupe_near_needs_prompt_and_reply_both_close():
     assert ids(kept) == ["e0", "e1"] and counts == {"duplicate_near": 0}
 
 
+def test_dedupe_near_keeps_one_reply_taught_under_several_phrasings():
+    context = text(20, 80)  # a long shared context makes the two phrasings' prompts near-identical
+    first = sft(f"{context}\nDoes the study say yes?", "yes", 0)
+    rephrased = SFTExample(id="e0b", prompt=[SYSTEM, {"role": "user", "content": f"{context}\nQuestion: does the study say yes?"}],
+                           completion=first.completion, provenance=first.provenance)
+    other_task = SFTExample(id="e1", prompt=rephrased.prompt, completion=first.completion, provenance=_prov(1))
+    kept, counts = dedupe_near([first, rephrased, other_task])
+    assert ids(kept) == ["e0", "e0b"] and counts == {"duplicate_near": 1}  # another task's near-copy still goes
+
+
 def test_dedupe_near_is_deterministic_and_keeps_first():
     examples = [sft("Prompt.", text(s % 4), s) for s in range(12)]
     first = dedupe_near(examples)

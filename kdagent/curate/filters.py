@@ -103,8 +103,9 @@ def dedupe_near(
     Two examples are near-duplicates when the estimated Jaccard similarity of their character
     ``ngram``-shingles is at least ``threshold`` for the prompt (last user message) *and* for the reply.
     Requiring both keeps distinct samples for one long prompt, and the same short answer to different
-    questions. Candidates come from MinHash LSH (datasketch) over the reply; fixed ``seed``, so the
-    result is deterministic.
+    questions. One reply of a task taught under several phrasings of its prompt (``Skill.training_prompts``:
+    the same task and generation, another prompt) is not a near-duplicate of itself. Candidates come from
+    MinHash LSH (datasketch) over the reply; fixed ``seed``, so the result is deterministic.
     """
     from datasketch import MinHash, MinHashLSH
 
@@ -118,19 +119,23 @@ def dedupe_near(
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     prompt_hashes: dict[str, MinHash] = {}
     reply_hashes: dict[str, MinHash] = {}
+    sources: dict[str, tuple] = {}
     kept, dropped = [], 0
     for i, ex in enumerate(examples):
         prompt, reply = example_texts(ex)
         p_hash, r_hash = minhash(prompt), minhash(reply)
+        provenance = getattr(ex, "provenance", None)
+        source = (provenance.task_id, provenance.generation_id, prompt) if provenance else (None, None, prompt)
         if any(
             r_hash.jaccard(reply_hashes[key]) >= threshold and p_hash.jaccard(prompt_hashes[key]) >= threshold
+            and not (source[0] is not None and sources[key][:2] == source[:2] and sources[key][2] != prompt)  # a rephrasing
             for key in lsh.query(r_hash)
         ):
             dropped += 1
             continue
         key = str(i)
         lsh.insert(key, r_hash)
-        prompt_hashes[key], reply_hashes[key] = p_hash, r_hash
+        prompt_hashes[key], reply_hashes[key], sources[key] = p_hash, r_hash, source
         kept.append(ex)
     return kept, {"duplicate_near": dropped}
 
