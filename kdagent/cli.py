@@ -165,8 +165,10 @@ def shrink(source, dest, layers):
 @click.option("--skill", help="Prompt free-answer tasks through this skill (e.g. cot).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples for the 95% intervals of the scores (ci); 0 turns them off.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(model, data, limit, skill, max_new_tokens, batch_size, as_json):
+def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_json):
     """Evaluate any model on a file in the evaluation format."""
     from kdagent.evaluate.runner import load_tasks
     from kdagent.models import resolve_model
@@ -183,7 +185,7 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, as_json):
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
 
-    summary, _ = evaluate(Engine(path), tasks, skill_obj, max_new_tokens, batch_size)
+    summary, _ = evaluate(Engine(path), tasks, skill_obj, max_new_tokens, batch_size, bootstrap=bootstrap)
     summary["model"] = str(path)
     if as_json:
         click.echo(json.dumps(summary))

@@ -20,10 +20,14 @@ def test_eval_scores_the_embedded_model_in_the_evaluation_format(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["n"] == 4 and 0 <= summary["accuracy"] <= 1
     assert summary["by_kind"]["choice"]["n"] == 2 and "macro_f1" in summary
+    assert summary["gold_histogram"] == {"dog": 1, "yes": 1} and sum(summary["histogram"].values()) == 2 and "balanced_accuracy" in summary
+    assert set(summary["ci"]) == {"accuracy", "macro_f1", "balanced_accuracy"}
     assert summary["by_kind"]["choice"]["accuracy"] >= 0.5  # the real model knows a dog is an animal
 
     limited = json.loads(run_cli("eval", "--model", "smollm2-135m-instruct", "--data", str(data), "--json", "--limit", "1", "--max-new-tokens", "8").stdout)
     assert limited["n"] == 1
+    unsampled = json.loads(run_cli("eval", "--model", "smollm2-135m-instruct", "--data", str(data), "--json", "--limit", "1", "--bootstrap", "0").stdout)
+    assert "ci" not in unsampled
 
 
 def test_eval_rejects_bad_input(tmp_path):

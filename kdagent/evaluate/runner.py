@@ -7,7 +7,17 @@ from pydantic import ValidationError
 
 from kdagent.errors import UserError
 from kdagent.evaluate import function_call
-from kdagent.evaluate.grading import format_number, is_refusal, last_number, macro_f1, numbers_match
+from kdagent.evaluate.grading import (
+    accuracy,
+    balanced_accuracy,
+    bootstrap_ci,
+    format_number,
+    is_refusal,
+    label_histogram,
+    last_number,
+    macro_f1,
+    numbers_match,
+)
 from kdagent.jsonl import read_jsonl
 from kdagent.records import Message, Task
 from kdagent.skill import question_text
@@ -73,8 +83,12 @@ def plain_messages(task: Task) -> list[Message]:
     return [{"role": "user", "content": "\n\n".join(parts)}]
 
 
-def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, batch_size: int = 16, desc: str = "evaluate"):
-    """Returns (summary, predictions). Free-answer kinds are prompted through `skill` when one is given."""
+def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, batch_size: int = 16, desc: str = "evaluate",
+             bootstrap: int = 1000, phrasing: str = "own"):
+    """Returns (summary, predictions). Free-answer kinds are prompted through `skill` when one is given. The summary
+    has `n` and `accuracy`; on choice tasks also `macro_f1`, `balanced_accuracy` and the label counts of the
+    predictions and of the gold answers (`histogram`, `gold_histogram`); with `bootstrap` resamples, each score's
+    95% interval in `ci`."""
     check_tasks(tasks, "evaluation")
     predictions: dict[str, dict] = {}
 
@@ -117,7 +131,13 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
 
     choice = [t for t in tasks if t.kind == "choice"]
     if choice:
-        scores = engine.choice_logprobs([plain_messages(t) for t in choice], [t.choices for t in choice], batch_size=batch_size)
+        if phrasing == "unseen":  # the phrasing no training example used (kdagent/phrasings.py)
+            from kdagent.phrasings import unseen_content
+
+            prompts = [[{"role": "user", "content": unseen_content(t)}] for t in choice]
+        else:
+            prompts = [plain_messages(t) for t in choice]
+        scores = engine.choice_logprobs(prompts, [t.choices for t in choice], batch_size=batch_size)
         for task, row in zip(choice, scores):
             best = max(range(len(row)), key=row.__getitem__)
             gold = getattr(task, "answer_index", None)
@@ -133,7 +153,7 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
             for k in kinds
         }
     if choice:
-        summary["macro_f1"] = round(macro_f1([p["answer"] for p in ordered if p["kind"] == "choice"], [p["predicted"] for p in ordered if p["kind"] == "choice"]), 4)
+        summary.update(choice_scores([p for p in ordered if p["kind"] == "choice"]))
     refusals = [p for p in ordered if p["kind"] == "refusal"]
     if refusals:
         comply = [p for p in refusals if p["answer"] == "comply"]
@@ -144,6 +164,28 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
         summary["tool_calls_per_task"] = round(sum(p.get("tool_calls", 0) for p in ordered) / max(len(trajectories), 1), 3)
         without = getattr(skill, "without_tools", None)
         if without is not None:  # the same tasks, prompted without tools
-            plain, _ = evaluate(engine, tasks, without(), max_new_tokens, batch_size, f"{desc} (without tools)")
+            plain, _ = evaluate(engine, tasks, without(), max_new_tokens, batch_size, f"{desc} (without tools)", bootstrap)
             summary["without_tools"] = plain
+    if bootstrap:
+        summary["ci"] = intervals(ordered, bootstrap)
     return summary, ordered
+
+
+def choice_scores(predictions: list[dict]) -> dict:
+    """The scores of choice predictions that accuracy alone hides: a student that gives one label to every item
+    keeps the accuracy of that label's share, but its macro-F1 and balanced accuracy fall and its histogram shows it."""
+    gold, predicted = [p["answer"] for p in predictions], [p["predicted"] for p in predictions]
+    return {"macro_f1": round(macro_f1(gold, predicted), 4), "balanced_accuracy": round(balanced_accuracy(gold, predicted), 4),
+            "histogram": label_histogram(predicted), "gold_histogram": label_histogram(gold)}
+
+
+def intervals(predictions: list[dict], resamples: int) -> dict[str, list[float]]:
+    """Bootstrap 95% intervals of accuracy (every item) and of macro-F1 and balanced accuracy (the choice items)."""
+    correct = [bool(p["correct"]) for p in predictions]
+    ci = {"accuracy": bootstrap_ci(correct, [True] * len(correct), accuracy, resamples)}
+    choice = [p for p in predictions if p["kind"] == "choice"]
+    if choice:
+        gold, predicted = [p["answer"] for p in choice], [p["predicted"] for p in choice]
+        ci["macro_f1"] = bootstrap_ci(gold, predicted, macro_f1, resamples)
+        ci["balanced_accuracy"] = bootstrap_ci(gold, predicted, balanced_accuracy, resamples)
+    return {k: [round(low, 4), round(high, 4)] for k, (low, high) in ci.items()}

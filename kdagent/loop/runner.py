@@ -10,7 +10,7 @@ from kdagent.jsonl import write_jsonl
 from kdagent.loop.round import Context, eval_texts, run_round, seed_tasks
 from kdagent.loop.rundir import RunDir
 from kdagent.models import resolve_model
-from kdagent.recipe import Recipe, check_names
+from kdagent.recipe import GateConfig, Recipe, check_names
 from kdagent.records import Task
 
 
@@ -50,18 +50,24 @@ def _skill_eval_sets(recipe: Recipe, plugins, skill) -> dict[str, tuple]:
 
 
 def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, out: Path, desc: str) -> dict:
-    """The domain's held-out set (predictions in `out`), then each skill's (`skills` in the summary,
-    predictions beside `out` as `<stem>.<skill>.jsonl`), with one engine."""
+    """The domain's held-out set (predictions in `out`), under the evaluation's reserved phrasing too with
+    `evaluation.unseen_phrasing` (`unseen_phrasing` in the summary, predictions in `<stem>.unseen.jsonl`), then
+    each skill's (`skills` in the summary, predictions beside `out` as `<stem>.<skill>.jsonl`), with one engine."""
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
 
     e = recipe.evaluation
     engine = Engine(model_path, backend=e.backend)
     try:
-        summary, predictions = evaluate(engine, tasks, skill, e.max_new_tokens, e.batch_size, desc)
+        summary, predictions = evaluate(engine, tasks, skill, e.max_new_tokens, e.batch_size, desc, e.bootstrap)
         write_jsonl(out, predictions)
+        choice = [t for t in tasks if t.kind == "choice"]
+        if e.unseen_phrasing and choice:
+            result, predictions = evaluate(engine, choice, skill, e.max_new_tokens, e.batch_size, f"{desc} (unseen phrasing)", e.bootstrap, "unseen")
+            write_jsonl(out.with_name(f"{out.stem}.unseen.jsonl"), predictions)
+            summary["unseen_phrasing"] = result
         for name, (obj, held_out) in skill_sets.items():
-            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({name} skill)")
+            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({name} skill)", e.bootstrap)
             write_jsonl(out.with_name(f"{out.stem}.{name}.jsonl"), predictions)
             summary.setdefault("skills", {})[name] = result
     finally:
@@ -69,9 +75,37 @@ def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, 
     return summary
 
 
-def set_scores(evaluation: dict) -> dict[str, float]:
-    """Accuracy on each held-out set of an evaluation: `domain`, and `skill:<name>` for each skill's set."""
-    return {"domain": evaluation["accuracy"], **{f"skill:{k}": v["accuracy"] for k, v in evaluation.get("skills", {}).items()}}
+def _held_out_sets(evaluation: dict) -> dict[str, dict]:
+    """The summary of each held-out set of an evaluation: `domain`, and `skill:<name>` for each skill's set."""
+    return {"domain": evaluation, **{f"skill:{k}": v for k, v in evaluation.get("skills", {}).items()}}
+
+
+def gate_metric(summary: dict, gate: GateConfig | None = None) -> str:
+    """The summary key the gate compares on one held-out set: `gate.metric`, where 'auto' is macro-F1 on a set of
+    choice tasks only (accuracy there is the majority label's share for a student that gives every item one label)
+    and accuracy otherwise; a set without the named score is compared on accuracy."""
+    metric = (gate or GateConfig()).metric
+    if metric == "auto":
+        metric = "macro_f1" if "by_kind" not in summary else "accuracy"
+    return metric if metric in summary else "accuracy"
+
+
+def set_scores(evaluation: dict, gate: GateConfig | None = None) -> dict[str, float]:
+    """The gate's score (`gate_metric`) on each held-out set of an evaluation, by set."""
+    return {k: s[gate_metric(s, gate)] for k, s in _held_out_sets(evaluation).items()}
+
+
+def collapsed_label(summary: dict, max_share: float) -> dict | None:
+    """The label that a set's predictions give `max_share` of the items or more, when the gold answers' most
+    frequent label has less than that share (`histogram`, `gold_histogram`); None otherwise."""
+    predicted, gold = summary.get("histogram"), summary.get("gold_histogram")
+    if not predicted or not gold:
+        return None
+    label = max(predicted, key=predicted.__getitem__)
+    share = predicted[label] / sum(predicted.values())
+    if share >= max_share and max(gold.values()) / sum(gold.values()) < max_share:
+        return {"label": label, "share": round(share, 4)}
+    return None
 
 
 def _raised(best: dict[str, float], scores: dict[str, float]) -> dict[str, float]:
@@ -79,18 +113,24 @@ def _raised(best: dict[str, float], scores: dict[str, float]) -> dict[str, float
 
 
 def apply_gate(gate, entry: dict, best: dict[str, float], previous: Path, student: Path) -> tuple[Path, dict[str, float]]:
-    """The evaluation gate: a round more than `gate.max_regression` below the best accuracy so far on any
-    held-out set (`set_scores`) keeps the previous student (recorded in `entry`). Returns the student to
-    go on with and the best accuracies of the kept students, by set."""
-    scores = set_scores(entry["eval"])
+    """The evaluation gate: a round more than `gate.max_regression` below the best score so far on any held-out
+    set (`set_scores`), or whose predictions on a set collapse onto one label (`collapsed_label`), keeps the
+    previous student (recorded in `entry`). Returns the student to go on with and the best scores of the kept
+    students, by set."""
+    scores = set_scores(entry["eval"], gate)
     if gate is None:
         return student, _raised(best, scores)
+    sets = _held_out_sets(entry["eval"])
+    metrics = {k: gate_metric(s, gate) for k, s in sets.items()}
     floors = {k: best.get(k, v) - gate.max_regression for k, v in scores.items()}  # a set new to the run has no best yet
-    failed = [k for k, v in scores.items() if v < floors[k] - 1e-12]
-    record = {"passed": not failed, "best_so_far": best["domain"], "floor": round(floors["domain"], 4)}
+    collapsed = {k: c for k, s in sets.items() if (c := collapsed_label(s, gate.max_label_share))}
+    failed = [k for k, v in scores.items() if v < floors[k] - 1e-12 or k in collapsed]
+    record = {"passed": not failed, "metric": metrics["domain"], "best_so_far": best["domain"], "floor": round(floors["domain"], 4)}
     if len(scores) > 1:
-        record["skills"] = {k.split(":", 1)[1]: {"accuracy": v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
+        record["skills"] = {k.split(":", 1)[1]: {metrics[k]: v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
                             for k, v in scores.items() if k != "domain"}
+    if collapsed:
+        record["collapsed"] = collapsed
     if failed:
         record["failed"] = failed
     entry["gate"] = record
@@ -234,13 +274,13 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
 
     skill_held_out = [t for _, tasks in skill_sets.values() for t in tasks]
     ctx = Context(recipe, rd, plugins, domain, skill, eval_tasks, store, embedder, resume, evaluate, skill_held_out)
-    best = set_scores(metrics["baseline"])
+    best = set_scores(metrics["baseline"], recipe.evaluation.gate)
     for round_ in range(1, recipe.loop.rounds + 1):
         done = {m["round"]: m for m in metrics["rounds"]}
         if round_ in done:
             student = Path(done[round_]["student"])
             scores.setdefault(str(student.resolve()), done[round_]["eval"])
-            best = _raised(best, set_scores(done[round_]["eval"])) if done[round_].get("gate", {}).get("passed", True) else best
+            best = _raised(best, set_scores(done[round_]["eval"], recipe.evaluation.gate)) if done[round_].get("gate", {}).get("passed", True) else best
             continue
         plugins.round_start(round=round_, run_dir=rd.path, recipe=recipe)
         previous = student
@@ -248,8 +288,11 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         accuracy = entry["eval"]["accuracy"]
         student, best = apply_gate(recipe.evaluation.gate, entry, best, previous, student)
         if not entry.get("gate", {}).get("passed", True):
-            _log(f"round {round_}: below the gate's floor on {', '.join(entry['gate']['failed'])} (domain accuracy {accuracy:.3f}, "
-                 f"floor {entry['gate']['floor']:.3f}); keeping the previous student")
+            g = entry["gate"]
+            _log(f"round {round_}: failed the gate on {', '.join(g['failed'])} (domain {g['metric']} "
+                 f"{set_scores(entry['eval'], recipe.evaluation.gate)['domain']:.3f}, floor {g['floor']:.3f}"
+                 + "".join(f"; {k} collapsed: {c['label']!r} for {c['share']:.0%} of the items" for k, c in g.get("collapsed", {}).items())
+                 + "); keeping the previous student")
         rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)
