@@ -9,7 +9,7 @@ and evaluation can score the same held-out tasks under a phrasing that no traini
 A phrasing is a question wording times a layout (where the context goes, how the options are listed, how
 the reply is asked for). Question wordings come from the task: its `prompt`, the alternatives a domain
 writes into the task's extra field `rephrasings`, and the wording a domain reserves for evaluation in
-`unseen_question`. Phrasing 0 is the evaluation's own prompt (`plain_content`); the reserved layout and
+`unseen_question`. A task's `rule` (its instructions, such as a LegalBench task's) opens every phrasing. Phrasing 0 is the evaluation's own prompt (`plain_content`); the reserved layout and
 the reserved wording are never used for training.
 """
 
@@ -67,6 +67,12 @@ def questions(task: Task) -> list[str]:
     return [task.prompt] + [q for q in extra if isinstance(q, str) and q.strip() and q != task.prompt]
 
 
+def _with_rule(task: Task, content: str) -> str:
+    """`content` after the task's rule (extra field `rule`), as the evaluation's own prompt puts it."""
+    rule = getattr(task, "rule", None)
+    return f"{rule.strip()}\n\n{content}" if isinstance(rule, str) and rule.strip() else content
+
+
 def training_contents(task: Task, k: int) -> list[str]:
     """`k` user turns for a choice task: the evaluation's own first, then k-1 other phrasings (a wording
     times a layout), drawn without repeats by a random generator seeded by the task's id, so that the
@@ -79,11 +85,11 @@ def training_contents(task: Task, k: int) -> list[str]:
     picked = rng.sample(combos, min(k - 1, len(combos)))
     out = [plain_content(task.prompt, task.context, task.choices)]
     out += [TRAINING_LAYOUTS[layout](wordings[w], task.context, task.choices) for w, layout in picked]
-    return out
+    return [_with_rule(task, c) for c in out]
 
 
 def unseen_content(task: Task) -> str:
     """The user turn of a choice task under the evaluation's reserved phrasing: the domain's reserved
     wording (`unseen_question`) where it wrote one, else the task's prompt, in the reserved layout."""
     question = getattr(task, "unseen_question", None) or task.prompt
-    return unseen_layout(question, task.context, task.choices or [])
+    return _with_rule(task, unseen_layout(question, task.context, task.choices or []))

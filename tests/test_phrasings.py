@@ -45,3 +45,29 @@ def test_label_skill_teaches_choice_tasks_under_several_phrasings():
     assert Label().training_prompts(task()) == [Label().messages(task())]
     with pytest.raises(ValueError, match="phrasings"):
         Label(phrasings=0)
+
+
+def test_evaluation_scores_choice_tasks_under_the_reserved_phrasing(tiny_model_dir):
+    from kdagent.evaluate.runner import evaluate
+    from kdagent.generation.engine import Engine
+
+    tasks = [task(unseen_question="Is this positive, negative or neutral?"),
+             Task(id="t2", prompt="Sentence: Costs fell.\nSentiment for an investor?", choices=["positive", "negative", "neutral"],
+                  answer="neutral", kind="choice")]
+    engine = Engine(tiny_model_dir)
+    try:
+        own, own_rows = evaluate(engine, tasks, Label(), bootstrap=0)
+        unseen, unseen_rows = evaluate(engine, tasks, Label(), bootstrap=0, phrasing="unseen")
+        direct = engine.choice_logprobs([[{"role": "user", "content": unseen_content(t)}] for t in tasks], [t.choices for t in tasks])
+    finally:
+        engine.close()
+    assert own["n"] == unseen["n"] == 2 and "histogram" in unseen
+    assert [r["scores"] for r in unseen_rows] == direct  # the reserved prompt is what was scored
+    assert [r["scores"] for r in own_rows] != [r["scores"] for r in unseen_rows]
+
+
+def test_a_tasks_rule_opens_every_phrasing_and_the_evaluation_prompt():
+    t = task(rule="Sentiment is judged from an investor's view.", rephrasings=["Good or bad: profit rose 5%."])
+    prompts = training_contents(t, 8) + [unseen_content(t), plain_messages(t)[0]["content"]]
+    assert all(p.startswith("Sentiment is judged from an investor's view.\n\n") for p in prompts)
+    assert training_contents(t, 1) == [plain_messages(t)[0]["content"]]

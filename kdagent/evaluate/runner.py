@@ -73,7 +73,10 @@ def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
 
 
 def plain_messages(task: Task) -> list[Message]:
-    parts = []
+    """The evaluation's own prompt: the task's rule (an extra field `rule`, such as a LegalBench task's
+    instructions), its context, its question with the options listed."""
+    rule = getattr(task, "rule", None)
+    parts = [rule.strip()] if isinstance(rule, str) and rule.strip() else []
     if task.context:
         parts.append(f"Context:\n{task.context}")
     text = question_text(task)
