@@ -1,18 +1,20 @@
-"""Does distillation make the student better? Fixed-budget kdagent runs on real data, each compared in the
-same run with a baseline: TRL's SFTTrainer on the same raw teacher samples (every generation the kdagent
-run drew, as the teacher wrote it), with no feedback, no curation and no loop, at the same learning rate,
-epochs, batch size and precision (bf16 autocast on a GPU and on CPUs with bf16 instructions, as kdagent's
-updaters train), TRL's defaults otherwise, evaluated on the same held-out tasks with the same prompts.
+"""Does distillation make the student better than the simplest alternative? Each shipped domain's default
+recipe, run by kdagent, against plain TRL SFT on exactly the labelled examples the recipe had: the same
+tasks, each taught its reference answer (the label, or the worked solution) once, in the evaluation's own
+prompt, at the same learning rate, epochs, batch size and precision, TRL's defaults otherwise. All three
+students (the base, plain SFT, kdagent's) are scored on the same held-out tasks, disjoint from every
+training item, under the training phrasing and, for choice tasks, under a phrasing that no training
+example used.
 
-    .venv/bin/python benchmarks/distill_quality.py --budget small            # 11-21 min on 2 CPU cores (all five)
-    .venv/bin/python benchmarks/distill_quality.py --budget full --only law  # for a GPU
-    .venv/bin/python benchmarks/distill_quality.py --only math-cot --markdown docs/benchmarks.md
+    .venv/bin/python benchmarks/distill_quality.py --budget medium --domain finance   # one domain, merged into the JSON
+    .venv/bin/python benchmarks/distill_quality.py --budget small                      # every domain, a cut of each recipe
 
-Prints one JSON object: for each benchmark the student's score before, after each round and for the
-baseline, with the counts and seconds. `--markdown FILE` also writes the table into FILE between the
-markers `<!-- distill_quality -->` and `<!-- /distill_quality -->` (with the command, machine and date).
-The data comes from the shared data folder (`--data`, default ../shared/data beside the repository); a
-benchmark whose files are absent is skipped with a message.
+Writes `docs/results/distill_quality.json` (`--json`; with `--domain`, the domain's entry is merged into
+the file) and the table in `docs/benchmarks.md` (`--markdown`) between `<!-- distill_quality -->` and
+`<!-- /distill_quality -->`, generated from that JSON; stdout holds the JSON of this run. Every score comes
+with its n, a bootstrap 95% interval and, for choice tasks, macro-F1, balanced accuracy and the histogram
+of predicted labels. The data comes from the shared data folder (`--data`, default ../shared/data beside
+the repository); a domain whose files are absent is skipped with a message.
 """
 
 import argparse
@@ -22,138 +24,180 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_JSON = REPO / "docs" / "results" / "distill_quality.json"
 
-# name -> (recipe file, overrides every budget shares, the data it needs)
-BENCHMARKS = {
-    "math-cot": ("recipes/math_cot.yaml", {}, ["gsm8k", "svamp"]),
-    "math-tool_use": ("recipes/math_tool_use.yaml", {}, ["gsm8k", "svamp"]),
-    "medicine": ("recipes/medicine.yaml", {}, ["pubmedqa"]),
-    "law": ("recipes/law.yaml", {}, ["legalbench_early", "sara_statutes"]),
-    "finance": ("recipes/finance.yaml", {}, ["financial_phrasebank"]),
+# domain -> (recipe file, the data it needs, {entry in the JSON: task-id prefix of its held-out items, "" for all})
+DOMAINS = {
+    "finance": ("recipes/finance.yaml", ["financial_phrasebank"], {"finance": ""}),
+    "medicine": ("recipes/medicine.yaml", ["pubmedqa"], {"medicine": ""}),
+    "law": ("recipes/law.yaml", ["legalbench_early", "sara_statutes"], {"law": ""}),
+    "math": ("recipes/math_tool_use.yaml", ["gsm8k", "svamp"], {"math_svamp": "svamp-", "math_gsm8k": "gsm8k-"}),
 }
-# budget -> overrides (dotted paths, as `kdagent run --set` takes them). The scores are the domain's held-out
-# benchmarks, so the skills' own held-out sets are not scored (evaluation.skill_tasks=0).
+# budget -> overrides (dotted paths, as `kdagent run --set` takes them). Medium is each recipe as shipped.
 BUDGETS = {
-    "small": {"domain.seed_tasks": 16, "domain.eval_tasks": 30, "loop.rounds": 1, "update.epochs": 1, "evaluation.skill_tasks": 0},
-    "full": {"domain.seed_tasks": 400, "domain.eval_tasks": 300, "loop.rounds": 2, "teacher.batch_size": 64,
-             "evaluation.batch_size": 64, "evaluation.skill_tasks": 0},
+    "small": {"domain.seed_tasks": 48, "domain.eval_tasks": 60, "loop.rounds": 1, "update.epochs": 1, "evaluation.skill_tasks": 0},
+    "medium": {"evaluation.skill_tasks": 0},
 }
+ALWAYS = {"evaluation.unseen_phrasing": True}
 
 
-def _score(entry: dict) -> dict:
-    keep = ("n", "accuracy", "macro_f1")
-    out = {k: entry[k] for k in keep if k in entry}
-    if "without_tools" in entry:
-        out["without_tools"] = entry["without_tools"]["accuracy"]
+def scores(rows: list[dict], resamples: int) -> dict:
+    """n, accuracy and (choice tasks) macro-F1, balanced accuracy and the predicted labels' histogram, with
+    bootstrap 95% intervals, of evaluation predictions."""
+    from kdagent.evaluate.runner import choice_scores, intervals
+
+    out: dict = {"n": len(rows), "accuracy": round(sum(bool(r["correct"]) for r in rows) / max(len(rows), 1), 4)}
+    choice = [r for r in rows if r["kind"] == "choice"]
+    if choice:
+        out.update(choice_scores(choice))
+    elif rows:
+        out["histogram"] = dict(Counter(str(r["predicted"]) for r in rows).most_common(5))  # the commonest numeric answers
+    if rows:
+        out["ci"] = intervals(rows, resamples)
     return out
 
 
-def _generations(run_dir: Path, rounds: int) -> tuple[list, dict]:
-    """Every generation of the run's rounds, and the tasks they answer (by id)."""
+def predictions(path: Path, prefix: str) -> list[dict]:
     from kdagent.jsonl import read_jsonl
-    from kdagent.records import Generation, Task
 
-    generations, tasks = [], {}
-    for r in range(1, rounds + 1):
-        folder = run_dir / f"round-{r:02d}"
-        if (folder / "generations.jsonl").exists():
-            generations += read_jsonl(folder / "generations.jsonl", Generation)
-            tasks.update({t.id: t for t in read_jsonl(folder / "tasks.jsonl", Task)})
-    return generations, tasks
+    return [r for r in read_jsonl(path) if r["id"].startswith(prefix)] if path.exists() else []
 
 
-def baseline_sft(recipe, generations: list, tasks_by_id: dict, skill, work: Path) -> tuple[Path, dict]:
-    """TRL SFT on every raw teacher sample: the prompt the student sees (the skill's, without passages)
-    and the teacher's reply (its trajectory, with tools) as written, unchecked and uncurated."""
+def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
+    """Plain TRL SFT, the user's alternative: every task the kdagent run trained on (all rounds) that has a
+    reference, taught that reference once (`skill.reference_trajectory`: the label, or the worked solution
+    with its tool calls) in the evaluation's own prompt; no sampling, checking, balancing or rephrasing."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from kdagent.jsonl import read_jsonl
     from kdagent.models import resolve_model
+    from kdagent.records import Task
     from kdagent.update.common import cpu_bf16
 
+    tasks: dict[str, Task] = {}
+    for folder in sorted(run_dir.glob("round-*")):
+        tasks.update({t.id: t for t in read_jsonl(folder / "tasks.jsonl", Task)} if (folder / "tasks.jsonl").exists() else {})
     rows = []
-    for g in generations:
-        if not g.text.strip() and not g.trajectory:
-            continue  # nothing to learn from an empty reply
-        completion = g.trajectory or [{"role": "assistant", "content": g.text}]
-        rows.append({"prompt": skill.messages(tasks_by_id[g.task_id]), "completion": completion})
+    for task in tasks.values():
+        reference = skill.reference_trajectory(task) if task.answer else None
+        if reference:
+            rows.append({"prompt": skill.messages(task), "completion": reference})
     base = resolve_model(recipe.student.model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     cuda = torch.cuda.is_available()
     args = SFTConfig(output_dir=str(work / "trainer"), learning_rate=recipe.update.learning_rate,
                      num_train_epochs=recipe.update.epochs, per_device_train_batch_size=recipe.update.batch_size,
-                     max_length=recipe.student.max_length, report_to=[], save_strategy="no", logging_steps=1,
+                     max_length=recipe.student.max_length, report_to=[], save_strategy="no", logging_steps=10,
                      seed=recipe.seed, bf16=cuda or cpu_bf16(), use_cpu=not cuda)  # kdagent's precision
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    started = time.time()
     result = trainer.train()
+    seconds = round(time.time() - started, 1)
     out = work / "student"
     trainer.model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    return out, {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4)}
+    labels = Counter(t.answer for t in tasks.values() if t.kind == "choice")
+    return out, {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+                 "train_seconds": seconds, **({"labels": dict(sorted(labels.items()))} if labels else {})}
 
 
-def run_one(name: str, budget: str, data: Path, work: Path, extra: list[str]) -> dict:
+def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str], resamples: int) -> dict:
+    """Every JSON entry of one domain (math gives two: SVAMP and GSM8K test)."""
     from kdagent.loop.runner import _evaluate, _fitting_eval_tasks, _load_eval_tasks, run_recipe
     from kdagent.models import resolve_model
     from kdagent.plugins import build_plugins
     from kdagent.recipe import load_recipe
 
-    recipe_file, fixed, needs = BENCHMARKS[name]
+    recipe_file, needs, entries = DOMAINS[name]
     missing = [d for d in needs if not (data / d).exists()]
     if missing:
-        return {"skipped": f"data folder {data / missing[0]} is absent"}
-    sets = [f"{k}={v}" for k, v in {**fixed, **BUDGETS[budget]}.items()] + [f"domain.options.data_dir={data}", *extra]
+        return {entry: {"skipped": f"data folder {data / missing[0]} is absent"} for entry in entries}
+    overrides = {**BUDGETS[budget], **ALWAYS, "evaluation.bootstrap": resamples}
+    sets = [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in overrides.items()] + [f"domain.options.data_dir={data}", *extra]
     recipe = load_recipe(REPO / recipe_file, sets)
     plugins = build_plugins()
+    run_dir = work / "run"
     started = time.time()
-    metrics = run_recipe(recipe, work / "run", plugins)
+    metrics = run_recipe(recipe, run_dir, plugins)
     kd_seconds = round(time.time() - started, 1)
 
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
-    generations, tasks_by_id = _generations(work / "run", recipe.loop.rounds)
     started = time.time()
-    student, training = baseline_sft(recipe, generations, tasks_by_id, skill, work / "baseline")
+    sft_student, training = labelled_sft(recipe, run_dir, skill, work / "sft")
     eval_tasks, _ = _fitting_eval_tasks(recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model))  # as the run's
-    score = _evaluate(student, eval_tasks, skill, {}, recipe, work / "baseline-predictions.jsonl", "baseline SFT: evaluate")
+    _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
+    sft_seconds = round(time.time() - started, 1)
+
     rounds = metrics["rounds"]
-    return {
-        "recipe": recipe_file, "domain": recipe.domain.name, "skill": recipe.skills[0].name, "teacher": recipe.teacher.kind,
-        "before": _score(metrics["baseline"]),
-        "rounds": [{"round": e["round"], **_score(e["eval"]), "kept": e.get("gate", {}).get("passed", True),
-                    "sft_examples": e["counts"].get("sft_examples"), "generations": e["counts"].get("generations")} for e in rounds],
-        "after": _score(next((e["eval"] for e in reversed(rounds) if e.get("gate", {}).get("passed", True)), metrics["baseline"])),
-        "baseline_trl_sft": {**_score(score), **training},
-        "seconds": {"kdagent": kd_seconds, "baseline": round(time.time() - started, 1)},
+    kept = [e for e in rounds if e.get("gate", {}).get("passed", True)]
+    last = kept[-1]["round"] if kept else None  # the student kdagent hands over: the last round the gate kept
+    files = {
+        "base": run_dir / "baseline-predictions.jsonl",
+        "sft": work / "sft-predictions.jsonl",
+        "kdagent": (run_dir / f"round-{last:02d}" / "eval-predictions.jsonl") if last else run_dir / "baseline-predictions.jsonl",
     }
+    out = {}
+    for entry, prefix in entries.items():
+        result: dict = {"recipe": recipe_file, "kdagent_round": last}
+        for who, path in files.items():
+            result[who] = scores(predictions(path, prefix), resamples)
+            unseen = predictions(path.with_name(f"{path.stem}.unseen.jsonl"), prefix)
+            if unseen:
+                result[f"{who}_unseen_phrasing"] = scores(unseen, resamples)
+        result["n"] = result["base"]["n"]
+        result["metric"] = "macro_f1" if "macro_f1" in result["base"] else "accuracy"
+        result["rounds"] = [{"round": e["round"], "kept": e.get("gate", {}).get("passed", True), "sft_examples": e["counts"].get("sft_examples"),
+                             **{k: scores(predictions(run_dir / f"round-{e['round']:02d}" / "eval-predictions.jsonl", prefix), 0).get(k)
+                                for k in ("accuracy", "macro_f1", "histogram")}} for e in rounds]
+        result["sft"].update(training)
+        result["seconds"] = {"kdagent": kd_seconds, "kdagent_update": round(sum(e["seconds"].get("update", 0) for e in rounds), 1),
+                             "sft": sft_seconds, "sft_train": training["train_seconds"]}
+        out[entry] = result
+    return out
 
 
-def markdown(results: dict, command: str, machine: str) -> str:
-    lines = [f"Command: `{command}`  ", f"Machine: {machine}  ", f"Date: {datetime.date.today().isoformat()}", "",
-             "| benchmark | recipe | held-out n | before | kdagent after (per round) | TRL SFT on raw samples | kdagent s | baseline s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
+def _fmt(s: dict | None, metric: str) -> str:
+    if not s:
+        return ""
+    low, high = s["ci"][metric]
+    text = f"{s[metric]:.3f} [{low:.3f}, {high:.3f}]"
+    if "macro_f1" in s and metric != "accuracy":
+        text += f" (acc {s['accuracy']:.3f})"
+    return text
+
+
+def markdown(results: dict) -> str:
+    """The table of docs/benchmarks.md, from the JSON."""
+    lines = [f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ", f"Commit: {results['commit']}, date: {results['date']}", "",
+             "Each score: the metric [bootstrap 95% interval]; n held-out items, disjoint from every training item. "
+             "Unseen phrasing: the same items asked in words no training example used.", "",
+             "| benchmark | n | metric | base | plain TRL SFT | kdagent | kdagent, unseen phrasing (base) | kdagent predicted labels | s kdagent / SFT |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in sorted(results["domains"].items()):
         if "skipped" in r:
-            lines.append(f"| {name} | skipped: {r['skipped']} | | | | | | |")
+            lines.append(f"| {name} | | | skipped: {r['skipped']} | | | | | |")
             continue
-
-        def fmt(s):
-            text = f"{s['accuracy']:.3f}"
-            return text + (f" (no tools {s['without_tools']:.3f})" if "without_tools" in s else "")
-
-        per_round = ", ".join(fmt(e) + ("" if e["kept"] else " gated") for e in r["rounds"])
-        lines.append(f"| {name} | `{r['recipe']}` | {r['before']['n']} | {fmt(r['before'])} | {fmt(r['after'])} ({per_round}) | "
-                     f"{fmt(r['baseline_trl_sft'])} | {r['seconds']['kdagent']} | {r['seconds']['baseline']} |")
+        m = r["metric"]
+        unseen = ""
+        if "kdagent_unseen_phrasing" in r:
+            unseen = f"{_fmt(r['kdagent_unseen_phrasing'], m)} ({r['base_unseen_phrasing'][m]:.3f})"
+        hist = ", ".join(f"{k} {v}" for k, v in r["kdagent"].get("histogram", {}).items())
+        lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | "
+                     f"{r['seconds']['kdagent']:.0f} / {r['seconds']['sft']:.0f} |")
     return "\n".join(lines)
 
 
@@ -181,14 +225,23 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores, {cpu} (torch {torch.__version__})"
 
 
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    parser.add_argument("--only", action="append", choices=sorted(BENCHMARKS), help="run only these (repeatable)")
+    parser.add_argument("--domain", action="append", choices=sorted(DOMAINS), help="run only these domains (repeatable); their entries are merged into --json")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
     parser.add_argument("--work", type=Path, default=None, help="keep the run directories here (default: a temporary folder)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
-                        help="a further recipe override for every benchmark (as kdagent run --set takes it)")
+                        help="a further recipe override for every domain (as kdagent run --set takes it)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -196,21 +249,29 @@ def main(argv=None) -> int:
     if not args.data.is_dir():
         print(f"distill_quality: data folder {args.data} is absent; nothing to run", file=sys.stderr)
         return 2
-    names = args.only or list(BENCHMARKS)
+    names = args.domain or list(DOMAINS)
     command = ("python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
-    results = {}
+    previous = json.loads(args.json.read_text()) if args.json.exists() else {}
+    if previous.get("budget") not in (None, args.budget):
+        previous = {}  # entries of another budget are not merged
+    results = {"benchmark": "distill_quality", "commit": commit(), "machine": machine(), "date": datetime.date.today().isoformat(),
+               "budget": args.budget, "command": command, "domains": dict(previous.get("domains", {}))}
+    this_run = {}
     with tempfile.TemporaryDirectory(prefix="kdagent-bench-") as tmp:
         root = args.work or Path(tmp)
         for name in names:
             print(f"[distill_quality] {name} ({args.budget})", file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines: stdout holds only the JSON
-                results[name] = run_one(name, args.budget, args.data.resolve(), root / name, args.sets)
-            print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
-            if args.markdown:  # after each benchmark, so an interrupted run keeps the finished rows
-                write_markdown(args.markdown, markdown(results, command, machine()))
-    out = {"benchmark": "distill_quality", "budget": args.budget, "machine": machine(), "date": datetime.date.today().isoformat(),
-           "command": command, "results": results}
-    print(json.dumps(out, indent=2))
+                entries = run_domain(name, args.budget, args.data.resolve(), root / name, args.sets, args.bootstrap)
+            for entry, result in entries.items():
+                result["command"], result["commit"], result["date"] = command, results["commit"], results["date"]
+            this_run.update(entries)
+            results["domains"].update(entries)
+            args.json.parent.mkdir(parents=True, exist_ok=True)  # after each domain, so an interrupted run keeps the finished ones
+            args.json.write_text(json.dumps(results, indent=1) + "\n")
+            if args.markdown:
+                write_markdown(args.markdown, markdown(results))
+    print(json.dumps({**results, "domains": this_run}, indent=1))
     return 0
 
 

@@ -10,26 +10,33 @@ import sys
 from conftest import REPO
 
 
-def test_distill_quality_runs_kdagent_and_the_trl_baseline(tmp_path, tiny_model_dir, shared_data):
-    table = tmp_path / "bench.md"
+def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path, tiny_model_dir, shared_data):
+    table, results = tmp_path / "bench.md", tmp_path / "results.json"
     table.write_text("# Benchmarks\n\nintro kept\n")
+    results.write_text(json.dumps({"budget": "small", "domains": {"law": {"skipped": "data folder x is absent"}}}))
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--only", "finance", "--data", str(shared_data),
-         "--work", str(tmp_path / "work"), "--markdown", str(table),
+        [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--domain", "finance", "--data", str(shared_data),
+         "--work", str(tmp_path / "work"), "--markdown", str(table), "--json", str(results), "--bootstrap", "50",
          "--set", f"student.model={tiny_model_dir}", "--set", "domain.seed_tasks=6", "--set", "domain.eval_tasks=4",
          "--set", "retrieval.enabled=false"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
-    finance = out["results"]["finance"]
-    assert finance["before"]["n"] == 4 and len(finance["rounds"]) == 1
-    assert finance["baseline_trl_sft"]["n"] == 4 and finance["baseline_trl_sft"]["examples"] == finance["rounds"][0]["generations"]
-    assert 0 <= finance["after"]["accuracy"] <= 1 and finance["seconds"]["kdagent"] > 0
+    finance = out["domains"]["finance"]
+    assert finance["n"] == 4 and finance["metric"] == "macro_f1" and len(finance["rounds"]) == 1
+    for who in ("base", "sft", "kdagent", "base_unseen_phrasing", "sft_unseen_phrasing", "kdagent_unseen_phrasing"):
+        s = finance[who]
+        assert s["n"] == 4 and sum(s["histogram"].values()) == 4
+        assert all(s["ci"][k][0] <= s[k] <= s["ci"][k][1] for k in ("accuracy", "macro_f1", "balanced_accuracy"))
+    # plain SFT had exactly the labelled tasks of the run, once each; kdagent balanced and rephrased them
+    assert finance["sft"]["examples"] == 6 and sum(finance["sft"]["labels"].values()) == 6
+    assert finance["rounds"][0]["sft_examples"] > 6
+    merged = json.loads(results.read_text())
+    assert merged["domains"]["law"] == {"skipped": "data folder x is absent"} and merged["domains"]["finance"]["n"] == 4 and merged["commit"]
     text = table.read_text()
-    assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | `recipes/finance.yaml` | 4 |" in text
-    assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --only finance" in text
-
+    assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | 4 | macro_f1 |" in text
+    assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --domain finance" in text
 
 
 def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir):

@@ -7,6 +7,8 @@ Financial PhraseBank is licensed CC BY-NC-SA 3.0 (non-commercial): it is read fr
 bundled.
 """
 
+from functools import cached_property
+
 from kdagent_finance.loaders import AGREEMENTS, files, load_convfinqa, load_phrasebank, load_tatqa
 from kdagent.splits import Keyed, SplitDomain, require
 
@@ -29,10 +31,15 @@ class Finance(SplitDomain):
     package = "kdagent_finance"
 
     def __init__(self, data_dir: str | None = None, datasets: list[str] | None = None, agreement: str = "AllAgree",
-                 held_out_fraction: float = 0.3, max_chars: int = 1200):
+                 held_out_fraction: float = 0.3, max_chars: int = 1200, eval_agreement: str | None = None):
         """`datasets`: which of phrasebank, tatqa, convfinqa to use with `data_dir` (default: all three);
-        `agreement`: the Financial PhraseBank file (AllAgree, 75Agree, 66Agree or 50Agree)."""
+        `agreement`: the Financial PhraseBank file the tasks come from (AllAgree, 75Agree, 66Agree or 50Agree);
+        `eval_agreement`: a stricter file whose sentences alone are held out (e.g. train on 75Agree, evaluate
+        on AllAgree sentences, whose labels every annotator agreed on); the split stays by sentence."""
         super().__init__(data_dir, held_out_fraction, max_chars)
+        if eval_agreement is not None and eval_agreement not in AGREEMENTS:
+            raise ValueError(f"unknown eval_agreement {eval_agreement!r} (known: {', '.join(AGREEMENTS)})")
+        self.eval_agreement = eval_agreement
         self.datasets = list(datasets or DATASETS)
         unknown = [d for d in self.datasets if d not in DATASETS]
         if unknown:
@@ -52,3 +59,11 @@ class Finance(SplitDomain):
             "convfinqa": lambda: load_convfinqa(self.data_dir, self.max_chars),
         }
         return [loaders[name]() for name in self.datasets]
+
+    @cached_property
+    def pools(self):
+        seeds, held_out = super().pools
+        if self.data_dir is None or self.eval_agreement is None or "phrasebank" not in self.datasets:
+            return seeds, held_out
+        strict = {task.id for _, task in load_phrasebank(self.data_dir, self.eval_agreement, self.max_chars)}
+        return seeds, [[t for t in pool if t.source != "phrasebank" or t.id in strict] for pool in held_out]

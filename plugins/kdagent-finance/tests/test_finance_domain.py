@@ -56,3 +56,16 @@ def test_missing_data_is_a_user_error(tmp_path):
         Finance(data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown agreement"):
         Finance(agreement="most")
+
+
+def test_training_on_a_looser_file_holds_out_only_sentences_everyone_agreed_on(shared_data):
+    d = Finance(data_dir=str(shared_data), datasets=["phrasebank"], agreement="75Agree", eval_agreement="AllAgree")
+    strict = {t.id: t.answer for _, t in load_phrasebank(shared_data, "AllAgree")}
+    seeds, held_out = d.pools[0][0], d.pools[1][0]
+    assert len(held_out) >= 200 and all(strict.get(t.id) == t.answer for t in held_out)
+    assert len(seeds) > 2 * len(held_out) and not {t.id for t in seeds} & {t.id for t in held_out}
+    assert {t.answer for t in seeds} == {t.answer for t in held_out} == {"positive", "negative", "neutral"}
+    t = held_out[0]
+    assert t.unseen_question not in t.rephrasings and t.prompt not in t.rephrasings
+    with pytest.raises(ValueError, match="eval_agreement"):
+        Finance(data_dir=str(shared_data), eval_agreement="Most")
