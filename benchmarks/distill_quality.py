@@ -42,6 +42,8 @@ DOMAINS = {
     "law": ("recipes/law.yaml", ["legalbench_early", "sara_statutes"], {"law": ""}),
     "math": ("recipes/math_tool_use.yaml", ["gsm8k", "svamp"], {"math_svamp": "svamp-", "math_gsm8k": "gsm8k-"}),
 }
+# domain -> {entry: domain options}: held-out tasks of a kind the recipe never trains on, scored the same way
+UNSEEN_TASKS = {"law": {"law_unseen_tasks": {"tasks": ["CUAD_Non-Disparagement", "CUAD_Third_Party_Beneficiary", "personal_jurisdiction", "diversity_6"]}}}
 # budget -> overrides (dotted paths, as `kdagent run --set` takes them). Medium is each recipe as shipped.
 BUDGETS = {
     "small": {"domain.seed_tasks": 48, "domain.eval_tasks": 60, "loop.rounds": 1, "update.epochs": 1, "evaluation.skill_tasks": 0},
@@ -64,6 +66,20 @@ def scores(rows: list[dict], resamples: int) -> dict:
     if rows:
         out["ci"] = intervals(rows, resamples)
     return out
+
+
+def by_source(rows: list[dict], sources: dict[str, str]) -> dict:
+    """Scores per source (a LegalBench task, a dataset) of choice predictions, and the mean balanced accuracy."""
+    from kdagent.evaluate.runner import choice_scores
+
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(sources.get(r["id"], "?"), []).append(r)
+    if len(groups) < 2 or any(r["kind"] != "choice" for r in rows):
+        return {}
+    parts = {k: {"n": len(v), "accuracy": round(sum(bool(r["correct"]) for r in v) / len(v), 4),
+                 **{m: choice_scores(v)[m] for m in ("balanced_accuracy", "histogram")}} for k, v in sorted(groups.items())}
+    return {"by_source": parts, "mean_balanced_accuracy": round(sum(p["balanced_accuracy"] for p in parts.values()) / len(parts), 4)}
 
 
 def predictions(path: Path, prefix: str) -> list[dict]:
@@ -150,11 +166,25 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
         "sft": work / "sft-predictions.jsonl",
         "kdagent": (run_dir / f"round-{last:02d}" / "eval-predictions.jsonl") if last else run_dir / "baseline-predictions.jsonl",
     }
+    sources = {t.id: str(getattr(t, "source", "") or "") for t in eval_tasks}
     out = {}
+    for entry, options in UNSEEN_TASKS.get(name, {}).items():  # tasks of kinds never trained on, held-out items only
+        other = plugins.instantiate("domains", recipe.domain.name, "domain.options", {**recipe.domain.options, **options})
+        tasks, _ = _fitting_eval_tasks(recipe, skill, other.eval_tasks(recipe.domain.eval_tasks), resolve_model(recipe.student.model))
+        plain = recipe.model_copy(update={"evaluation": recipe.evaluation.model_copy(update={"unseen_phrasing": False})})
+        result = {"recipe": recipe_file, "kdagent_round": last, "tasks": options}
+        for who, path in files.items():
+            model = {"base": resolve_model(recipe.student.model), "sft": sft_student}.get(who) or (run_dir / f"round-{last:02d}" / "student" if last else resolve_model(recipe.student.model))
+            _evaluate(model, tasks, skill, {}, plain, work / f"{entry}-{who}.jsonl", f"{entry}: {who}")
+            rows = predictions(work / f"{entry}-{who}.jsonl", "")
+            result[who] = {**scores(rows, resamples), **by_source(rows, {t.id: str(getattr(t, "source", "")) for t in tasks})}
+        result["n"], result["metric"] = result["base"]["n"], "balanced_accuracy"
+        out[entry] = result
     for entry, prefix in entries.items():
         result: dict = {"recipe": recipe_file, "kdagent_round": last}
         for who, path in files.items():
-            result[who] = scores(predictions(path, prefix), resamples)
+            rows = predictions(path, prefix)
+            result[who] = {**scores(rows, resamples), **by_source(rows, sources)}
             unseen = predictions(path.with_name(f"{path.stem}.unseen.jsonl"), prefix)
             if unseen:
                 result[f"{who}_unseen_phrasing"] = scores(unseen, resamples)
@@ -164,6 +194,10 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
                              **{k: scores(predictions(run_dir / f"round-{e['round']:02d}" / "eval-predictions.jsonl", prefix), 0).get(k)
                                 for k in ("accuracy", "macro_f1", "histogram")}} for e in rounds]
         result["sft"].update(training)
+        if "unseen_phrasing" in (metrics["baseline"] or {}) and result.get("kdagent_unseen_phrasing"):
+            m = result["metric"]
+            result["gain"] = {"training_phrasing": round(result["kdagent"][m] - result["base"][m], 4),
+                              "unseen_phrasing": round(result["kdagent_unseen_phrasing"][m] - result["base_unseen_phrasing"][m], 4)}
         result["seconds"] = {"kdagent": kd_seconds, "kdagent_update": round(sum(e["seconds"].get("update", 0) for e in rounds), 1),
                              "sft": sft_seconds, "sft_train": training["train_seconds"]}
         out[entry] = result
@@ -196,8 +230,8 @@ def markdown(results: dict) -> str:
         if "kdagent_unseen_phrasing" in r:
             unseen = f"{_fmt(r['kdagent_unseen_phrasing'], m)} ({r['base_unseen_phrasing'][m]:.3f})"
         hist = ", ".join(f"{k} {v}" for k, v in r["kdagent"].get("histogram", {}).items())
-        lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | "
-                     f"{r['seconds']['kdagent']:.0f} / {r['seconds']['sft']:.0f} |")
+        seconds = f"{r['seconds']['kdagent']:.0f} / {r['seconds']['sft']:.0f}" if "seconds" in r else "(scored only)"
+        lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | {seconds} |")
     return "\n".join(lines)
 
 

@@ -3,7 +3,10 @@ folder the user gives; nothing here is bundled.
 
 Each Yes/No task becomes choice tasks `Options: Yes, No` whose prompt is the item's text under a short
 question of our own. The fixed words are kept to a few, so that the loop's n-gram decontamination compares
-the items themselves, not the question they share.
+the items themselves, not the question they share. The task's rule (the first paragraph of LegalBench's
+`base_prompt.txt`, its instructions without the few-shot rows, or a rule of our own where it has none)
+goes into the task's `rule`, which opens every prompt of it and is not decontaminated: a student trained
+across tasks reads each task's rule, so it can apply a rule it was never trained on.
 """
 
 import csv
@@ -30,6 +33,18 @@ YES_NO = {
     "personal_jurisdiction": ("Facts", "Is there personal jurisdiction?"),
 }
 TASKS = (*YES_NO, SARA)
+OWN_RULES = {"overruling": "A sentence overrules a previous case when it declares that the earlier decision is no longer good law "
+                           "(it is overruled, disapproved or abrogated); citing, following or distinguishing a case does not overrule it."}
+
+
+def task_rule(data_dir: Path, task: str) -> str | None:
+    """The task's instructions: the first paragraph of its base_prompt.txt, else a rule of our own."""
+    path = data_dir / LEGALBENCH / task / "base_prompt.txt"
+    if path.exists():
+        first = path.read_text(encoding="utf-8").strip().split("\n\n", 1)[0].strip()
+        if first and "{{" not in first:
+            return first
+    return OWN_RULES.get(task)
 
 
 def task_file(data_dir: Path, task: str) -> Path:
@@ -46,6 +61,7 @@ def load_yes_no(data_dir: Path, task: str, max_chars: int = 1200) -> list[Keyed]
     """A Yes/No LegalBench task; the split key is the item's text (one clause asked about in two tasks
     lands on the same side)."""
     kind, question = YES_NO[task]
+    rule = task_rule(data_dir, task)
     out = []
     for row in read_tsv(task_file(data_dir, task)):
         text, label = row["text"].strip(), row["label"].strip().capitalize()
@@ -56,7 +72,8 @@ def load_yes_no(data_dir: Path, task: str, max_chars: int = 1200) -> list[Keyed]
         rephrasings = [f"{question}\n{kind}: {body}", f"Read the {kind.lower()} below.\n{body}\nQuestion: {question}"]
         unseen = f"Legal question, Yes or No: {question[0].lower() + question[1:]} It concerns this {kind.lower()}: {body}"
         out.append((text, Task(id=f"law-{task}-{stable_id(text, length=12)}", prompt=prompt, choices=["Yes", "No"],
-                               answer=label, kind="choice", domain="law", source=task, rephrasings=rephrasings, unseen_question=unseen)))
+                               answer=label, kind="choice", domain="law", source=task, rephrasings=rephrasings, unseen_question=unseen,
+                               **({"rule": rule} if rule else {}))))
     return out
 
 
