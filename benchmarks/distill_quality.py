@@ -235,8 +235,20 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, table: str) -> None:
-    start, end = "<!-- distill_quality -->", "<!-- /distill_quality -->"
+def summary(results: dict) -> str:
+    """The README's results table, from the JSON: base, plain SFT and kdagent, each with its interval."""
+    lines = [f"Measured by `{results['command']}` ({results['budget']} budget, {results['machine']}, commit {results['commit']}); "
+             "metric [95% interval] on n held-out items; `docs/benchmarks.md` has the whole table.", "",
+             "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent |", "|---|---|---|---|---|---|"]
+    for name, r in sorted(results["domains"].items()):
+        if "skipped" not in r:
+            m = r["metric"]
+            lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} |")
+    return "\n".join(lines)
+
+
+def write_markdown(path: Path, table: str, marker: str = "distill_quality") -> None:
+    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{table}\n{end}"
     if start in text and end in text:
@@ -277,6 +289,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
+    parser.add_argument("--readme", type=Path, default=None, help="write the summary table into this file between <!-- results --> markers")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -305,6 +318,8 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps(results, indent=1) + "\n")
             if args.markdown:
                 write_markdown(args.markdown, markdown(results))
+            if args.readme:
+                write_markdown(args.readme, summary(results), "results")
     print(json.dumps({**results, "domains": this_run}, indent=1))
     return 0
 

@@ -11,12 +11,13 @@ from conftest import REPO
 
 
 def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path, tiny_model_dir, shared_data):
-    table, results = tmp_path / "bench.md", tmp_path / "results.json"
+    table, results, readme = tmp_path / "bench.md", tmp_path / "results.json", tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results -->\nold\n<!-- /results -->\n\nafter\n")
     table.write_text("# Benchmarks\n\nintro kept\n")
     results.write_text(json.dumps({"budget": "small", "domains": {"law": {"skipped": "data folder x is absent"}}}))
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--domain", "finance", "--data", str(shared_data),
-         "--work", str(tmp_path / "work"), "--markdown", str(table), "--json", str(results), "--bootstrap", "50",
+         "--work", str(tmp_path / "work"), "--markdown", str(table), "--json", str(results), "--bootstrap", "50", "--readme", str(readme),
          "--set", f"student.model={tiny_model_dir}", "--set", "domain.seed_tasks=6", "--set", "domain.eval_tasks=4",
          "--set", "retrieval.enabled=false"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -37,6 +38,8 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     text = table.read_text()
     assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | 4 | macro_f1 |" in text
     assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --domain finance" in text
+    text = readme.read_text()  # the README's table, generated from the same JSON
+    assert "old" not in text and text.endswith("after\n") and "| finance | 4 | macro_f1 |" in text
 
 
 def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir):
