@@ -101,6 +101,11 @@ class FeedbackConfig(_Config):
         "off", description="Drop grounded answers whose citations do not support them: 'overlap' needs a cited passage holding most of the reply's content words; 'judge' asks the teacher."
     )
     min_overlap: float = Field(0.5, ge=0.0, le=1.0, description="For faithfulness 'overlap': the share of the reply's content words that the cited passages must hold.")
+    reject_copies: int | None = Field(
+        12, ge=4, le=200,
+        description="A sample that repeats this many consecutive words of a retrieved passage verbatim (words its own task's text "
+        "does not hold) fails its check as copied reference material (feedback counts: dropped.copied_passage); null turns it off.",
+    )
     preferences: bool = Field(False, description="Also rank each task's samples into a preference pair (best against worst), written to preferences.jsonl.")
     pairs: Literal["ranked", "spin"] = Field(
         "ranked",

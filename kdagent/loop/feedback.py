@@ -86,6 +86,17 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
             dropped["no_reference"] += len(gens)
         verdicts.update((f.generation_id, f) for f in results)
 
+    if cfg.reject_copies:  # a passing sample that pastes a passage back is reference material, not an answer
+        from kdagent.feedback.copying import copied_span
+
+        passages = {g.task.id: [p.text for p in g.passages] for g in grounded}
+        for g in generations:
+            if verdicts[g.id].passed and passages.get(g.task_id):
+                task = tasks[g.task_id]
+                span = copied_span(g.text, passages[g.task_id], f"{task.prompt}\n{task.context or ''}", cfg.reject_copies)
+                if span:
+                    verdicts[g.id] = verdicts[g.id].model_copy(update={"passed": False, "reason": f"copies a retrieved passage: {span!r}"})
+                    dropped["copied_passage"] += 1
     if cfg.faithfulness != "off":
         passages = {g.task.id: g.passages for g in grounded}
         grounded_passed = [g for g in generations if verdicts[g.id].passed and passages.get(g.task_id)]
