@@ -1,5 +1,6 @@
-"""Curation: dedup, decontamination and quality filters over training examples."""
+"""Curation: dedup, decontamination and quality filters over training examples, and label balance."""
 
+from kdagent.curate.balance import balance_examples, label_counts
 from kdagent.curate.filters import (
     FilterConfig,
     contaminated_ids,
@@ -13,6 +14,8 @@ from kdagent.curate.filters import (
 )
 
 __all__ = [
+    "balance_examples",
+    "label_counts",
     "FilterConfig",
     "contaminated_ids",
     "curate_examples",

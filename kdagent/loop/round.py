@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdagent.curate.balance import balance_examples, label_counts
 from kdagent.errors import UserError
 from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop import feedback as feedback_stage
@@ -164,6 +165,7 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
         index.release()
         tasks += [ctx.plugins.transform_task(task, r) for task in new]
         counts["expanded"], counts["expansion"] = len(new), expand_counts
+    counts["labels"] = label_counts(tasks)  # reference answers of the choice tasks
     return tasks, counts
 
 
@@ -220,7 +222,9 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         kept, lengths = stages.limit_length(kept, student, r.student.max_length, r.curation.too_long)
         dropped.update({k: v for k, v in lengths.items() if k in ("too_long", "prompt_too_long")})
         extra = {"truncated_to_max_length": lengths["truncated"]} if "truncated" in lengths else {}
-        return kept, {"reference_fallback": fallback, **extra, "dropped": {**counts, **dropped}}
+        # after the filters, which would take the repeated copies of 'upsample' for duplicates
+        kept, labels = balance_examples(kept, by_id, r.curation.balance, r.seed * 1000 + round_)
+        return kept, {"reference_fallback": fallback, **extra, "dropped": {**counts, **dropped}, "labels": labels}
 
     examples, curate_counts = _stage(ctx, round_dir, "sft", SFTExample, curate)
     pairs, pair_counts = [], {}
@@ -252,6 +256,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
             "failed_checks": sum(f.failed for f in feedback),
             "sft_examples": len(examples),
             "preference_pairs": len(pairs),
+            "labels": {"tasks": label_counts(tasks), "sft": curate_counts.get("labels", {})},
             "dropped": dict(sorted(dropped.items())),
             **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
             **({"mined_failures": task_counts["mined_failures"]} if "mined_failures" in task_counts else {}),

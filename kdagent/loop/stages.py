@@ -151,7 +151,9 @@ def judge(skill, tasks: dict[str, Task], generations: list[Generation]) -> list[
 def curate(
     skill, recipe, plugins, round_: int, grounded: list[GroundedTask], generations: list[Generation], feedback: list[Feedback],
 ) -> tuple[list[SFTExample], dict]:
-    """Turn accepted samples into SFT examples: a per-task cap, the reference fallback, plugin vetoes."""
+    """Turn accepted samples into SFT examples: a per-task cap, the reference fallback, plugin vetoes. An
+    accepted completion is taught under each of the skill's training prompts (`Skill.training_prompts`); the
+    cap counts completions."""
     cur = recipe.curation
     verdicts = {f.generation_id: f for f in feedback}
     by_task: dict[str, list[Generation]] = {}
@@ -161,14 +163,14 @@ def curate(
     examples: list[SFTExample] = []
     for g in grounded:
         task = g.task
-        prompt = skill.messages(task, g.passages if recipe.synthesis.train_with_passages else [])
+        prompts = skill.training_prompts(task, g.passages if recipe.synthesis.train_with_passages else [])
         candidates = []
         for gen in by_task.get(task.id, []):
             verdict = verdicts[gen.id]
             if not verdict.passed:
                 if verdict.failed:
                     counts["failed_check"] += 1
-                elif not (verdict.verifier == "none" or verdict.reason.startswith("unfaithful")):  # counted by feedback
+                elif not (verdict.verifier == "none" or verdict.reason.startswith(("unfaithful", "copies a retrieved passage"))):  # counted by feedback
                     counts["rejected_by_verifier"] += 1
                 continue
             completion = (skill.trajectory_completion(task, gen.trajectory) if gen.trajectory
@@ -189,10 +191,10 @@ def curate(
                 task_id=task.id, generation_id=gen.id if gen else None, passage_ids=gen.passage_ids if gen else [],
                 feedback=verdict.model_dump(exclude={"generation_id", "task_id"}) if verdict else {"verifier": "reference-solution"},
             )
-            pieces = [
-                SFTExample(id=stable_id(round_, task.id, gen.id if gen else "reference", *_piece_key(p, c)),
+            pieces = [  # only later prompts add their index: the first keeps the ids of a skill with one prompt
+                SFTExample(id=stable_id(round_, task.id, gen.id if gen else "reference", *_piece_key(p, c), *([k] if k else [])),
                            prompt=prompt + p, completion=c, provenance=provenance)
-                for p, c in split_dialogue(completion)
+                for k, prompt in enumerate(prompts) for p, c in split_dialogue(completion)
             ]
             if any(plugins.veto_reasons(example, recipe) for example in pieces):
                 counts["vetoed"] += 1
