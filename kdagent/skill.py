@@ -83,6 +83,11 @@ class Skill:
         """Check a reply against the task's reference answer."""
         raise NotImplementedError
 
+    def auxiliary_examples(self, task: Task) -> list[tuple[list[Message], list[Message]]]:
+        """Further (prompt, completion) pairs taught beside a task's answer, built from what the task's data
+        already holds (a rationale, say: multi-task distillation step by step). None by default."""
+        return []
+
     def training_prompts(self, task: Task, passages: list[Passage] | None = None) -> list[list[Message]]:
         """The prompts an accepted reply is taught under: one SFT example each. By default the one prompt of
         `messages`; a skill that teaches a task under several phrasings returns them all."""

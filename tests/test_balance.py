@@ -109,6 +109,22 @@ def test_each_accepted_completion_is_taught_under_every_training_prompt():
     assert two[1].prompt[-1]["content"].endswith("yes, no or maybe.") and two[0].prompt == one[0].prompt
 
 
+def test_a_tasks_rationale_is_taught_beside_its_answer():
+    from kdagent.default_plugins.label import Label
+    from kdagent.loop.stages import curate
+    from kdagent.plugins import build_plugins
+    from kdagent.recipe import Recipe
+    from kdagent.records import GroundedTask
+
+    recipe = Recipe.model_validate({"name": "r", "feedback": {"fallback_to_reference": True}})
+    task = choice(0, "no").model_copy(update={"solution": "The trial found no effect."})
+    plain, _ = curate(Label(), recipe, build_plugins(load_entry_points=False), 1, [GroundedTask(task=task)], [], [])
+    both, counts = curate(Label(rationales=True), recipe, build_plugins(load_entry_points=False), 1, [GroundedTask(task=task)], [], [])
+    assert counts == {"reference_fallback": 1, "auxiliary": 1} and both[0] == plain[0] and len(both) == 2
+    assert both[1].completion[0]["content"] == "The trial found no effect.\nSo the answer is: no"
+    assert both[1].provenance.feedback == {"verifier": "reference-auxiliary"} and both[1].id != both[0].id
+
+
 # A real round: a random tiny model answers nothing right, so every task teaches its reference label
 # (fallback_to_reference); six of the eight seed tasks are "Yes".
 SEEDS = [

@@ -71,3 +71,12 @@ def test_a_tasks_rule_opens_every_phrasing_and_the_evaluation_prompt():
     prompts = training_contents(t, 8) + [unseen_content(t), plain_messages(t)[0]["content"]]
     assert all(p.startswith("Sentiment is judged from an investor's view.\n\n") for p in prompts)
     assert training_contents(t, 1) == [plain_messages(t)[0]["content"]]
+
+
+def test_label_skill_teaches_a_rationale_beside_the_answer_when_asked():
+    t = task(solution="Profit growth is good news for shareholders.")
+    (prompt, completion), = Label(rationales=True).auxiliary_examples(t)
+    assert "Explain briefly" in prompt[0]["content"] and "Answer with one of the options." not in prompt[0]["content"]
+    assert prompt[0]["content"].startswith("Sentence: Profit rose 5%.")
+    assert completion[0]["content"] == "Profit growth is good news for shareholders.\nSo the answer is: positive"
+    assert Label().auxiliary_examples(t) == [] and Label(rationales=True).auxiliary_examples(task()) == []

@@ -21,6 +21,8 @@ from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, passages_block
 
 NUMERIC_INSTRUCTION = "Answer with the final number only."
+ANSWER_LINE = "Answer with one of the options."
+RATIONALE_LINE = "Explain briefly what the evidence shows, then give the option."
 _PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:answer|option|label)\s*(?:is|:)\s*", re.IGNORECASE)
 
 
@@ -48,12 +50,23 @@ class Label(Skill):
     name = "label"
     description = "The answer alone, prompted as the evaluation prompts (options listed); teaches the option text or the number."
 
-    def __init__(self, phrasings: int = 1):
+    def __init__(self, phrasings: int = 1, rationales: bool = False):
         """`phrasings`: how many phrasings of a choice task's prompt each accepted answer is taught under
-        (the evaluation's own first); 1 teaches the evaluation's prompt only."""
+        (the evaluation's own first); 1 teaches the evaluation's prompt only. `rationales`: also teach, for a
+        task whose data holds a worked rationale (`solution`, such as PubMedQA's long answer), the rationale
+        and then the answer under a prompt that asks for the reasoning (Hsieh et al. 2023, distilling step by
+        step: label and rationale as two tasks); the evaluation still asks for the option alone."""
         if not 1 <= phrasings <= 16:
             raise ValueError(f"phrasings must be between 1 and 16 (got {phrasings})")
         self.phrasings = phrasings
+        self.rationales = rationales
+
+    def auxiliary_examples(self, task: Task) -> list[tuple[list[Message], list[Message]]]:
+        if not (self.rationales and task.solution and task.answer and task.kind == "choice"):
+            return []
+        content = plain_messages(task)[0]["content"].replace(ANSWER_LINE, RATIONALE_LINE)
+        reply = f"{task.solution.strip()}\nSo the answer is: {task.answer}"
+        return [([{"role": "user", "content": content}], [{"role": "assistant", "content": reply}])]
 
     def training_prompts(self, task: Task, passages: list[Passage] | None = None) -> list[list[Message]]:
         if self.phrasings == 1 or task.kind != "choice" or not task.choices:

@@ -218,13 +218,14 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     def curate():
         examples, counts = stages.curate(skill, r, ctx.plugins, round_, grounded, generations, feedback)
         fallback = counts.pop("reference_fallback", 0)
+        auxiliary = counts.pop("auxiliary", 0)
         kept, dropped = stages.filter_examples(examples, ctx.eval_texts(), r.curation)
         kept, lengths = stages.limit_length(kept, student, r.student.max_length, r.curation.too_long)
         dropped.update({k: v for k, v in lengths.items() if k in ("too_long", "prompt_too_long")})
         extra = {"truncated_to_max_length": lengths["truncated"]} if "truncated" in lengths else {}
         # after the filters, which would take the repeated copies of 'upsample' for duplicates
         kept, labels = balance_examples(kept, by_id, r.curation.balance, r.seed * 1000 + round_)
-        return kept, {"reference_fallback": fallback, **extra, "dropped": {**counts, **dropped}, "labels": labels}
+        return kept, {"reference_fallback": fallback, **({"auxiliary_examples": auxiliary} if auxiliary else {}), **extra, "dropped": {**counts, **dropped}, "labels": labels}
 
     examples, curate_counts = _stage(ctx, round_dir, "sft", SFTExample, curate)
     pairs, pair_counts = [], {}

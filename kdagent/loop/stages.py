@@ -153,7 +153,8 @@ def curate(
 ) -> tuple[list[SFTExample], dict]:
     """Turn accepted samples into SFT examples: a per-task cap, the reference fallback, plugin vetoes. An
     accepted completion is taught under each of the skill's training prompts (`Skill.training_prompts`); the
-    cap counts completions."""
+    cap counts completions. The skill's auxiliary examples of a task (`Skill.auxiliary_examples`, such as its
+    rationale) are added beside them."""
     cur = recipe.curation
     verdicts = {f.generation_id: f for f in feedback}
     by_task: dict[str, list[Generation]] = {}
@@ -201,6 +202,15 @@ def curate(
                 continue
             examples += pieces
             kept += 1
+        for prompt, completion in skill.auxiliary_examples(task):  # from the task's own data (a rationale), not from a sample
+            provenance = Provenance(round=round_, teacher="reference", skill=skill.name, domain=recipe.domain.name, task_id=task.id,
+                                    feedback={"verifier": "reference-auxiliary"})
+            example = SFTExample(id=stable_id(round_, task.id, "auxiliary", prompt, completion), prompt=prompt, completion=completion, provenance=provenance)
+            if plugins.veto_reasons(example, recipe):
+                counts["vetoed"] += 1
+                continue
+            examples.append(example)
+            counts["auxiliary"] += 1
     return examples, dict(counts)
 
 

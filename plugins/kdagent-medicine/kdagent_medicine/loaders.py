@@ -15,7 +15,8 @@ FILES = {"pubmedqa": PUBMEDQA, "medmcqa": MEDMCQA}
 def load_pubmedqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
     """PubMedQA (expert-labelled): the question over the abstract's CONTEXTS, joined and cut to `max_chars`
     from the front, so that the last sections (the results) stay; options yes, no, maybe. LONG_ANSWER (the
-    abstract's conclusion) is never used. The split key is the PMID."""
+    abstract's conclusion) is never in a prompt: it is the task's `solution`, a rationale that the `label`
+    skill can teach beside the answer (`rationales: true`). The split key is the PMID."""
     items = json.loads((data_dir / PUBMEDQA).read_text(encoding="utf-8"))
     out = []
     for pmid, item in items.items():
@@ -23,7 +24,8 @@ def load_pubmedqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
         task = Task(id=f"med-pubmedqa-{pmid}", prompt=question, context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
                     choices=["yes", "no", "maybe"], answer=item["final_decision"], kind="choice", domain="medicine", source="pubmedqa",
                     rephrasings=[f"Question: {question}\nWhat do the study's results say?", f"According to this abstract: {question}"],
-                    unseen_question=f"Given the study above, answer the research question yes, no or maybe. {question}")
+                    unseen_question=f"Given the study above, answer the research question yes, no or maybe. {question}",
+                    solution=(item.get("LONG_ANSWER") or "").strip() or None)  # the abstract's conclusion: a rationale to train on, never shown at evaluation
         out.append((pmid, task))
     return out
 
