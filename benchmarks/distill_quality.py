@@ -214,9 +214,16 @@ def _fmt(s: dict | None, metric: str) -> str:
     return text
 
 
+def _runs(results: dict) -> list[str]:
+    """One line per distinct run that the merged entries come from: its command, commit and date."""
+    seen = dict.fromkeys((r.get("command", results["command"]), r.get("commit", results["commit"]), r.get("date", results["date"]))
+                         for r in results["domains"].values() if "skipped" not in r)
+    return [f"`{c}` (commit {k}, {d})" for c, k, d in seen]
+
+
 def markdown(results: dict) -> str:
     """The table of docs/benchmarks.md, from the JSON."""
-    lines = [f"Command: `{results['command']}`  ", f"Machine: {results['machine']}  ", f"Commit: {results['commit']}, date: {results['date']}", "",
+    lines = [f"Budget: {results['budget']}. Machine: {results['machine']}. Runs: " + "; ".join(_runs(results)) + ".", "",
              "Each score: the metric [bootstrap 95% interval]; n held-out items, disjoint from every training item. "
              "Unseen phrasing: the same items asked in words no training example used.", "",
              "| benchmark | n | metric | base | plain TRL SFT | kdagent | kdagent, unseen phrasing (base) | kdagent predicted labels | s kdagent / SFT |",
@@ -237,8 +244,8 @@ def markdown(results: dict) -> str:
 
 def summary(results: dict) -> str:
     """The README's results table, from the JSON: base, plain SFT and kdagent, each with its interval."""
-    lines = [f"Measured by `{results['command']}` ({results['budget']} budget, {results['machine']}, commit {results['commit']}); "
-             "metric [95% interval] on n held-out items; `docs/benchmarks.md` has the whole table.", "",
+    lines = [f"Measured by `benchmarks/distill_quality.py` ({results['budget']} budget, {results['machine']}): the metric [95% interval] "
+             "on n held-out items, never trained on; `docs/benchmarks.md` has the whole table.", "",
              "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent |", "|---|---|---|---|---|---|"]
     for name, r in sorted(results["domains"].items()):
         if "skipped" not in r:
@@ -290,12 +297,20 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
     parser.add_argument("--readme", type=Path, default=None, help="write the summary table into this file between <!-- results --> markers")
+    parser.add_argument("--tables-only", action="store_true", help="run nothing: write --markdown and --readme from the --json file")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not args.data.is_dir():
         print(f"distill_quality: data folder {args.data} is absent; nothing to run", file=sys.stderr)
         return 2
+    if args.tables_only:
+        results = json.loads(args.json.read_text())
+        if args.markdown:
+            write_markdown(args.markdown, markdown(results))
+        if args.readme:
+            write_markdown(args.readme, summary(results), "results")
+        return 0
     names = args.domain or list(DOMAINS)
     command = ("python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}

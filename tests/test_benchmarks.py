@@ -37,7 +37,7 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     assert merged["domains"]["law"] == {"skipped": "data folder x is absent"} and merged["domains"]["finance"]["n"] == 4 and merged["commit"]
     text = table.read_text()
     assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | 4 | macro_f1 |" in text
-    assert "<!-- distill_quality -->" in text and "Command: `python benchmarks/distill_quality.py --domain finance" in text
+    assert "<!-- distill_quality -->" in text and "Runs: `python benchmarks/distill_quality.py --domain finance" in text
     text = readme.read_text()  # the README's table, generated from the same JSON
     assert "old" not in text and text.endswith("after\n") and "| finance | 4 | macro_f1 |" in text
 
