@@ -94,6 +94,14 @@ def validate(recipe, sets):
 
 
 @cli.command()
+def schema():
+    """Print the JSON Schema of recipes, every field with its description (for editors and validators)."""
+    from kdagent.recipe import recipe_json_schema
+
+    click.echo(json.dumps(recipe_json_schema(), indent=2))
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
     """Every registered skill, domain, teacher kind and tool, and the distribution that provided it."""

@@ -271,6 +271,27 @@ class Recipe(_Config):
         return value
 
 
+def recipe_json_schema() -> dict:
+    """The JSON Schema of a recipe file as `load_recipe` reads it, every field with its description (for
+    `kdagent schema` and editors' YAML language servers): `name` may be left out (it is the file's stem), a
+    skill may be a bare name, and loop.failure_mining also takes true and false."""
+    schema = Recipe.model_json_schema()
+    schema["required"] = [r for r in schema.get("required", []) if r != "name"]
+    if not schema["required"]:
+        del schema["required"]
+    skills = schema["properties"]["skills"]
+    skills["items"] = {"anyOf": [{"type": "string", "description": "A registered skill's name."}, skills["items"]]}
+    mining = schema["$defs"]["LoopConfig"]["properties"]["failure_mining"]
+    mining["type"], mining["enum"] = ["string", "boolean"], [*mining["enum"], True, False]
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "kdagent recipe",
+        "description": "A kdagent recipe: the student, the teacher, the domain, the skills, and how each round "
+                       "elicits, judges, curates, trains and evaluates. `kdagent validate` prints one with every default.",
+    }
+
+
 def _format_loc(loc) -> str:
     out = ""
     for part in loc:
