@@ -10,7 +10,7 @@ from kdagent.curate import balance_examples, label_counts
 from kdagent.domain import Domain
 from kdagent.hookspecs import hookimpl
 from kdagent.jsonl import read_jsonl, write_jsonl
-from kdagent.records import Provenance, SFTExample, Task
+from kdagent.records import Feedback, Provenance, SFTExample, Task
 
 
 def choice(i: int, answer: str) -> Task:
@@ -189,5 +189,9 @@ def test_a_round_with_a_lopsided_choice_domain_teaches_every_label(tmp_path, tin
     assert counts["labels"] == {"labels_in": {"No": 2, "Yes": 6}, "labels_out": {"No": 6, "Yes": 6}, "mode": "upsample"}
     assert json.loads((round_dir / "tasks.counts.json").read_text())["labels"] == {"No": 2, "Yes": 6}
     (entry,) = metrics["rounds"]
-    assert entry["counts"]["labels"] == {"tasks": {"No": 2, "Yes": 6}, "sft": counts["labels"]}
+    labels = entry["counts"]["labels"]
+    assert labels["tasks"] == {"No": 2, "Yes": 6} and labels["sft"] == counts["labels"]
+    feedback = read_jsonl(round_dir / "feedback.jsonl", Feedback)  # the labels the samples named, and those that passed
+    assert labels.get("samples", {}) == dict(Counter(f.predicted for f in feedback if f.predicted))
+    assert sum(labels.get("passed", {}).values()) == sum(f.passed for f in feedback)
     assert entry["counts"]["sft_examples"] == 12

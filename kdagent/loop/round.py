@@ -169,6 +169,15 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
     return tasks, counts
 
 
+def sample_labels(tasks: dict[str, Task], feedback: list[Feedback]) -> dict[str, dict[str, int]]:
+    """The labels the teacher's samples of choice tasks named (`samples`) and those of the samples that passed
+    (`passed`), sorted: a teacher that answers one label everywhere shows here before training does."""
+    named = [(f.predicted, f.passed) for f in feedback if tasks[f.task_id].kind == "choice" and f.predicted]
+    if not named:
+        return {}
+    return {"samples": dict(sorted(Counter(p for p, _ in named).items())), "passed": dict(sorted(Counter(p for p, ok in named if ok).items()))}
+
+
 def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
     r, rd, skill = ctx.recipe, ctx.rd, ctx.skill
     round_dir = rd.round_dir(round_)
@@ -257,7 +266,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
             "failed_checks": sum(f.failed for f in feedback),
             "sft_examples": len(examples),
             "preference_pairs": len(pairs),
-            "labels": {"tasks": label_counts(tasks), "sft": curate_counts.get("labels", {})},
+            "labels": {"tasks": label_counts(tasks), **sample_labels(by_id, feedback), "sft": curate_counts.get("labels", {})},
             "dropped": dict(sorted(dropped.items())),
             **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
             **({"mined_failures": task_counts["mined_failures"]} if "mined_failures" in task_counts else {}),
