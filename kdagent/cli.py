@@ -102,6 +102,23 @@ def schema():
 
 
 @cli.command()
+@click.option("--domain", help="A registered domain (default: the recipe default, arithmetic).")
+@click.option("--skill", help="A registered skill (default: the one the domain suggests).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write it (default: <domain>.yaml); never overwritten.")
+@click.option("--data-dir", default="../shared/data", show_default=True,
+              help="For domains that read public datasets (a data_dir option): the folder that holds them.")
+def init(domain, skill, output, data_dir):
+    """Write a commented starter recipe for a domain and a skill, checked to validate."""
+    from kdagent.recipe import DomainConfig
+    from kdagent.starter import write_starter
+
+    domain = domain or DomainConfig.model_fields["name"].default
+    output = output or Path(f"{domain}.yaml")
+    chosen = write_starter(output, domain, skill, _plugins(), data_dir)
+    click.echo(f"wrote {output} (domain {domain}, skill {chosen}); check it with `kdagent validate {output}`, run it with `kdagent run {output}`")
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json):
     """Every registered skill, domain, teacher kind and tool, and the distribution that provided it."""

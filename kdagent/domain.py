@@ -22,6 +22,10 @@ class Domain:
     name: str = "domain"
     description: str = ""
     system_prompt: str | None = None
+    # A partial recipe, as YAML data ({"skills": ["label"], "retrieval": {"enabled": False}}), that
+    # `kdagent init` merges into its starter recipe for this domain: the skill it is taught with, the
+    # settings it needs. The chosen skill's own `starter` is merged after it.
+    starter: dict = {}
 
     def corpus(self) -> Iterable[Document]:
         """Documents to index for grounding (may be empty)."""

@@ -6,7 +6,7 @@ Names of skills, domains and teachers are checked against what the plugins regis
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -227,6 +227,11 @@ class EvaluationConfig(_Config):
         "reserved phrasing, kdagent/phrasings.py), in eval.unseen_phrasing: a gain that holds only under the training phrasing is a format, not the task.",
     )
     bootstrap: int = Field(1000, ge=0, le=100000, description="Bootstrap resamples for the 95% intervals of every score (eval.ci); 0 turns them off.")
+    cross_check: list[DomainConfig] = Field(
+        default_factory=list,
+        description="Other domains whose held-out sets (each domain's eval_tasks items) are scored beside this one's, in eval.domains; "
+        "the gate checks them too, so that a round cannot buy its gain with a regression elsewhere. Their items are kept out of training.",
+    )
 
 
 class LoopConfig(_Config):
@@ -271,6 +276,18 @@ class Recipe(_Config):
         return value
 
 
+def submodel(model: type[BaseModel], name: str) -> type[BaseModel] | None:
+    """The pydantic model of field `name` of `model`, through optionals and lists; None for a plain value."""
+    field = model.model_fields.get(name)
+    stack = [field.annotation] if field else []
+    while stack:
+        kind = stack.pop()
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+        stack.extend(get_args(kind))
+    return None
+
+
 def recipe_json_schema() -> dict:
     """The JSON Schema of a recipe file as `load_recipe` reads it, every field with its description (for
     `kdagent schema` and editors' YAML language servers): `name` may be left out (it is the file's stem), a
@@ -299,7 +316,7 @@ def _format_loc(loc) -> str:
     return out or "(top level)"
 
 
-def _format_error(source: str, exc: ValidationError) -> str:
+def format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         path = _format_loc(err["loc"])
@@ -379,7 +396,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_error(str(path), exc)) from None
+        raise UserError(format_validation_error(str(path), exc)) from None
 
 
 def check_names(recipe: Recipe, plugins) -> None:
@@ -393,6 +410,8 @@ def check_names(recipe: Recipe, plugins) -> None:
     for i, skill in enumerate(recipe.skills):
         known("skill", f"skills[{i}].name", skill.name, plugins.skills)
     known("domain", "domain.name", recipe.domain.name, plugins.domains)
+    for i, other in enumerate(recipe.evaluation.cross_check):
+        known("domain", f"evaluation.cross_check[{i}].name", other.name, plugins.domains)
     known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
     if recipe.teacher.kind == "langchain" and recipe.teacher.model not in plugins.chat_models:
         names = ", ".join(sorted(plugins.chat_models)) or "none"

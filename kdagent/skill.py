@@ -69,6 +69,7 @@ class Skill:
     tool_names: tuple[str, ...] = ()  # tools the skill uses; the plugin manager binds them (`bind_tools`)
     max_steps: int = 1  # model turns of the tool loop, when the skill has tools
     tools: dict = {}  # replaced per instance by `bind_tools`
+    starter: dict = {}  # a partial recipe `kdagent init` merges into a starter recipe with this skill (as Domain.starter)
 
     def bind_tools(self, tools: dict) -> None:
         """Receive the registered tools this skill names (name -> callable); eliciting and evaluating then

@@ -72,6 +72,7 @@ class SplitDomain(Domain):
 
     package: str = ""  # the package whose data/ holds notes.md, seed_tasks.jsonl and held_out.jsonl
     rubric: str = ""
+    starter = {"skills": ["label"]}  # labelled choices: answered and taught as the bare option
 
     def __init__(self, data_dir: str | None = None, held_out_fraction: float = 0.3, max_chars: int = 1200):
         if not 0 < held_out_fraction < 1:

@@ -50,6 +50,11 @@ def _normalise(text: str) -> str:
 class Alignment(Skill):
     name = "alignment"
     description = "Helpful, honest, harmless replies; judged against a rubric into preference pairs (DPO); refusals checked by is_refusal."
+    starter = {  # replies judged against the rubric, ranked into pairs, DPO
+        "retrieval": {"enabled": False},
+        "feedback": {"verifier": "judge", "judge_attempts": 2, "preferences": True},
+        "update": {"method": "dpo", "learning_rate": 5.0e-6, "batch_size": 4},
+    }
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         """The request as the evaluation prompts it (`plain_messages`), so training and evaluation agree."""

@@ -195,6 +195,7 @@ def load_hh_pairs(folder: Path, limit: int, max_chars: int = 400, max_prompt_cha
 class Assistant(Domain):
     name = "assistant"
     description = "Benign requests to answer and harmful ones to refuse (kdagent's own); held out as refusal and preference tasks."
+    starter = {"skills": ["alignment"]}
     rubric = ALIGNMENT_RUBRIC
 
     def __init__(self, preference_pairs: bool = True, hh_rlhf_dir: str | None = None, hh_rlhf_pairs: int = 200,

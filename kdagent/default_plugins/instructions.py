@@ -168,6 +168,7 @@ def pair_problems(pairs: list[tuple[str, str, str]]) -> list[str]:
 class Instructions(Domain):
     name = "instructions"
     description = "Instructions with format constraints (length, bullets, JSON, ...); held out as follow-vs-break reply pairs."
+    starter = {"skills": ["instruct"], "retrieval": {"enabled": False}}
     rubric = (
         "Grade how well the reply follows the instruction: it does what is asked and meets every format "
         "requirement the instruction states (length, bullet points, numbering, JSON, required or forbidden "

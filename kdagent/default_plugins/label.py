@@ -49,6 +49,12 @@ def named_choice(reply: str, choices: list[str]) -> str | None:
 class Label(Skill):
     name = "label"
     description = "The answer alone, prompted as the evaluation prompts (options listed); teaches the option text or the number."
+    starter = {  # a one-word reply; the gold label taught where no sample names it; balanced labels
+        "teacher": {"samples": 1, "max_new_tokens": 8},
+        "feedback": {"fallback_to_reference": True},
+        "curation": {"balance": "upsample"},
+        "evaluation": {"unseen_phrasing": True},
+    }
 
     def __init__(self, phrasings: int = 1, rationales: bool = False):
         """`phrasings`: how many phrasings of a choice task's prompt each accepted answer is taught under

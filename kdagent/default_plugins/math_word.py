@@ -51,6 +51,7 @@ def load_svamp(path: Path) -> list[Task]:
 class MathWordProblems(Domain):
     name = "math"
     description = "GSM8K train problems as seeds; SVAMP and GSM8K test held out (read from data_dir); numeric answers."
+    starter = {"retrieval": {"enabled": False}, "feedback": {"fallback_to_reference": True}}  # no corpus; GSM8K's worked solutions
     system_prompt = None
 
     def __init__(self, data_dir: str | None = None, eval_sets: list[str] | None = None):
