@@ -6,13 +6,13 @@ Names of skills, domains and teachers are checked against what the plugins regis
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kdagent.errors import UserError
+from kdagent.errors import UserError, did_you_mean
 
 
 class _Config(BaseModel):
@@ -316,12 +316,66 @@ def _format_loc(loc) -> str:
     return out or "(top level)"
 
 
+# Names other tools give to what a recipe calls otherwise, for "did you mean" (only where the target is a
+# valid key at that place).
+_SYNONYMS = {
+    "training": "update", "train": "update", "trainer": "update", "optimizer": "update", "sft": "update",
+    "model": "student", "base_model": "student", "eval": "evaluation", "evaluate": "evaluation", "eval_data": "data",
+    "data": "domain", "dataset": "domain", "datasets": "domain", "task": "domain", "tasks": "domain", "rag": "retrieval",
+    "rounds": "loop", "iterations": "loop", "judge": "feedback", "verify": "feedback", "filter": "curation",
+    "filters": "curation", "skill": "skills", "lr": "learning_rate", "num_epochs": "epochs", "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size", "num_samples": "samples", "n": "samples", "num_generations": "samples",
+    "max_tokens": "max_new_tokens", "temp": "temperature", "embedding_model": "embedder", "k": "top_k",
+}
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> dict[str, list[str]]:
+    """Every field name of the recipe -> the dotted paths where it is a key (list items left out)."""
+    out: dict[str, list[str]] = {}
+    for name, field in model.model_fields.items():
+        out.setdefault(name, []).append(prefix + name)
+        sub = submodel(model, name)
+        if sub is not None and get_origin(field.annotation) is not list:
+            for key, paths in _field_paths(sub, f"{prefix}{name}.").items():
+                out.setdefault(key, []).extend(paths)
+    return out
+
+
+def _suggest_key(loc: tuple) -> str:
+    """For an unknown key at `loc`: the same key where it belongs, a synonym valid there, the closest valid
+    key there (difflib), or a misspelt synonym's; else the valid keys there."""
+    model: type[BaseModel] = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, str) and part in model.model_fields:
+            model = submodel(model, part) or model
+    key, names, paths = str(loc[-1]), list(model.model_fields), _field_paths(Recipe)
+    here = _format_loc(loc[:-1])
+    at = "" if here == "(top level)" else here + "."
+
+    def mean(*choices: str) -> str:
+        return f" (did you mean {' or '.join(repr(c) for c in choices[:3])}?)"
+
+    if key in paths:
+        return mean(*paths[key])
+    if _SYNONYMS.get(key) in names:
+        return mean(at + _SYNONYMS[key])
+    close = did_you_mean(key, names)
+    if close:
+        return mean(at + close)
+    synonym = _SYNONYMS.get(key) or _SYNONYMS.get(did_you_mean(key, list(_SYNONYMS), 0.8) or "")
+    if synonym in names:
+        return mean(at + synonym)
+    if synonym in paths:
+        return mean(*paths[synonym])
+    return f" (valid keys{' under ' + here if at else ''}: {', '.join(names)})"
+
+
 def format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         path = _format_loc(err["loc"])
         if err["type"] == "extra_forbidden":
-            parts.append(f"unknown key {path!r}")
+            parts.append(f"unknown key {path!r}{_suggest_key(err['loc'])}")
         else:
             parts.append(f"{path}: {err['msg']}")
     return f"invalid recipe {source}: " + "; ".join(parts)

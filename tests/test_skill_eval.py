@@ -2,8 +2,11 @@
 
 import json
 
+import pytest
+
 from kdagent.curate import contaminated_ids
 from kdagent.default_plugins import skill_sets
+from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks
 from kdagent.loop.round import eval_texts
 from kdagent.loop.runner import run_recipe
@@ -63,3 +66,25 @@ def test_the_loop_scores_every_listed_skill_set_and_keeps_them_out_of_training(t
     ctx = Context(r, None, None, None, None, [], None, None, False, None, skill_sets.cot_tasks(6))
     quoting = {"quotes": "Solve this: " + skill_sets.cot_tasks(6)[5].prompt, "fresh": "Ana has 3 pens and buys 2 more pens today."}
     assert contaminated_ids(quoting, ctx.eval_texts(), n=13) == {"quotes"}
+
+
+def test_a_cross_checked_domain_is_scored_gated_and_kept_out_of_training(tmp_path, tiny_model_dir):
+    r = Recipe.model_validate({
+        "name": "tiny", "seed": 2,
+        "student": {"model": str(tiny_model_dir), "max_length": 256},
+        "teacher": {"kind": "self", "samples": 1, "temperature": 0.0, "max_new_tokens": 6, "batch_size": 4},
+        "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2, "options": {"corpus_examples": 4}},
+        "skills": ["label"], "retrieval": {"enabled": False}, "feedback": {"fallback_to_reference": True},
+        "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+        "evaluation": {"max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0, "gate": {"max_regression": 1.0},
+                       "cross_check": [{"name": "instructions", "eval_tasks": 3}]},
+    })
+    metrics = run_recipe(r, tmp_path / "run", build_plugins(load_entry_points=False))
+    (entry,) = metrics["rounds"]
+    for summary in (metrics["baseline"], entry["eval"]):
+        assert summary["domains"]["instructions"]["n"] == 3 and "skills" not in summary
+    assert set(entry["gate"]["domains"]) == {"instructions"} and "skills" not in entry["gate"]
+    assert (tmp_path / "run" / "round-01" / "eval-predictions.domain-instructions.jsonl").exists()
+    bad = r.model_copy(update={"evaluation": r.evaluation.model_copy(update={"cross_check": [r.domain.model_copy(update={"name": "nope"})]})})
+    with pytest.raises(UserError, match=r"evaluation.cross_check\[0\].name: unknown domain 'nope'"):
+        run_recipe(bad, tmp_path / "bad", build_plugins(load_entry_points=False))

@@ -66,18 +66,21 @@ def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, 
             result, predictions = evaluate(engine, choice, skill, e.max_new_tokens, e.batch_size, f"{desc} (unseen phrasing)", e.bootstrap, "unseen")
             write_jsonl(out.with_name(f"{out.stem}.unseen.jsonl"), predictions)
             summary["unseen_phrasing"] = result
-        for name, (obj, held_out) in skill_sets.items():
-            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({name} skill)", e.bootstrap)
-            write_jsonl(out.with_name(f"{out.stem}.{name}.jsonl"), predictions)
-            summary.setdefault("skills", {})[name] = result
+        for name, (obj, held_out) in skill_sets.items():  # "domain:<name>" for a cross-checked domain
+            kind, _, short = name.rpartition(":")
+            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({short} {kind or 'skill'})", e.bootstrap)
+            write_jsonl(out.with_name(f"{out.stem}.{name.replace(':', '-')}.jsonl"), predictions)
+            summary.setdefault("domains" if kind == "domain" else "skills", {})[short] = result
     finally:
         engine.close()
     return summary
 
 
 def _held_out_sets(evaluation: dict) -> dict[str, dict]:
-    """The summary of each held-out set of an evaluation: `domain`, and `skill:<name>` for each skill's set."""
-    return {"domain": evaluation, **{f"skill:{k}": v for k, v in evaluation.get("skills", {}).items()}}
+    """The summary of each held-out set of an evaluation: `domain`, `skill:<name>` for each skill's set and
+    `domain:<name>` for each cross-checked domain's (`evaluation.cross_check`)."""
+    return {"domain": evaluation, **{f"skill:{k}": v for k, v in evaluation.get("skills", {}).items()},
+            **{f"domain:{k}": v for k, v in evaluation.get("domains", {}).items()}}
 
 
 def gate_metric(summary: dict, gate: GateConfig | None = None) -> str:
@@ -126,9 +129,11 @@ def apply_gate(gate, entry: dict, best: dict[str, float], previous: Path, studen
     collapsed = {k: c for k, s in sets.items() if (c := collapsed_label(s, gate.max_label_share))}
     failed = [k for k, v in scores.items() if v < floors[k] - 1e-12 or k in collapsed]
     record = {"passed": not failed, "metric": metrics["domain"], "best_so_far": best["domain"], "floor": round(floors["domain"], 4)}
-    if len(scores) > 1:
-        record["skills"] = {k.split(":", 1)[1]: {metrics[k]: v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
-                            for k, v in scores.items() if k != "domain"}
+    for group in ("skill", "domain"):  # the skills' sets, and the cross-checked domains' (gate.skills, gate.domains)
+        part = {k.split(":", 1)[1]: {metrics[k]: v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
+                for k, v in scores.items() if k.startswith(f"{group}:")}
+        if part:
+            record[f"{group}s"] = part
     if collapsed:
         record["collapsed"] = collapsed
     if failed:
@@ -160,6 +165,14 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
     eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
     skill_sets = _skill_eval_sets(recipe, plugins, skill)
+    for i, cfg in enumerate(recipe.evaluation.cross_check):  # other domains' held-out sets, scored as the skill prompts
+        other = plugins.instantiate("domains", cfg.name, f"evaluation.cross_check[{i}].options", cfg.options)
+        try:
+            tasks = other.eval_tasks(cfg.eval_tasks)
+        except ValueError as exc:
+            raise UserError(f"evaluation.cross_check[{i}].eval_tasks: {exc}") from None
+        check_tasks(tasks, f"domain {cfg.name}'s held-out set")
+        skill_sets[f"domain:{cfg.name}"] = (skill, tasks)
     held_out = eval_tasks + [t for _, tasks in skill_sets.values() for t in tasks]
     seed_tasks(recipe, plugins, domain, eval_texts(held_out), 1)  # an empty or fully filtered dataset fails before any model loads
     student = resolve_model(recipe.student.model)
