@@ -15,7 +15,7 @@ the reserved wording are never used for training.
 
 import random
 
-from kdagent.records import Task, stable_id
+from kdagent.records import Message, Task, stable_id
 
 
 def _options_bulleted(choices: list[str]) -> str:
@@ -35,6 +35,12 @@ def plain_content(question: str, context: str | None, choices: list[str] | None)
         text += "\n" + _options_bulleted(choices) + "\nAnswer with one of the options."
     parts.append(text)
     return "\n\n".join(parts)
+
+
+def plain_messages(task: Task) -> list[Message]:
+    """The evaluation's own prompt of any task (INTERFACES.md): the task's rule (an extra field `rule`, such as
+    a LegalBench task's instructions), its context, its question with the options listed."""
+    return [{"role": "user", "content": _with_rule(task, plain_content(task.prompt, task.context, task.choices if task.kind == "choice" else None))}]
 
 
 def _context_after(question: str, context: str | None, choices: list[str]) -> str:

@@ -27,7 +27,7 @@ shorter reply; compare students on the same pairs, not against a reward model's 
 import re
 
 from kdagent.evaluate.grading import is_refusal, last_number, numbers_match
-from kdagent.evaluate.runner import plain_messages
+from kdagent.phrasings import plain_messages
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, passages_block

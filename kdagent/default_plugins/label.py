@@ -14,7 +14,7 @@ than one template, and keeps its gain when users ask in their own words.
 import re
 
 from kdagent.evaluate.grading import format_number, last_number, numbers_match
-from kdagent.evaluate.runner import plain_messages
+from kdagent.phrasings import plain_messages
 from kdagent.phrasings import training_contents
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task

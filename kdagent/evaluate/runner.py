@@ -19,8 +19,8 @@ from kdagent.evaluate.grading import (
     numbers_match,
 )
 from kdagent.jsonl import read_jsonl
+from kdagent.phrasings import plain_messages  # noqa: F401  (the evaluation's own prompt; importable from here too)
 from kdagent.records import Message, Task
-from kdagent.skill import question_text
 
 SUPPORTED_KINDS = ("numeric", "choice", "function_call", "refusal")
 
@@ -70,20 +70,6 @@ def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
         quarantine += bad
     check_tasks(tasks, str(path))
     return tasks
-
-
-def plain_messages(task: Task) -> list[Message]:
-    """The evaluation's own prompt: the task's rule (an extra field `rule`, such as a LegalBench task's
-    instructions), its context, its question with the options listed."""
-    rule = getattr(task, "rule", None)
-    parts = [rule.strip()] if isinstance(rule, str) and rule.strip() else []
-    if task.context:
-        parts.append(f"Context:\n{task.context}")
-    text = question_text(task)
-    if task.kind == "choice" and task.choices:
-        text += "\nAnswer with one of the options."
-    parts.append(text)
-    return [{"role": "user", "content": "\n\n".join(parts)}]
 
 
 def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, batch_size: int = 16, desc: str = "evaluate",
