@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from kdagent import __version__
-from kdagent.errors import UserError
+from kdagent.errors import UserError, did_you_mean
 from kdagent.home import force_offline
 
 
@@ -161,7 +161,8 @@ def pull(alias):
     from kdagent.models import ALIASES, materialise
 
     if alias is not None and alias not in ALIASES:
-        raise UserError(f"unknown model alias {alias!r} (known: {', '.join(ALIASES)})")
+        close = did_you_mean(alias, ALIASES)
+        raise UserError(f"unknown model alias {alias!r} (known: {', '.join(ALIASES)})" + (f"; did you mean {close!r}?" if close else ""))
     for name in [alias] if alias else list(ALIASES):
         click.echo(f"{name}: {materialise(ALIASES[name])}")
 
@@ -205,7 +206,8 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_j
     if skill:
         found = _plugins()
         if skill not in found.skills:
-            raise UserError(f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})")
+            close = did_you_mean(skill, found.skills)
+            raise UserError(f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})" + (f"; did you mean {close!r}?" if close else ""))
         skill_obj = found.create("skills", skill)
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine

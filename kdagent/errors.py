@@ -23,6 +23,14 @@ class WorkError(UserError):
     exit_code = 1
 
 
+def did_you_mean(word: str, names, cutoff: float = 0.6) -> str | None:
+    """The registered or valid name closest to a misspelt `word` (difflib), or None when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(n) for n in names], n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
 # -- secrets ------------------------------------------------------------------------------------------------
 SECRET_NAME = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
 MASK = "***"

@@ -459,7 +459,8 @@ def check_names(recipe: Recipe, plugins) -> None:
     def known(kind: str, path: str, name: str, registered: dict) -> None:
         if name not in registered:
             names = ", ".join(sorted(registered)) or "none"
-            raise UserError(f"{path}: unknown {kind} {name!r} (registered: {names})")
+            close = did_you_mean(name, registered)
+            raise UserError(f"{path}: unknown {kind} {name!r} (registered: {names})" + (f"; did you mean {close!r}?" if close else ""))
 
     for i, skill in enumerate(recipe.skills):
         known("skill", f"skills[{i}].name", skill.name, plugins.skills)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kdagent.errors import UserError
+from kdagent.errors import UserError, did_you_mean
 from kdagent.recipe import DomainConfig, Recipe, check_names, format_validation_error, submodel
 
 DEFAULT = ...  # the field's default, read off the recipe models
@@ -70,10 +70,15 @@ def _options(factory) -> list[tuple[str, Any]]:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+def _mean(name: str, registered) -> str:
+    close = did_you_mean(name, registered)
+    return f"; did you mean {close!r}?" if close else ""
+
+
 def starter_data(domain: str, skill: str | None, plugins, data_dir: str | None) -> dict:
     """The starter recipe as data (before comments): base, then the domain's starter, then the skill's."""
     if domain not in plugins.domains:
-        raise UserError(f"--domain: unknown domain {domain!r} (registered: {', '.join(sorted(plugins.domains))})")
+        raise UserError(f"--domain: unknown domain {domain!r} (registered: {', '.join(sorted(plugins.domains))})" + _mean(domain, plugins.domains))
     domain_obj = plugins.domains[domain].obj
     data = merge(BASE, {"domain": {"name": domain}})
     data = merge(data, getattr(domain_obj, "starter", {}) or {})
@@ -82,7 +87,7 @@ def starter_data(domain: str, skill: str | None, plugins, data_dir: str | None) 
         skills = [skill]
     name = _skill_name(skills[0])
     if name not in plugins.skills:
-        raise UserError(f"--skill: unknown skill {name!r} (registered: {', '.join(sorted(plugins.skills))})")
+        raise UserError(f"--skill: unknown skill {name!r} (registered: {', '.join(sorted(plugins.skills))})" + _mean(name, plugins.skills))
     data = merge(data, getattr(plugins.skills[name].obj, "starter", {}) or {})
     if skill is not None or not data.get("skills"):
         data["skills"] = [name]

@@ -111,3 +111,44 @@ def test_init_leaves_an_optional_data_dir_out_when_the_folder_is_absent(tmp_path
     assert f"#   data_dir: {tmp_path / 'absent'}" in out.read_text()
     result = run_cli("init", "--domain", "math", "--output", str(tmp_path / "math.yaml"), "--data-dir", str(tmp_path / "absent"))
     assert result.returncode == 2 and "--data-dir" in result.stderr and not (tmp_path / "math.yaml").exists()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("traning: {epochs: 1}", "unknown key 'traning' (did you mean 'update'?)"),  # a misspelt synonym: training lives under update
+    ("update: {learning_rte: 1.0e-4}", "unknown key 'update.learning_rte' (did you mean 'update.learning_rate'?)"),
+])
+def test_a_misspelt_key_exits_2_with_one_line_naming_the_path_and_the_closest_key(tmp_path, body, expected):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: x\n{body}\n")
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [f"Error: invalid recipe {path}: {expected}"]
+
+
+def test_did_you_mean_finds_keys_where_they_belong_and_lists_valid_keys_otherwise(tmp_path):
+    from kdagent.errors import UserError
+
+    path = tmp_path / "r.yaml"
+    for body, expected in [
+        ("teacher: {tempreature: 0.5}", "'teacher.tempreature' (did you mean 'teacher.temperature'?)"),
+        ("skills: [{name: cot, optons: {}}]", "'skills[0].optons' (did you mean 'skills[0].options'?)"),
+        ("evaluation: {gate: {max_regresion: 0.1}}", "'evaluation.gate.max_regresion' (did you mean 'evaluation.gate.max_regression'?)"),
+        ("rounds: 2", "'rounds' (did you mean 'loop.rounds'?)"),  # a right key in the wrong place
+        ("update: {lr: 1.0e-4}", "'update.lr' (did you mean 'update.learning_rate'?)"),  # another tool's name for it
+        ("update: {xyzzy: 1}", "'update.xyzzy' (valid keys under update: method, learning_rate, epochs"),
+    ]:
+        path.write_text(f"name: x\n{body}\n")
+        with pytest.raises(UserError) as err:
+            load_recipe(path)
+        assert f"unknown key {expected}" in str(err.value), str(err.value)
+    path.write_text("name: x\n")
+    with pytest.raises(UserError, match=r"unknown key 'update\.learnin_rate' \(did you mean 'update\.learning_rate'\?\)"):
+        load_recipe(path, ["update.learnin_rate=1.0e-4"])  # --set paths too
+
+
+def test_did_you_mean_for_misspelt_names(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nskills: [lable]\ndomain: {name: arithmetic}\n")
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "skills[0].name: unknown skill 'lable' (registered: " in result.stderr and result.stderr.rstrip().endswith("did you mean 'label'?")
