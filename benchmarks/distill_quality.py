@@ -226,7 +226,7 @@ def markdown(results: dict) -> str:
     lines = [f"Budget: {results['budget']}. Machine: {results['machine']}. Runs: " + "; ".join(_runs(results)) + ".", "",
              "Each score: the metric [bootstrap 95% interval]; n held-out items, disjoint from every training item. "
              "Unseen phrasing: the same items asked in words no training example used.", "",
-             "| benchmark | n | metric | base | plain TRL SFT | kdagent | kdagent, unseen phrasing (base) | kdagent predicted labels | s kdagent / SFT |",
+             "| benchmark | n | metric | base | plain TRL SFT | kdagent | unseen phrasing: base / plain SFT / kdagent | kdagent predicted labels | s kdagent / SFT |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, r in sorted(results["domains"].items()):
         if "skipped" in r:
@@ -235,7 +235,7 @@ def markdown(results: dict) -> str:
         m = r["metric"]
         unseen = ""
         if "kdagent_unseen_phrasing" in r:
-            unseen = f"{_fmt(r['kdagent_unseen_phrasing'], m)} ({r['base_unseen_phrasing'][m]:.3f})"
+            unseen = " / ".join(f"{r[f'{who}_unseen_phrasing'][m]:.3f}" for who in ("base", "sft")) + f" / {_fmt(r['kdagent_unseen_phrasing'], m)}"
         hist = ", ".join(f"{k} {v}" for k, v in r["kdagent"].get("histogram", {}).items())
         seconds = f"{r['seconds']['kdagent']:.0f} / {r['seconds']['sft']:.0f}" if "seconds" in r else "(scored only)"
         lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | {seconds} |")
@@ -246,11 +246,13 @@ def summary(results: dict) -> str:
     """The README's results table, from the JSON: base, plain SFT and kdagent, each with its interval."""
     lines = [f"Measured by `benchmarks/distill_quality.py` ({results['budget']} budget, {results['machine']}): the metric [95% interval] "
              "on n held-out items, never trained on; `docs/benchmarks.md` has the whole table.", "",
-             "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent |", "|---|---|---|---|---|---|"]
+             "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent | asked in unseen words: plain SFT / kdagent |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in sorted(results["domains"].items()):
         if "skipped" not in r:
             m = r["metric"]
-            lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} |")
+            unseen = f"{_fmt(r['sft_unseen_phrasing'], m)} / {_fmt(r['kdagent_unseen_phrasing'], m)}" if "kdagent_unseen_phrasing" in r else ""
+            lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} |")
     return "\n".join(lines)
 
 
