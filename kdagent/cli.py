@@ -8,24 +8,24 @@ from pathlib import Path
 import click
 
 from kdagent import __version__
-from kdagent.errors import UserError, did_you_mean
+from kdagent.errors import UserError, did_you_mean, one_line
 from kdagent.home import force_offline
 
 
 class _Group(click.Group):
-    """Turns a UserError into one line on stderr and exit status 2."""
+    """Turns a UserError into one line on stderr and exit status 2 (secrets masked, cut to a few hundred characters)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {one_line(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {one_line(text[0], 300)}" if text else type(exc).__name__
 
 
 def _plugins():
@@ -58,6 +58,7 @@ def run(recipe, sets, run_dir, resume):
     from kdagent.loop.runner import run_recipe
     from kdagent.recipe import check_names, load_recipe
 
+    register_environment_secrets()  # before the recipe is read: an error about it may quote anything
     parsed = load_recipe(recipe, list(sets))
     register_environment_secrets([parsed.teacher.api_key_env] if parsed.teacher.api_key_env else [])
     sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)  # tracebacks included
@@ -86,8 +87,10 @@ def run(recipe, sets, run_dir, resume):
 @_set_option
 def validate(recipe, sets):
     """Check a recipe and print it resolved, with every default filled in."""
+    from kdagent.errors import register_environment_secrets
     from kdagent.recipe import check_names, load_recipe, recipe_to_yaml
 
+    register_environment_secrets()  # masked in error lines; the recipe it prints masks its own secrets
     parsed = load_recipe(recipe, list(sets))
     check_names(parsed, _plugins())
     click.echo(recipe_to_yaml(parsed), nl=False)
@@ -225,7 +228,7 @@ def main(argv=None):
     try:
         cli.main(args=argv, prog_name="kdagent", standalone_mode=True)
     except UserError as exc:  # raised outside a command's invoke (rare)
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
 
 

@@ -2,7 +2,8 @@
 
 Also the redaction of secrets: the CLI registers the values of secret-looking environment variables
 (`register_secret`), and every file kdagent writes (kdagent/jsonl.py) and everything it prints on stdout and
-stderr, tracebacks included (`RedactingStream`), has them replaced by `***`.
+stderr, tracebacks included (`RedactingStream`), has them replaced by `***`. Messages are masked before
+they are cut to length (`one_line`), so that no secret is ever written in part.
 """
 
 import errno
@@ -58,6 +59,22 @@ def redact(text: str) -> str:
     return text
 
 
+MAX_LINE = 500
+
+
+def one_line(text: str, limit: int = MAX_LINE) -> str:
+    """`text` as one line of at most `limit` characters: secrets masked over the whole text first (a secret
+    across a cut is never written in part), line breaks folded, and a longer text cut in the middle with its
+    full length noted, so that its end (a "did you mean", what to do next) is kept."""
+    text = " ".join(redact(str(text)).strip().splitlines())
+    if len(text) <= limit:
+        return text
+    note = f" ... ({len(text)} characters in all) ... "
+    tail = max((limit - len(note)) // 3, 0)
+    head = max(limit - len(note) - tail, 0)
+    return text[:head] + note + (text[-tail:] if tail else "")
+
+
 class RedactingStream(io.TextIOBase):
     """A text stream that redacts secrets from each write before passing it on."""
 
@@ -99,7 +116,7 @@ def disk_full(exc: BaseException, folder) -> str | None:
                 free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
             except OSError:
                 free = "free space unknown"
-            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno in _FULL else str(exc).strip().splitlines()[0][:200]
+            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno in _FULL else one_line(str(exc).strip().splitlines()[0], 200)
             return (f"out of disk space while writing under {folder} ({why}; {free}). The files written before are intact: "
                     "free some space (or raise the limit), then continue with --resume")
         exc = exc.__cause__ or exc.__context__

@@ -82,6 +82,8 @@ def read_numbered(path: Path, quarantine: list | None = None) -> list[tuple[int,
             error = f"not UTF-8 (byte {exc.start})"
         except ValueError as exc:
             error = f"not valid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        except RecursionError:
+            error = "not valid JSON (nested too deeply to read)"
         else:
             records.append((number, obj))
             continue

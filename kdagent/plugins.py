@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 
 from kdagent import hookspecs
+from kdagent.errors import one_line
 
 ENTRY_POINT_GROUP = "kdagent"
 DEFAULT_PLUGINS = (
@@ -140,7 +141,7 @@ class Plugins:
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{exc.__class__.__name__}: {text[0]}" if text else exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {one_line(text[0], 300)}" if text else exc.__class__.__name__
 
 
 def _allowlist() -> set[str] | None:

@@ -1,6 +1,8 @@
 """A recipe: pydantic models, one per concept, `extra="forbid"`, a description on every field.
 
-YAML is read with a safe loader. Errors become one-line `UserError`s naming the path of the bad field.
+YAML is read with a safe loader that also bounds what a hostile file can cost (`bounded_yaml`): its size, its depth and
+how far its aliases expand (a "billion laughs"). Errors become one-line `UserError`s naming the path of the
+bad field.
 Names of skills, domains and teachers are checked against what the plugins registered (`check_names`).
 """
 
@@ -12,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from kdagent import bounded_yaml
 from kdagent.errors import UserError, did_you_mean
 
 
@@ -268,6 +271,13 @@ class Recipe(_Config):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="How the student is scored before and after each round.")
     loop: LoopConfig = Field(default_factory=LoopConfig, description="How many rounds.")
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+            raise ValueError(f"{value!r} is not a plain folder name: a run name cannot leave runs/ (no '/', '..' or absolute path)")
+        return value
+
     @field_validator("skills", mode="before")
     @classmethod
     def _names_to_configs(cls, value):
@@ -381,12 +391,21 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return f"invalid recipe {source}: " + "; ".join(parts)
 
 
+# A recipe is a few KB; a recipe file or a --set value far larger is refused before it is parsed.
+MAX_RECIPE_BYTES = 2**20
+MAX_SET_CHARS = 2**16
+
+
 def _parse_set(assignment: str) -> tuple[list[str], Any]:
     if "=" not in assignment:
         raise UserError(f"--set {assignment!r}: expected path.to.field=value")
     path, raw = assignment.split("=", 1)
+    if len(raw) > MAX_SET_CHARS:
+        raise UserError(f"--set {path}: the value is {len(raw)} characters, over the limit of {MAX_SET_CHARS}")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = bounded_yaml.safe_load(raw) if raw != "" else ""
+    except bounded_yaml.TooCostly as exc:
+        raise UserError(f"--set {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"--set {path}: value is not valid YAML ({exc.__class__.__name__})") from None
     keys = [k for k in path.strip().split(".")]
@@ -427,10 +446,17 @@ def read_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"recipe {path} not found")
+    with path.open("rb") as fh:  # never more than the limit into memory
+        raw = fh.read(MAX_RECIPE_BYTES + 1)
+    if len(raw) > MAX_RECIPE_BYTES:
+        size = max(path.stat().st_size, len(raw))
+        raise UserError(f"recipe {path}: {size} bytes, over the limit of {MAX_RECIPE_BYTES} (a recipe names its data files; it does not hold them)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = bounded_yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"recipe {path} is not UTF-8 text") from None
+    except bounded_yaml.TooCostly as exc:
+        raise UserError(f"recipe {path}: {exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         mark = getattr(exc, "problem_mark", None)

@@ -79,7 +79,7 @@ def _contains(text: str, phrase: str) -> bool:
 def _parse_json(reply: str):
     try:
         return json.loads(_FENCE.sub("", reply.strip()).strip())
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: a reply nested too deeply to read
         return None
 
 

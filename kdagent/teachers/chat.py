@@ -9,7 +9,7 @@ empty replies never become training examples, and the failures are counted.
 
 import os
 
-from kdagent.errors import UserError
+from kdagent.errors import UserError, one_line
 from kdagent.records import Message
 
 
@@ -48,7 +48,7 @@ class ChatModelTeacher:
                 results = self._call.batch(inputs, config={"max_concurrency": self.config.concurrency}, return_exceptions=True)
                 for (p, k), result in zip(part, results):
                     if isinstance(result, Exception):
-                        self.failures.append(f"{type(result).__name__}: {str(result)[:200]}")
+                        self.failures.append(f"{type(result).__name__}: {one_line(str(result), 200)}")
                     elif isinstance(result.content, str) and result.content.strip():
                         replies[p][k] = result.content.strip()
                     else:

@@ -50,6 +50,8 @@ def parse_call(text: str) -> tuple[str, dict] | str | None:
         call = json.loads(match.group(1))
     except json.JSONDecodeError as exc:
         return f"error: the tool call is not valid JSON ({exc.msg})"
+    except RecursionError:
+        return "error: the tool call is nested too deeply to read"
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
         return 'error: a tool call needs {"name": ..., "arguments": {...}}'
     arguments = call.get("arguments", {})
