@@ -1,6 +1,6 @@
 """Hostile recipes are refused, not crashed on: an alias bomb, nesting deeper than any recipe needs, a file or
 a `--set` value far larger than any recipe, an alias that refers to itself, a run name that leaves runs/.
-Each is one line on stderr and exit status 2, within 2 seconds and 100 MB (the command's own peak RSS).
+Each is one line on stderr and exit status 2, with bounded work: well inside a minute and 150 MB (the command's own peak RSS), where the unbounded loader ran for minutes over hundreds of MB.
 And no error line is longer than a few hundred characters, with secrets masked before the line is cut."""
 
 import json
@@ -51,8 +51,9 @@ def _assert_refused_quickly(args, *needles):
     assert len(stderr) < 1000, len(stderr)
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
-    assert report["seconds"] < 2, report
-    assert report["peak_mb"] < 100, report
+    # bounded work, not a speed measurement: the unbounded loader ran for minutes and took hundreds of MB
+    assert report["seconds"] < 60, report
+    assert report["peak_mb"] < 150, report
 
 
 def _write(tmp_path, text: str):
