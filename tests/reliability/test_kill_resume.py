@@ -34,7 +34,7 @@ PLAN = [
     "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done",
     "final_save", "evaluate",
 ]
-DELAY = {"index": 0.3, "elicit_start": 0.3, "elicit_chunk": 0.03, "feedback_start": 0.3, "feedback_chunk": 0.03,
+DELAY = {"index": 0.3, "elicit_start": 0.3, "elicit_chunk": 0.03, "feedback_start": 0.3, "feedback_chunk": 0.0,
          "ckpt_write": 0.0, "ckpt_done": 0.1, "final_save": 0.0, "evaluate": 0.2}
 
 
@@ -43,7 +43,7 @@ def write_recipe(path: Path, model_dir: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "kills", "seed": 5,
         "student": {"model": str(model_dir), "max_length": 128},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 1},
+        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 32, "batch_size": 1},
         "domain": {"name": "arithmetic", "seed_tasks": TASKS, "eval_tasks": 2, "options": {"corpus_examples": 4}},
         "retrieval": {"top_k": 1},
         # the judge writes its verdicts (decoded, chunk by chunk, long enough for kills to land in)
