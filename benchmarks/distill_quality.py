@@ -77,8 +77,11 @@ def by_source(rows: list[dict], sources: dict[str, str]) -> dict:
         groups.setdefault(sources.get(r["id"], "?"), []).append(r)
     if len(groups) < 2 or any(r["kind"] != "choice" for r in rows):
         return {}
-    parts = {k: {"n": len(v), "accuracy": round(sum(bool(r["correct"]) for r in v) / len(v), 4),
-                 **{m: choice_scores(v)[m] for m in ("balanced_accuracy", "histogram")}} for k, v in sorted(groups.items())}
+    parts = {}
+    for k, v in sorted(groups.items()):
+        scored = choice_scores(v)
+        parts[k] = {"n": len(v), "accuracy": round(sum(bool(r["correct"]) for r in v) / len(v), 4),
+                    "balanced_accuracy": scored["balanced_accuracy"], "histogram": scored["histogram"]}
     return {"by_source": parts, "mean_balanced_accuracy": round(sum(p["balanced_accuracy"] for p in parts.values()) / len(parts), 4)}
 
 

@@ -18,6 +18,9 @@ import random
 from kdagent.records import Message, Task, stable_id
 
 
+ANSWER_LINE = "Answer with one of the options."  # the last line of the evaluation's own prompt of a choice task
+
+
 def _options_bulleted(choices: list[str]) -> str:
     return "Options:\n" + "\n".join(f"- {c}" for c in choices)
 
@@ -32,7 +35,7 @@ def plain_content(question: str, context: str | None, choices: list[str] | None)
     parts = [f"Context:\n{context}"] if context else []
     text = question
     if choices:
-        text += "\n" + _options_bulleted(choices) + "\nAnswer with one of the options."
+        text += "\n" + _options_bulleted(choices) + "\n" + ANSWER_LINE
     parts.append(text)
     return "\n\n".join(parts)
 

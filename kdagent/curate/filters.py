@@ -17,7 +17,7 @@ Example = TypeVar("Example", SFTExample, PreferencePair)
 _WORD = re.compile(r"\w+")
 
 
-def _words(text: str) -> list[str]:
+def word_tokens(text: str) -> list[str]:
     """Lower-cased word tokens with punctuation stripped."""
     return _WORD.findall(text.lower())
 
@@ -66,7 +66,7 @@ def length_quality(
 
 def repeat_ratio(text: str, n: int = 3) -> float:
     """Share of the word n-grams of ``text`` that repeat an earlier one (0 when it has none)."""
-    words = _words(text)
+    words = word_tokens(text)
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
@@ -153,14 +153,14 @@ class _EvalGrams:
         self.n = n
         self.grams: dict[int, set[tuple[str, ...]]] = {}  # by gram length: n, and the shorter whole texts
         for text in eval_texts:
-            words = _words(text)
+            words = word_tokens(text)
             k = min(len(words), n)
             if k >= min_words:
                 self.grams.setdefault(k, set()).update(tuple(words[i:i + k]) for i in range(len(words) - k + 1))
 
     def hits(self, text: str) -> bool:
         """Whether ``text`` shares a gram with any evaluation text."""
-        words = _words(text)
+        words = word_tokens(text)
         return any(
             tuple(words[i:i + k]) in grams for k, grams in self.grams.items() for i in range(len(words) - k + 1)
         )

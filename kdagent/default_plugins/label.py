@@ -14,14 +14,12 @@ than one template, and keeps its gain when users ask in their own words.
 import re
 
 from kdagent.evaluate.grading import format_number, last_number, numbers_match
-from kdagent.phrasings import plain_messages
-from kdagent.phrasings import training_contents
 from kdagent.hookspecs import hookimpl
+from kdagent.phrasings import ANSWER_LINE, plain_messages, training_contents
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, passages_block
 
 NUMERIC_INSTRUCTION = "Answer with the final number only."
-ANSWER_LINE = "Answer with one of the options."
 RATIONALE_LINE = "Explain briefly what the evidence shows, then give the option."
 _PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?(?:answer|option|label)\s*(?:is|:)\s*", re.IGNORECASE)
 

@@ -6,13 +6,7 @@ whatever it is shown. `copied_span` finds such a copy: a run of `n` words of the
 verbatim and that the task's own text does not (a reply may restate its question).
 """
 
-import re
-
-_WORD = re.compile(r"\w+")
-
-
-def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+from kdagent.curate.filters import word_tokens as _words  # the word tokens decontamination compares
 
 
 def _grams(words: list[str], n: int) -> set[tuple[str, ...]]:
