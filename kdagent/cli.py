@@ -54,6 +54,7 @@ _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
 def run(recipe, sets, run_dir, resume):
     """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate."""
+    from kdagent.api import finish_run
     from kdagent.errors import RedactingStream, WorkError, disk_full, register_environment_secrets
     from kdagent.loop.runner import run_recipe
     from kdagent.recipe import check_names, load_recipe
@@ -67,6 +68,7 @@ def run(recipe, sets, run_dir, resume):
     try:
         check_names(parsed, plugins)
         metrics = run_recipe(parsed, run_dir, plugins, resume=resume)
+        written = finish_run(run_dir, warn=lambda line: click.echo(line, err=True))  # report.html, the student's model card
     except UserError:
         raise
     except Exception as exc:  # a plugin that raised, or a full disk, is the user's to fix: one line; else a traceback
@@ -78,8 +80,23 @@ def run(recipe, sets, run_dir, resume):
         if full:
             raise WorkError(full) from None
         raise
-    summary = {"run_dir": str(run_dir), "baseline": metrics["baseline"]["accuracy"], "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]]}
+    summary = {"run_dir": str(run_dir), "baseline": metrics["baseline"]["accuracy"], "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]],
+               **{k: str(v) for k, v in written.items() if v}}
     click.echo(json.dumps(summary))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write it (default RUN_DIR/report.html).")
+@click.option("--samples", type=click.IntRange(min=0), default=3, show_default=True, help="Kept and rejected records shown per round.")
+def report(run_dir, output, samples):
+    """Write RUN_DIR/report.html: scores against the baseline with their intervals, prediction histogram, loss
+    curves, data funnel with drop reasons, time and memory per stage, sample records (one self-contained file)."""
+    from kdagent.report import write_report
+
+    if not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir}: no metrics.json there; is it a kdagent run directory (runs/<recipe name>)?")
+    click.echo(str(write_report(run_dir, output, samples)))
 
 
 @cli.command()

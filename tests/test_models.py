@@ -21,9 +21,13 @@ def test_models_lists_both_aliases():
     assert "smollm2-135m-instruct" in run_cli("models").stdout
 
 
-def test_unknown_model_is_a_clear_error_and_never_downloads(tmp_path):
-    with pytest.raises(UserError, match="not an alias .* nor a local Hugging Face folder"):
+def test_unknown_model_is_a_clear_error_and_never_downloads(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("KDAGENT_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(UserError, match="not in the local Hugging Face cache .* downloads are off"):
         resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    with pytest.raises(UserError, match="not an alias .* nor a Hub id"):
+        resolve_model("no-such-model")
     with pytest.raises(UserError):
         resolve_model(str(tmp_path))  # a folder without config.json
     data = tmp_path / "d.jsonl"

