@@ -241,6 +241,41 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_j
             click.echo(f"{key}: {value}")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("target")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 opens it to the network).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--device", help="Device for inference (e.g. cpu, cuda:0; default: transformers' choice).")
+@click.pass_context
+def serve(ctx, target, host, port, device):
+    """Serve TARGET (a run directory's final student, an alias, a local folder or a cached Hub id) through
+    `transformers serve`: an OpenAI-compatible API at http://HOST:PORT/v1. Options after TARGET that kdagent
+    does not know go to `transformers serve` as they are (e.g. --continuous-batching)."""
+    import os
+
+    from kdagent.serve import model_folder, serve_argv
+
+    folder = model_folder(target)
+    argv = serve_argv(folder, host, port, device, ctx.args)
+    click.echo(f"serving {folder} at http://{host}:{port}/v1 (model id: {folder}) through: {' '.join(argv[1:3])} ...", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)  # the server is transformers' own: kdagent steps aside (same process id, signals go to it)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--system", help="A system prompt.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True, help="0 is greedy decoding.")
+@click.option("--device", help="Device (e.g. cpu, cuda:0; default: the first GPU, else the CPU).")
+def chat(target, system, max_new_tokens, temperature, device):
+    """Talk with TARGET (a run directory's final student, an alias, a local folder or a cached Hub id) in the terminal."""
+    from kdagent.serve import chat as chat_loop, model_folder
+
+    chat_loop(model_folder(target), system, max_new_tokens, temperature, device)
+
+
 def main(argv=None):
     try:
         cli.main(args=argv, prog_name="kdagent", standalone_mode=True)
