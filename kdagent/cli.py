@@ -39,9 +39,17 @@ def _plugins():
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="kdagent")
-def cli():
+@click.option("--allow-download", is_flag=True, envvar="KDAGENT_ALLOW_DOWNLOAD",
+              help="Let a Hub model id missing from the local Hugging Face cache be downloaded (also KDAGENT_ALLOW_DOWNLOAD=1); off by default.")
+@click.pass_context
+def cli(ctx, allow_download):
     """kdagent: distil knowledge into open language models, from a teacher or from themselves."""
-    force_offline()
+    import os
+
+    if allow_download:
+        os.environ["KDAGENT_ALLOW_DOWNLOAD"] = "1"
+    elif ctx.invoked_subcommand != "push":  # an upload the user asked for is not a download
+        force_offline()
 
 
 _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a recipe field, e.g. --set teacher.samples=8 (value read as YAML).")
@@ -274,6 +282,23 @@ def chat(target, system, max_new_tokens, temperature, device):
     from kdagent.serve import chat as chat_loop, model_folder
 
     chat_loop(model_folder(target), system, max_new_tokens, temperature, device)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--dry-run", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Upload nothing: write DIR/upload.json (what would go up) and DIR/README.md (the model card).")
+def push(run_dir, repo, private, dry_run):
+    """Upload RUN_DIR's final student to the Hugging Face Hub as REPO (owner/name), with a model card: base
+    model, recipe, data counts with provenance, scores with their intervals. Uses your Hub login (HF_TOKEN)."""
+    from kdagent.hub import push as push_student
+
+    plan = push_student(run_dir, repo, private, dry_run)
+    size = sum(f["bytes"] for f in plan["files"])
+    verb = f"would upload (dry run, see {dry_run / 'upload.json'})" if dry_run else "uploaded"
+    click.echo(f"{verb} {len(plan['files'])} files ({size / 1e6:.1f} MB) from {plan['folder']} to {repo}" + (f": {plan['url']}" if plan.get("url") else ""))
 
 
 def main(argv=None):
