@@ -188,6 +188,11 @@ class UpdateConfig(_Config):
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up the learning rate.")
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable Trainer checkpoint every this many steps; an interrupted update resumes from the last complete one.")
+    report_to: str | list[str] = Field(
+        default_factory=list,
+        description="Experiment trackers the trainer reports to, as transformers' `report_to` takes them (e.g. tensorboard, wandb, "
+        "trackio, mlflow; the tracker's package must be installed). TensorBoard writes under round-NN/tensorboard/. Empty: none.",
+    )
     lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")

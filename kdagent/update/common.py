@@ -201,6 +201,15 @@ def train(trainer, work: Path):
         return trainer.train(resume_from_checkpoint=checkpoint)
 
 
+def report_to(update, work: Path) -> list[str]:
+    """`update.report_to` as a list. TensorBoard's folder is set through the environment (how transformers takes
+    it), beside the round's students: the work folder, where it would go otherwise, is deleted after training."""
+    trackers = [update.report_to] if isinstance(update.report_to, str) else list(update.report_to)
+    if "tensorboard" in trackers:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(work).parent / "tensorboard" / Path(work).name.strip(".").removesuffix(".partial"))
+    return trackers
+
+
 def trainer_kwargs(update, work: Path, seed: int) -> dict:
     """The TRL/transformers arguments every updater sets the same way."""
     import torch
@@ -218,7 +227,7 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
         save_strategy="steps",
         save_steps=update.checkpoint_steps,
         save_total_limit=2,
-        report_to=[],
+        report_to=report_to(update, work),
         seed=seed,
         bf16=cuda or cpu_bf16(),  # fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions
         gradient_checkpointing=False,  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
