@@ -33,9 +33,12 @@ as nobody, the code has this process's uid. Only the standard library is importa
 
 from __future__ import annotations
 
+import collections
 import functools
 import inspect
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -44,10 +47,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from kdagent.tools import isolation
+
 NOBODY = 65534
 FILE_MB = 16  # the largest file the code may write, its output included
 MAX_FILES = 64
 MAX_PROCESSES = 16  # processes and threads of the sandbox's uid (a backstop behind the hook's ban on fork)
+SCRATCH_MB = 64  # the scratch folder's size under kernel isolation (a tmpfs)
+SCRATCH_PREFIX = "kdagent-sandbox-"
+ISOLATION_COUNTS: collections.Counter = collections.Counter()  # calls of this process by isolation: kernel, none, refused
 
 
 @dataclass
@@ -56,49 +64,89 @@ class SandboxResult:
     output: str
     error: str | None
     seconds: float
+    isolation: str = ""  # "kernel: <layers>", "none: <what held>" (opted in), or "refused"
 
 
 def _install_policy(root, report_fd):
     """The audit hook; runs in the sandboxed interpreter (shipped there as source) before the user's code."""
+    import builtins
+    import io
     import os
+    import pathlib
     import sys
 
-    def hook(event, args, root=root, stdlib=tuple(p for p in sys.path if p), report_fd=report_fd,
+    fspath, pathlike = os.fspath, os.PathLike
+
+    # The hook accepts only paths it can read without running user code (str, bytes, a file descriptor):
+    # `open`, pathlib and the os calls pathlib makes get path-like objects turned into a str once, here,
+    # so the string the hook checks is the string the call uses. Code that undoes this gets refused.
+    def plain(value, fspath=fspath, pathlike=pathlike, isinstance=isinstance):
+        return fspath(value) if isinstance(value, pathlike) else value
+
+    def converting(function, plain=plain):
+        def call(*args, **kwargs):
+            return function(*[plain(a) for a in args], **{k: plain(v) for k, v in kwargs.items()})
+        call.__name__, call.__doc__ = function.__name__, function.__doc__
+        return call
+
+    class StrPaths:
+        def __init__(self, module):
+            self.module = module
+
+        def __getattr__(self, name):
+            value = getattr(self.module, name)
+            return converting(value) if callable(value) and not isinstance(value, type) else value
+
+    builtins.open = io.open = converting(io.open)
+    pathlib.os, pathlib.io = StrPaths(os), StrPaths(io)
+
+    path_args = {"open": (0,), "os.listdir": (0,), "os.scandir": (0,), "os.getxattr": (0,), "os.listxattr": (0,),
+                 "os.rename": (0, 1)}
+
+    def hook(event, args, root=root, stdlib=tuple(p for p in sys.path if p), report_fd=report_fd, path_args=path_args,
              denied=frozenset("""os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen
              pty.spawn os.kill os.killpg signal.pthread_kill os.chdir os.chmod os.chown os.chflags os.lchflags
              os.link os.symlink builtins.input sys.addaudithook sys._current_frames gc.get_objects
              gc.get_referrers gc.get_referents code.__new__ resource.setrlimit resource.prlimit
-             sqlite3.enable_load_extension sqlite3.load_extension""".split()),
-             denied_prefixes=("socket.", "ctypes."), denied_modules=frozenset({"ctypes", "_ctypes", "_posixsubprocess"}),
-             writes=frozenset("""os.remove os.rename os.rmdir os.mkdir os.utime os.truncate os.setxattr
-             os.removexattr sqlite3.connect dbm.open""".split()),
+             cpython.PyInterpreterState_New""".split()),
+             denied_prefixes=("socket.", "ctypes.", "sqlite3."),
+             # ctypes: native calls; _posixsubprocess: fork and exec outside any event; sqlite3: files through
+             # SQL (ATTACH, VACUUM INTO); _posixshmem: shared memory that outlives the run; sub-interpreters
+             # have no audit hook; the _test modules poke at memory
+             denied_modules=frozenset("""ctypes _ctypes _ctypes_test _posixsubprocess sqlite3 _sqlite3 _posixshmem
+             _xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi _testbuffer _testmultiphase
+             _testimportmultiple _testclinic _testsinglephase""".split()),
+             writes=frozenset("os.remove os.rename os.rmdir os.mkdir os.utime os.truncate os.setxattr os.removexattr dbm.open".split()),
              reads=frozenset({"os.listdir", "os.scandir", "os.getxattr", "os.listxattr"}),
              write_flags=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
-             fspath=os.fspath, write=os.write, exit=os._exit, flushes=(sys.stdout.flush, sys.stderr.flush),
-             str=str, bytes=bytes, int=int, type=type, TypeError=TypeError, BaseException=BaseException):
+             write=os.write, exit=os._exit, flushes=(sys.stdout.flush, sys.stderr.flush),
+             str=str, bytes=bytes, int=int, type=type, issubclass=issubclass, BaseException=BaseException):
         paths, allowed, problem = (), stdlib + (root,), None
         if event in denied or event.startswith(denied_prefixes) or event == "import" and str.__str__(args[0]) in denied_modules:
-            problem = f"{event} {args[0]}" if event == "import" else event
+            problem = f"{event} {str.__str__(args[0])}" if event == "import" else event
             problem += " is not allowed in the sandbox"
         elif event == "open":  # os.open (mode None) stays in the folder even to read: its fds serve as dir_fd
             paths = (args[0],)
             allowed = (root,) if args[1] is None or args[2] & write_flags else allowed
-        elif event in writes:
-            paths, allowed = args, (root,)
-        elif event in reads:
-            paths = (args[0],)
+        elif event in writes or event in reads:
+            paths = tuple(args[i] for i in path_args.get(event, (0,)))
+            allowed = (root,) if event in writes else allowed
         elif event == "import" and args[1] is not None:  # a native extension module is being loaded
             paths, allowed = (args[1],), stdlib
         for path in paths:
-            if type(path) is int:  # a file descriptor, itself opened through this hook
+            if path is None or type(path) is int:  # the current folder, or a descriptor opened through this hook
                 continue
-            try:
-                path = fspath(path)
-            except TypeError:  # not a path (a mode, a dir_fd of None, times)
-                continue
-            # An exact str (subclasses could lie), made absolute and normalized without touching the file
-            # system: links and chdir are denied, so relative paths start at root and this is where they lead.
-            path = bytes.decode(path, "utf-8", "surrogateescape") if type(path) is bytes else str.__str__(path)
+            # Only data the call itself reads: an exact str or bytes copy (subclasses could lie in methods, a
+            # path-like object could answer differently when the call asks again); anything else is refused.
+            if issubclass(type(path), str):
+                path = str.__str__(path)
+            elif issubclass(type(path), bytes):
+                path = bytes.decode(path, "utf-8", "surrogateescape")
+            else:
+                problem = f"{event} with a path of type {type(path).__name__} is not allowed in the sandbox (use a str)"
+                break
+            # Made absolute and normalized without touching the file system: links and chdir are denied, so
+            # relative paths start at root and this is where they lead.
             parts = []
             for part in (path if path.startswith("/") else root + "/" + path).split("/"):
                 if part == "..":
@@ -124,7 +172,7 @@ def _install_policy(root, report_fd):
     sys.addaudithook(hook)
 
 
-def _main(root, report_fd, cpu_s, limits):
+def _main(root, report_fd, cpu_s, wall_s, limits):
     """The sandboxed interpreter's entry point: a supervisor that reports how the worker ended, and the worker."""
     import os
     import posix
@@ -133,10 +181,19 @@ def _main(root, report_fd, cpu_s, limits):
     import sys
 
     # The code runs in a child: PID 1 of a namespace ignores signals it has no handler for, and unshare does
-    # not pass a SIGKILL on. The supervisor (PID 1) reports how the worker ended.
+    # not pass a SIGKILL on. The supervisor (PID 1) reports how the worker ended, and ends it at its own
+    # timer should kdagent's never fire (once PID 1 exits, the kernel kills the rest of the namespace).
     worker = os.fork()
     if worker:
+        def expire(signum, frame):
+            os.kill(worker, signal.SIGKILL)
+            os.write(report_fd, f"error: killed (wall-clock limit {wall_s:g} s)".encode())
+            os._exit(1)
+
+        signal.signal(signal.SIGALRM, expire)
+        signal.setitimer(signal.ITIMER_REAL, wall_s + 0.5)
         _, status, usage = os.wait4(worker, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:
             name = signal.Signals(-code).name
@@ -144,6 +201,7 @@ def _main(root, report_fd, cpu_s, limits):
             os.write(report_fd, (f"error: CPU time limit exceeded ({cpu_s} s)" if cpu_out else f"error: killed by {name}").encode())
         os._exit(0 if code == 0 else 1)
 
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
     for name, value in limits:
         resource.setrlimit(getattr(resource, name), (value, value))
     code = sys.stdin.buffer.read().decode("utf-8", "replace")
@@ -182,31 +240,89 @@ def _source() -> str:
     return inspect.getsource(_install_policy) + "\n" + inspect.getsource(_main)
 
 
-def _execute(plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, max_output_chars: int) -> SandboxResult:
-    prefix, python, uid = plan
+@functools.cache
+def _enter_source() -> str:
+    return inspect.getsource(isolation.enter) + "\nimport json, sys\nenter(json.loads(sys.argv[1]))\n"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One way to launch: `kernel` (namespaces built by `isolation.enter`) or not; the interpreter; the uid
+    the code runs as (None: this process's, or the mapped root of a user namespace)."""
+
+    kernel: bool
+    python: str
+    uid: int | None
+
+
+def _interpreter() -> str:
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def _scratch_name() -> str:
+    """A fresh name under the known prefix; the pid lets a later start reap what a killed kdagent left."""
+    return os.path.join(tempfile.gettempdir(), f"{SCRATCH_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@functools.cache
+def reap_scratch_folders() -> int:
+    """Remove the scratch folders of kdagent processes that no longer exist (killed mid-call); once per process."""
+    removed = 0
+    for entry in os.listdir(tempfile.gettempdir()):
+        pid = entry[len(SCRATCH_PREFIX):].split("-")[0]
+        if not entry.startswith(SCRATCH_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or a pid we may not signal, so alive)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(tempfile.gettempdir(), entry), ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, max_output_chars: int) -> SandboxResult:
     start = time.monotonic()
-    root = tempfile.mkdtemp(prefix="kdagent-sandbox-")
+    root = _scratch_name()
+    if not plan.kernel:  # a folder on this machine's disk; with kernel isolation it is a tmpfs in the namespace
+        os.mkdir(root, 0o700)
     try:
-        if uid is not None:
-            os.chown(root, uid, uid)
+        if plan.uid is not None and not plan.kernel:
+            os.chown(root, plan.uid, plan.uid)
         limits = [("RLIMIT_CPU", cpu_s), ("RLIMIT_AS", memory_mb << 20), ("RLIMIT_FSIZE", FILE_MB << 20),
                   ("RLIMIT_NOFILE", MAX_FILES), ("RLIMIT_NPROC", MAX_PROCESSES), ("RLIMIT_CORE", 0)]
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as report:
             stdin.write(code.encode("utf-8", "surrogatepass"))
             stdin.seek(0)
-            source = f"{_source()}\n_main({root!r}, {report.fileno()}, {cpu_s}, {limits!r})\n"
+            source = f"{_source()}\n_main({root!r}, {report.fileno()}, {cpu_s}, {wall_s}, {limits!r})\n"
             env = {"PATH": "/usr/bin:/bin", "HOME": root, "TMPDIR": root, "LANG": "C.UTF-8"}
-            drop = {"user": uid, "group": uid, "extra_groups": []} if uid is not None and not prefix else {}
+            argv = [plan.python, "-I", "-S", "-B", "-u", "-X", "utf8", "-c", source]
+            drop = {}
+            if plan.kernel:
+                read_only, hidden = _root_paths(plan.python)
+                config = {"report_fd": report.fileno(), "scratch": root, "scratch_mb": SCRATCH_MB, "read_only": read_only,
+                          "hidden": hidden, "uid": plan.uid, "user_ns": os.geteuid() != 0, "argv": argv, "env": env}
+                argv = _kernel_prefix() + [plan.python, "-I", "-S", "-B", "-c", _enter_source(), json.dumps(config)]
+                cwd = "/"
+            else:
+                drop = {"user": plan.uid, "group": plan.uid, "extra_groups": []} if plan.uid is not None else {}
+                cwd = root
             try:
-                proc = subprocess.Popen(prefix + [python, "-I", "-S", "-B", "-u", "-X", "utf8", "-c", source], cwd=root,
-                                        env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
+                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
                                         pass_fds=(report.fileno(),), start_new_session=True, **drop)
             except OSError as exc:  # e.g. nobody may not run this interpreter
                 return SandboxResult(False, "", f"error: the sandbox did not start: {exc}", time.monotonic() - start)
+            isolation = None
             try:
                 proc.wait(timeout=wall_s)
                 report.seek(0)
-                error = report.read(2000).decode("utf-8", "replace") or None
+                error = report.read(2000).decode("utf-8", "replace")
+                if error.startswith("isolation"):
+                    isolation, _, error = error.partition("\n")
+                error = error or None
                 if error is None and proc.returncode:
                     error = f"error: exit status {proc.returncode}"
             except subprocess.TimeoutExpired:
@@ -216,35 +332,69 @@ def _execute(plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, max_out
             size = os.fstat(out.fileno()).st_size
             out.seek(0)
             output = out.read(4 * max_output_chars + 4).decode("utf-8", "replace")
+        if isolation and isolation.startswith("isolation failed"):
+            return SandboxResult(False, "", f"error: the sandbox's {isolation}", time.monotonic() - start, "none")
+        if plan.kernel and isolation is None and error != f"error: killed (wall-clock limit {wall_s:g} s)":
+            why = output.strip().splitlines()[-1:] or [error or "no report"]
+            return SandboxResult(False, "", f"error: the sandbox's isolation did not start: {why[0][:200]}", time.monotonic() - start, "none")
         if len(output) > max_output_chars or size > 4 * max_output_chars + 4:
             output = output[:max_output_chars] + f"\n[output truncated to {max_output_chars} characters]"
-        return SandboxResult(error is None, output, error, time.monotonic() - start)
+        label = "kernel: " + isolation.partition(": ")[2] if plan.kernel and isolation else _weak_label(plan)
+        return SandboxResult(error is None, output, error, time.monotonic() - start, label)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not plan.kernel:
+            shutil.rmtree(root, ignore_errors=True)
 
 
-def _plans() -> list[tuple[list[str], str, int | None]]:
-    """Ways to launch, strongest first: (command prefix, interpreter, uid the code runs as; None: this uid)."""
-    unshare, root = shutil.which("unshare"), os.geteuid() == 0
-    namespaces = [unshare, "--net", "--pid", "--fork", "--kill-child"]
-    # as root, drop to nobody, with this interpreter or, when nobody may not run it, the system's
-    system = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/local/bin:/usr/bin:/bin")
-    pythons = [p for p in dict.fromkeys([sys.executable, system]) if p] if root else []
-    plans = []
-    if unshare and root:
-        plans += [(namespaces + ["--setuid", str(NOBODY), "--setgid", str(NOBODY), "--"], p, NOBODY) for p in pythons]
-    elif unshare:
-        plans.append((namespaces + ["--map-root-user", "--"], sys.executable, None))  # in a user namespace
-    plans += [([], p, NOBODY) for p in pythons]  # Popen drops the uid
-    if unshare and root:
-        plans.append((namespaces + ["--"], sys.executable, None))
-    return plans + [([], sys.executable, None)]
+def _weak_label(plan: Plan) -> str:
+    return "none: rlimits, audit hook" + (f", uid {plan.uid}" if plan.uid is not None else "")
 
 
 @functools.cache
-def _plan() -> tuple[list[str], str, int | None]:
-    """The strongest way to launch that works here, probed once."""
-    plans = _plans()
+def _root_paths(python: str) -> tuple[list[str], list[str]]:
+    return isolation.plan_paths(python)
+
+
+def _kernel_prefix() -> list[str]:
+    """setpriv makes unshare die with kdagent (its parent-death signal); unshare makes the namespaces and
+    SIGKILLs their PID 1 when it dies itself."""
+    setpriv, unshare = shutil.which("setpriv"), shutil.which("unshare")
+    namespaces = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
+    if os.geteuid() != 0:
+        namespaces = ["--user", "--map-root-user"] + namespaces
+    return ([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []) + [unshare] + namespaces + ["--"]
+
+
+@functools.cache
+def kernel_isolation() -> tuple[Plan | None, str]:
+    """(the kernel-isolated way to launch, its layers) when it works here, else (None, what is missing); probed
+    once. `KDAGENT_SANDBOX_NO_KERNEL=1` makes it missing, to try the refusal and the weak mode."""
+    if os.environ.get("KDAGENT_SANDBOX_NO_KERNEL"):
+        return None, "KDAGENT_SANDBOX_NO_KERNEL is set"
+    if not shutil.which("unshare"):
+        return None, "the unshare command (util-linux) is not installed"
+    plan = Plan(True, _interpreter(), NOBODY if os.geteuid() == 0 else None)
+    try:
+        result = _execute(plan, "print(1)", 20.0, 5, 256, 100)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:  # e.g. the interpreter's paths could not be read
+        return None, f"the sandbox's isolation did not start: {exc}"
+    if result.output != "1\n":
+        return None, (result.error or result.output or "no output").removeprefix("error: the sandbox's ")
+    return plan, result.isolation
+
+
+def _weak_plans() -> list[Plan]:
+    """Ways to launch without kernel isolation, strongest first: as root, the code runs as nobody with this
+    interpreter or, when nobody may not run it, the system's of the same version."""
+    if os.geteuid() != 0:
+        return [Plan(False, sys.executable, None)]
+    system = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/local/bin:/usr/bin:/bin")
+    return [Plan(False, p, NOBODY) for p in dict.fromkeys([sys.executable, system]) if p] + [Plan(False, sys.executable, None)]
+
+
+@functools.cache
+def _weak_plan() -> Plan:
+    plans = _weak_plans()
     for plan in plans[:-1]:
         if _execute(plan, "print(1)", 10.0, 5, 256, 100).output == "1\n":
             return plan
@@ -252,16 +402,39 @@ def _plan() -> tuple[list[str], str, int | None]:
 
 
 def run_python(code: str, *, wall_s: float = 10.0, cpu_s: int = 5, memory_mb: int = 512,
-               max_output_chars: int = 4000) -> SandboxResult:
-    """Run `code` in the sandbox; `output` is what it printed (stdout and stderr), cut to `max_output_chars`."""
-    return _execute(_plan(), code, wall_s, cpu_s, memory_mb, max_output_chars)
+               max_output_chars: int = 4000, allow_unisolated: bool = False) -> SandboxResult:
+    """Run `code` in the sandbox; `output` is what it printed (stdout and stderr), cut to `max_output_chars`.
+    Without kernel isolation it refuses, unless `allow_unisolated` (the rlimits and the audit hook only)."""
+    reap_scratch_folders()
+    plan, _ = kernel_isolation()
+    if plan is None and not allow_unisolated:
+        result = SandboxResult(False, "", refusal(), 0.0, "refused")
+    else:
+        result = _execute(plan or _weak_plan(), code, wall_s, cpu_s, memory_mb, max_output_chars)
+    ISOLATION_COUNTS[result.isolation.partition(":")[0]] += 1
+    return result
+
+
+def refusal() -> str:
+    """The one-line error of a python tool call where kernel isolation is missing."""
+    return (f"error: the python tool needs kernel isolation, which is missing here ({kernel_isolation()[1]}); "
+            "the tool_use skill option allow_unisolated_python: true runs code without it (rlimits and an audit hook only)")
+
+
+def _result_text(result: SandboxResult) -> str:
+    output = result.output.rstrip()
+    if result.ok:
+        return output or "(no output)"
+    return result.error + (f"\noutput before the error:\n{output}" if output else "")
 
 
 def python(code: str) -> str:
     """Run Python code in a sandbox (standard library only, no network, no files outside a scratch folder,
     a few seconds of CPU) and return what it prints; use print() to show results."""
-    result = run_python(code)
-    output = result.output.rstrip()
-    if result.ok:
-        return output or "(no output)"
-    return result.error + (f"\noutput before the error:\n{output}" if output else "")
+    return _result_text(run_python(code))
+
+
+def python_allowing_unisolated(code: str) -> str:
+    """Run Python code in a sandbox (standard library only, no network, no files outside a scratch folder,
+    a few seconds of CPU) and return what it prints; use print() to show results."""
+    return _result_text(run_python(code, allow_unisolated=True))
