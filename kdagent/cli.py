@@ -52,6 +52,7 @@ def cli(ctx, allow_download):
         force_offline()
 
 
+_quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars and no library messages: kdagent's own lines, warnings and errors only.")
 _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a recipe field, e.g. --set teacher.samples=8 (value read as YAML).")
 
 
@@ -60,8 +61,13 @@ _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
 @_set_option
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
-def run(recipe, sets, run_dir, resume):
-    """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate."""
+@_quiet_option
+def run(recipe, sets, run_dir, resume, quiet):
+    """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate.
+    Writes RUN_DIR/report.html and the final student's model card at the end."""
+    from kdagent.terminal import configure
+
+    configure(quiet)
     from kdagent.api import finish_run
     from kdagent.errors import RedactingStream, WorkError, disk_full, register_environment_secrets
     from kdagent.loop.runner import run_recipe
@@ -222,8 +228,12 @@ def shrink(source, dest, layers):
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples for the 95% intervals of the scores (ci); 0 turns them off.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_json):
+@_quiet_option
+def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_json, quiet):
     """Evaluate any model on a file in the evaluation format."""
+    from kdagent.terminal import configure
+
+    configure(quiet)
     from kdagent.evaluate.runner import load_tasks
     from kdagent.models import resolve_model
 

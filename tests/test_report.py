@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import run_cli
 
@@ -39,12 +40,12 @@ def tiny_recipe(model_dir) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
-    import kdagent
-    from kdagent.plugins import build_plugins
-
-    run_dir = tmp_path_factory.mktemp("report") / "run"
-    metrics = kdagent.run(tiny_recipe(tiny_model_dir), run_dir=run_dir, plugins=build_plugins(load_entry_points=False))
-    return run_dir, metrics
+    """`kdagent run` on the tiny model, its output captured (not a terminal)."""
+    base = tmp_path_factory.mktemp("report")
+    (base / "tiny.yaml").write_text(yaml.safe_dump(tiny_recipe(tiny_model_dir)))
+    result = run_cli("run", str(base / "tiny.yaml"), "--run-dir", str(base / "run"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return base / "run", json.loads((base / "run" / "metrics.json").read_text()), result
 
 
 def chromium() -> str:
@@ -65,8 +66,12 @@ def browse(exe: str, page: Path, *args: str) -> subprocess.CompletedProcess:
                            "--force-device-scale-factor=1", *args, page.as_uri()], capture_output=True, text=True, timeout=120)
 
 
-def test_run_writes_report_and_model_card(tiny_run):
-    run_dir, metrics = tiny_run
+def test_run_writes_report_and_model_card_and_plain_lines(tiny_run):
+    run_dir, metrics, result = tiny_run
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["report"] == str(run_dir / "report.html") and summary["model_card"].endswith("round-01/student/README.md")
+    assert "\r" not in result.stderr and "{'loss'" not in result.stderr and "FutureWarning" not in result.stderr  # a log, not a terminal
+    assert "[kdagent] round 1: update (sft): step 2/2, loss" in result.stderr
     html = (run_dir / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 4  # scores, losses, funnel, time, memory: no outside file
     assert not re.search(r'(src|href)="(?!data:)', html)
@@ -81,7 +86,7 @@ def test_report_renders_in_chromium(tiny_run, tmp_path):
     from PIL import Image
 
     exe = chromium()
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     page = tmp_path / "probe.html"
     page.write_text((run_dir / "report.html").read_text().replace("</body>", PROBE + "</body>"))
     dom = browse(exe, page, "--dump-dom")
@@ -105,7 +110,7 @@ def test_report_renders_in_chromium(tiny_run, tmp_path):
 
 
 def test_report_command(tiny_run, tmp_path):
-    run_dir, _ = tiny_run
+    run_dir, _, _ = tiny_run
     out = tmp_path / "again.html"
     result = run_cli("report", str(run_dir), "-o", str(out))
     assert result.returncode == 0, result.stderr

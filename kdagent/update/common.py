@@ -193,6 +193,9 @@ def train(trainer, work: Path):
 
     shutil.rmtree(Path(work) / "trainer" / _STAGING, ignore_errors=True)  # a kill while one was written
     atomic_checkpoints(trainer)
+    from kdagent.terminal import trainer_callback
+
+    trainer_callback(trainer, work)  # one labelled bar, plain lines off a terminal, instead of a dict per step
     checkpoint = resume_point(work)
     if checkpoint is not None:
         step = _CHECKPOINT.match(Path(checkpoint).name).group(1)
@@ -213,6 +216,10 @@ def report_to(update, work: Path) -> list[str]:
 def trainer_kwargs(update, work: Path, seed: int) -> dict:
     """The TRL/transformers arguments every updater sets the same way."""
     import torch
+    from transformers import TrainingArguments
+
+    # transformers 5.2x renamed gradient_checkpointing (a FutureWarning when set under its old name)
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
 
     cuda = torch.cuda.is_available()
     return dict(
@@ -230,7 +237,7 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
         report_to=report_to(update, work),
         seed=seed,
         bf16=cuda or cpu_bf16(),  # fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions
-        gradient_checkpointing=False,  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
+        **{checkpointing: False},  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=False,

@@ -1,0 +1,42 @@
+"""A clean terminal: off a terminal, plain lines (no carriage returns, no per-step dicts); `--quiet`, no bars
+and no library chatter; no FutureWarning from kdagent's own training arguments."""
+
+import warnings
+
+from conftest import run_cli
+from kdagent.recipe import UpdateConfig
+from kdagent.records import Provenance, SFTExample
+
+
+def examples(n=4):
+    prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
+    return [SFTExample(id=str(i), prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
+                       completion=[{"role": "assistant", "content": f"The answer is {i + 1}."}], provenance=prov) for i in range(n)]
+
+
+def test_training_prints_labelled_plain_lines_and_warns_nothing_of_ours(tmp_path, tiny_model_dir, capfd, monkeypatch):
+    from kdagent.update.sft import train_sft
+
+    monkeypatch.delenv("KDAGENT_QUIET", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_sft(examples(), tiny_model_dir, tmp_path / "round-01" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
+    out, err = capfd.readouterr()
+    assert "[kdagent] round 1: update (sft): step 1/2, loss" in err and "step 2/2" in err
+    assert "{'loss'" not in out + err  # transformers' per-step dicts
+
+    monkeypatch.setenv("KDAGENT_QUIET", "1")
+    train_sft(examples(), tiny_model_dir, tmp_path / "round-02" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0)
+    out, err = capfd.readouterr()
+    assert "step" not in err and "{'loss'" not in out + err
+
+
+def test_eval_off_a_terminal_and_quiet(tiny_model_dir, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "1", "prompt": "1 + 1?", "answer": "2", "kind": "numeric"}\n')
+    plain = run_cli("eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert "\r" not in plain.stderr and "it/s" not in plain.stderr  # no progress bars in a log
+    quiet = run_cli("eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
