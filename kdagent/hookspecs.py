@@ -46,6 +46,13 @@ def kdagent_register_tools(register):
     docstring. Model-written code still runs only in kdagent's sandbox."""
 
 
+@hookspec
+def kdagent_register_updaters(register):
+    """Register updaters (training methods): `register(name, updater)`; `updater` is a
+    `kdagent.update.updater.Updater` (its own options model, a check against the recipe, a memory estimate
+    and `train`). A recipe names it in `update.method` and gives its options under `update.options.<name>`."""
+
+
 # --- Round: called by the loop -------------------------------------------------------------------------
 
 

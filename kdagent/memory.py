@@ -7,7 +7,8 @@ KV heads, vocabulary), so nothing is loaded. They are upper-bound estimates, not
 
 - inference (elicitation, judging, evaluation): the weights (fp32 on the CPU, bf16 on a GPU, or the teacher's `teacher.dtype`) and the KV cache
   of one batch, `batch_size x samples` rows of `student.max_length + max_new_tokens` positions;
-- training: fp32 weights, gradients and AdamW's two moments (16 bytes a parameter; a LoRA adapter trains
+- training: each updater's own estimate (`Updater.memory_mb`); the shared part (`update.updater.training_mb`)
+  is fp32 weights, gradients and AdamW's two moments (16 bytes a parameter; a LoRA adapter trains
   only its own few, so 4 bytes a base parameter), a frozen copy where the method keeps one (DPO's reference
   model without LoRA, GRPO's with `beta > 0`, the teacher of `distill`), activations (`ACTIVATION_FACTOR`
   hidden-size vectors a token a layer, kept for the backward pass, counted in fp32 on the CPU, an upper bound
@@ -28,10 +29,9 @@ from pathlib import Path
 from kdagent.errors import UserError
 from kdagent.generation.engine import inference_dtype
 from kdagent.models.files import safetensors_header, text_config
+from kdagent.update.updater import ACTIVATION_FACTOR, MB, options_for  # noqa: F401 (ACTIVATION_FACTOR: the plan's constant)
 
 RUNTIME_MB = 1000
-ACTIVATION_FACTOR = 20  # values a token a layer keeps for backward, in hidden-size units (a llama block: norms, q/k/v/o, residuals, ~4 x 2.7 h of MLP)
-MB = 2**20
 
 
 def param_count(model_dir: Path) -> int:
@@ -85,26 +85,9 @@ def _inference_mb(shape: dict, weight_bytes: int, rows: int, positions: int) -> 
     return (shape["params"] * weight_bytes + kv + rows * shape["vocab"] * 4) / MB
 
 
-def _training_mb(recipe, method: str, student: dict, teacher: dict | None, act_bytes: int) -> float:
-    update = recipe.update
-    full = update.lora is None
-    states = student["params"] * (16 if full else 4)
-    frozen = 0
-    if method == "dpo" and full:
-        frozen = student["params"] * 4  # the reference model
-    if method == "grpo" and update.grpo.beta > 0 and full:
-        frozen = student["params"] * 4
-    if method == "distill" and teacher is not None:
-        frozen = teacher["params"] * 4 + update.batch_size * recipe.student.max_length * teacher["vocab"] * 4
-    rows = update.batch_size * (2 if method == "dpo" else 1)  # DPO runs chosen and rejected together
-    tokens = rows * recipe.student.max_length
-    activations = tokens * student["layers"] * student["hidden"] * ACTIVATION_FACTOR * act_bytes
-    logits = tokens * student["vocab"] * 4 * 3
-    return (states + frozen + activations + logits) / MB
-
-
-def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str) -> dict:
-    """Estimated peak MiB of each stage, the largest, and what is available."""
+def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str, updaters: dict | None = None) -> dict:
+    """Estimated peak MiB of each stage, the largest, and what is available. `updaters` maps the recipe's
+    update methods to their `Updater`s (default: the registered built-ins)."""
     def bytes_a_weight(dtype: str) -> int:
         return 4 if inference_dtype(dtype, device) == "float32" else 2
 
@@ -117,9 +100,14 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
         stages["elicit (teacher)"] = _inference_mb(teacher, bytes_a_weight(recipe.teacher.dtype), recipe.teacher.batch_size * recipe.teacher.samples, positions)
     stages["evaluate (student)"] = _inference_mb(student, weight_bytes, recipe.evaluation.batch_size,
                                                  recipe.student.max_length + recipe.evaluation.max_new_tokens)
-    distill_teacher = teacher if recipe.teacher.kind == "hf" else None
+    if updaters is None:
+        from kdagent.plugins import build_plugins
+
+        updaters = {name: entry.obj for name, entry in build_plugins(load_entry_points=False).updaters.items()}
     for method in recipe.update.methods():
-        stages[f"update ({method})"] = _training_mb(recipe, method, student, distill_teacher, weight_bytes)
+        updater = updaters[method]
+        options = options_for(recipe.update, method, updater)
+        stages[f"update ({method})"] = updater.memory_mb(recipe, options, student, teacher, weight_bytes)
     stages = {k: round(v + RUNTIME_MB) for k, v in stages.items()}
     peak = max(stages, key=stages.get)
     available, source = available_mb(device)

@@ -31,8 +31,12 @@ DEFAULT_PLUGINS = (
     "kdagent.default_plugins.instructions",
     "kdagent.default_plugins.teachers",
     "kdagent.default_plugins.tools",
+    "kdagent.update.sft",
+    "kdagent.update.dpo",
+    "kdagent.update.distill",
+    "kdagent.update.grpo",
 )
-KINDS = ("skills", "domains", "teachers", "chat_models", "tools")
+KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "updaters")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class Plugins:
     teachers: dict[str, Registered] = field(default_factory=dict)
     chat_models: dict[str, Registered] = field(default_factory=dict)
     tools: dict[str, Registered] = field(default_factory=dict)
+    updaters: dict[str, Registered] = field(default_factory=dict)
 
     # -- calls the loop makes -------------------------------------------------------------------------
     def transform_task(self, task, recipe):

@@ -152,7 +152,7 @@ class LoraConfig(_Config):
     target_modules: list[str] | str = Field("all-linear", description="Modules to adapt, as peft takes them.")
 
 
-UpdateMethod = Literal["sft", "dpo", "distill", "grpo", "none"]
+UpdateMethod = str  # a registered updater's name, or 'none' (kdagent/update/updater.py)
 
 
 class DPOOptions(_Config):
@@ -178,9 +178,12 @@ class GRPOOptions(_Config):
 class UpdateConfig(_Config):
     method: UpdateMethod | list[UpdateMethod] = Field(
         "sft",
-        description="How the student learns: 'sft' (TRL SFTTrainer on sft.jsonl), 'dpo' (DPOTrainer on preferences.jsonl), 'distill' "
-        "(white-box token-level distillation from an 'hf' teacher: TRL's DistillationTrainer when update.distill.lmbda is 1, its experimental GKDTrainer otherwise), 'grpo' (GRPOTrainer with the skill's "
-        "verifier as reward), 'none' (only build the datasets), or a list run in order within the round, e.g. [sft, dpo].",
+        description="How the student learns, a registered updater (`kdagent plugins` lists them): 'sft' (TRL SFTTrainer on sft.jsonl), "
+        "'dpo' (DPOTrainer on preferences.jsonl), 'distill' (white-box token-level distillation from an 'hf' teacher: TRL's "
+        "DistillationTrainer when update.distill.lmbda is 1, its experimental GKDTrainer otherwise), 'grpo' (GRPOTrainer with the "
+        "skill's verifier as reward), one a plugin adds, 'none' (only build the datasets), or a list run in order within the round, "
+        "e.g. [sft, dpo].",
+        examples=["sft", ["sft", "dpo"]],
     )
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
     epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training examples.")
@@ -197,6 +200,11 @@ class UpdateConfig(_Config):
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")
     grpo: GRPOOptions = Field(default_factory=GRPOOptions, description="Options of the 'grpo' method.")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options of the other updaters, by name (e.g. {kto: {beta: 0.2}}); each updater validates its own. "
+        "The built-ins' options go under update.dpo, update.distill and update.grpo.",
+    )
 
     def methods(self) -> list[str]:
         """The methods to run in order ('none' removed)."""
@@ -485,7 +493,8 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
 
 
 def check_names(recipe: Recipe, plugins) -> None:
-    """Unknown skill, domain or teacher names are UserErrors that list what is registered."""
+    """Unknown skill, domain, teacher or updater names are UserErrors that list what is registered; each
+    updater checks its options and the settings it depends on."""
 
     def known(kind: str, path: str, name: str, registered: dict) -> None:
         if name not in registered:
@@ -513,15 +522,9 @@ def check_names(recipe: Recipe, plugins) -> None:
     plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     for i, skill in enumerate(recipe.skills):
         plugins.instantiate("skills", skill.name, f"skills[{i}].options", skill.options)
-    methods = recipe.update.methods()
-    if "dpo" in methods and not recipe.feedback.preferences:
-        raise UserError("update.method: 'dpo' trains on preference pairs; set feedback.preferences: true")
-    for method in ("distill", "grpo"):
-        longest = getattr(recipe.update, method).max_completion_length
-        if method in methods and longest >= recipe.student.max_length:
-            raise UserError(f"update.{method}.max_completion_length: {longest} must be below student.max_length ({recipe.student.max_length})")
-    if "distill" in methods and recipe.teacher.kind != "hf":
-        raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
+    from kdagent.update.updater import check_updaters
+
+    check_updaters(recipe, plugins)
     if recipe.loop.failure_mining != "off" and recipe.synthesis.expansion is None:
         raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
@@ -558,6 +561,7 @@ def masked_dump(recipe: Recipe) -> dict:
         data["teacher"]["base_url"] = _mask_url(data["teacher"]["base_url"])
     data["domain"]["options"] = _mask_options(data["domain"]["options"])
     data["skills"] = [{**s, "options": _mask_options(s["options"])} for s in data["skills"]]
+    data["update"]["options"] = _mask_options(data["update"]["options"])
     return data
 
 

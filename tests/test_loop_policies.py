@@ -94,13 +94,14 @@ def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_pa
 def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_model_dir, judge_score):
     from kdagent.default_plugins.arithmetic import Arithmetic
     from kdagent.default_plugins.cot import ChainOfThought
-    from kdagent.loop.round import Context
-    from kdagent.loop.update import _reward_function
+    from kdagent.update.grpo import job_reward
+    from kdagent.update.updater import UpdateJob
 
     r = recipe(tiny_model_dir, update={"method": "grpo", "grpo": {"judge_weight": 0.5}}, feedback={"judge_attempts": 1, "judge_score": judge_score})
     tasks = {t.id: t for t in Arithmetic().seed_tasks(2, 0)}
-    ctx = Context(r, None, build_plugins(load_entry_points=False), Arithmetic(), ChainOfThought(), [], None, None, False, None)
-    reward = _reward_function(ctx, tasks, 1, tiny_model_dir)
+    job = UpdateJob(r, r.update.grpo, tiny_model_dir, tiny_model_dir / "unused", seed=1, round=1, skill=ChainOfThought(),
+                    domain=Arithmetic(), plugins=build_plugins(load_entry_points=False))
+    reward = job_reward(job, tasks, r.update.grpo.judge_weight, "grpo")
     ids = list(tasks)
     right = f"The answer is {tasks[ids[0]].answer}."
     scores = reward(None, [[{"role": "assistant", "content": right}], [{"role": "assistant", "content": "no idea"}]], [ids[0], ids[1]])

@@ -5,7 +5,6 @@ with resume, a stage whose records exist is read back instead of recomputed. The
 first time a stage needs it and freed before training.
 """
 
-import gc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from kdagent.loop import stages
 from kdagent.loop.update import run_methods
 from kdagent.memory import gpu_peak_mb, peak_rss_mb, reset_peak_rss
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
+from kdagent.teachers.lazy import LazyTeacher
 
 
 @dataclass
@@ -45,25 +45,6 @@ def eval_texts(tasks: list[Task]) -> list[str]:
     for t in tasks:
         texts += [t.prompt, t.answer] + ([t.context] if t.context else [])
     return texts
-
-
-class LazyTeacher:
-    def __init__(self, plugins, config, student: Path):
-        self.plugins, self.config, self.student, self.teacher = plugins, config, student, None
-
-    def get(self):
-        if self.teacher is None:
-            self.teacher = self.plugins.create_teacher(self.config, self.student)
-        return self.teacher
-
-    def failures(self) -> list[str]:
-        return list(getattr(self.teacher, "failures", []) or [])
-
-    def close(self) -> None:
-        if self.teacher is not None:
-            self.teacher.close()
-            self.teacher = None
-            gc.collect()
 
 
 def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[list, dict]:

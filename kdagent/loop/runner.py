@@ -12,6 +12,7 @@ from kdagent.loop.rundir import RunDir
 from kdagent.models import resolve_model
 from kdagent.recipe import GateConfig, Recipe, check_names
 from kdagent.records import Task
+from kdagent.update.updater import options_for
 
 
 def _log(message: str) -> None:
@@ -159,8 +160,10 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     check_names(recipe, plugins)
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
-    if skill.tools and set(recipe.update.methods()) - {"sft"}:
-        raise UserError(f"update.method: a skill with tools ({skill.name}) trains with sft only for now "
+    updaters = {name: plugins.updaters[name].obj for name in recipe.update.methods()}
+    if skill.tools and any(not u.tool_calls for u in updaters.values()):
+        able = sorted(name for name, entry in plugins.updaters.items() if entry.obj.tool_calls)
+        raise UserError(f"update.method: a skill with tools ({skill.name}) trains with {', '.join(able)} only for now "
                         f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop")
     quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
     eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
@@ -184,28 +187,21 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     inputs = {"evaluation_tasks": len(eval_tasks), "dropped": {"eval_too_long": too_long} if too_long else {}, "quarantined": quarantine}
     if skill_sets:
         inputs["skill_evaluation_tasks"] = {name: len(tasks) for name, (_, tasks) in skill_sets.items()}
-    if "dpo" in recipe.update.methods():  # checked before any model loads (this imports trl, so not in validate)
-        from kdagent.update.dpo import dpo_loss_types
-
-        if recipe.update.dpo.loss_type not in dpo_loss_types():
-            raise UserError(f"update.dpo.loss_type: unknown {recipe.update.dpo.loss_type!r} (this TRL offers: {', '.join(dpo_loss_types())})")
-    if "distill" in recipe.update.methods():  # white-box: refused up front when the vocabularies differ
-        from kdagent.teachers.vocab import require_shared_vocabulary
-
-        require_shared_vocabulary(resolve_model(recipe.teacher.model), student)
-    plan = _memory_plan(recipe, student)
+    for name, updater in updaters.items():  # checks that import the trainers or read the models' files
+        updater.check_models(recipe, options_for(recipe.update, name, updater), student)
+    plan = _memory_plan(recipe, student, updaters)
     rd.open(recipe, resume)
     rd.write_json("memory-plan.json", plan)
     return _run(recipe, rd, plugins, domain, skill, eval_tasks, skill_sets, student, resume, inputs)
 
 
-def _memory_plan(recipe: Recipe, student: Path) -> dict:
+def _memory_plan(recipe: Recipe, student: Path, updaters: dict) -> dict:
     """The run's memory plan (kdagent/memory.py), logged, and refused when its peak stage cannot fit."""
     from kdagent.generation.engine import pick_device
     from kdagent.loop.round import local_teacher_path
     from kdagent.memory import check_plan, memory_plan
 
-    plan = memory_plan(recipe, student, local_teacher_path(recipe, student), pick_device())
+    plan = memory_plan(recipe, student, local_teacher_path(recipe, student), pick_device(), updaters)
     _log(f"memory plan: peak {plan['peak_mb']} MiB in {plan['peak_stage']} of {plan['available_mb']} MiB available ("
          + ", ".join(f"{k} {v}" for k, v in plan["stages_mb"].items()) + ")")
     check_plan(plan)

@@ -244,9 +244,33 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
     )
 
 
-def save_student(trainer, tokenizer, lora, work: Path, out_dir: Path) -> None:
+def peft_config(lora):
+    """peft's LoraConfig for the recipe's `update.lora`, or None for full fine-tuning."""
+    if lora is None:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def load_student(base_model: Path):
+    """The tokenizer and the model to train, from a local checkpoint: fp32 master weights whatever dtype the
+    checkpoint was saved in (a GPU, or a CPU with bf16 instructions, runs the passes under bf16 autocast).
+    The model's config keeps `base_model` as its name, which is where TRL loads a reference model from."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kdagent.models.registry import safetensors_only
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    return tokenizer, model
+
+
+def save_student(trainer, tokenizer, update, work: Path, out_dir: Path) -> None:
+    """The trained student, LoRA merged, saved into the work folder and renamed into place as `out_dir`."""
     final = trainer.model
-    if lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
+    if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
         final = final.merge_and_unload()
     staging = Path(work) / "student"
     shutil.rmtree(staging, ignore_errors=True)

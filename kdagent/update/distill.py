@@ -31,10 +31,12 @@ import warnings
 from pathlib import Path
 
 from kdagent.errors import UserError
-from kdagent.update.common import train, trainer_kwargs, work_dir
-from kdagent.teachers.vocab import require_shared_vocabulary
-from kdagent.update.sft import _peft_config
+from kdagent.hookspecs import hookimpl
 from kdagent.models.registry import safetensors_only
+from kdagent.recipe import DistillOptions
+from kdagent.teachers.vocab import require_shared_vocabulary
+from kdagent.update.common import peft_config, train, trainer_kwargs, work_dir
+from kdagent.update.updater import Updater, check_completion_length, training_mb
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -149,7 +151,7 @@ def train_distill(
     common = trainer_kwargs(update, work, seed)  # checkpoints every update.checkpoint_steps, resumable
     common.pop("per_device_train_batch_size")
     common.update(beta=trl_b, temperature=temperature, disable_dropout=True)
-    peft_config = _peft_config(update.lora)
+    lora_config = peft_config(update.lora)
     if lmbda == 1.0:  # fully on-policy: TRL's stable trainer
         from trl import DistillationConfig, DistillationTrainer
 
@@ -161,7 +163,7 @@ def train_distill(
         args = DistillationConfig(**common, per_device_train_batch_size=batch_size, max_completion_length=max_completion_length)
         dataset = Dataset.from_list([{"prompt": p} for p in kept])
         trainer = DistillationTrainer(
-            model=model, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+            model=model, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config
         )
     else:  # a share of off-policy completions: TRL's GKD
         gkd = _gkd()
@@ -175,7 +177,7 @@ def train_distill(
             **common, per_device_train_batch_size=batch_size, max_length=max_length, max_new_tokens=max_completion_length, lmbda=lmbda, seq_kd=seq_kd
         )
         trainer = gkd.GKDTrainer(
-            model=model, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=peft_config
+            model=model, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora_config
         )
         # GKD's compute_loss leaves its loss at temperature 1; give it ours so both trainers optimise `divergence_loss`
         trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
@@ -204,3 +206,44 @@ def train_distill(
         "lmbda": lmbda,
         "batch_size": batch_size,
     }
+
+
+class Distill(Updater):
+    """White-box distillation of a local ('hf') teacher's token distributions, on the round's training
+    prompts (with their curated replies as the off-policy completions), or on the tasks' prompts when the
+    round kept no examples."""
+
+    options_model = DistillOptions
+
+    def check(self, recipe, options):
+        check_completion_length("update.distill.max_completion_length", recipe, options.max_completion_length)
+        if recipe.teacher.kind != "hf":
+            raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
+
+    def check_models(self, recipe, options, student):
+        from kdagent.models import resolve_model
+
+        require_shared_vocabulary(resolve_model(recipe.teacher.model), student)  # refused up front when they differ
+
+    def memory_mb(self, recipe, options, student, teacher, act_bytes):
+        frozen = 0
+        if teacher is not None:  # the teacher's weights and the logits of one batch
+            frozen = teacher["params"] * 4 + recipe.update.batch_size * recipe.student.max_length * teacher["vocab"] * 4
+        return training_mb(recipe, student, act_bytes, frozen)
+
+    def train(self, job):
+        from kdagent.models import resolve_model
+
+        o = job.options
+        prompts = [ex.prompt for ex in job.examples] or [job.skill.messages(t) for t in job.tasks]
+        completions = [ex.completion[-1]["content"] for ex in job.examples] or None
+        return train_distill(
+            prompts, resolve_model(job.recipe.teacher.model), job.student, job.out, job.update, job.max_length, job.seed,
+            divergence=o.divergence, beta=o.beta, lmbda=o.lmbda, temperature=o.temperature,
+            max_completion_length=o.max_completion_length, completions=completions,
+        )
+
+
+@hookimpl
+def kdagent_register_updaters(register):
+    register("distill", Distill())

@@ -10,10 +10,12 @@ import dataclasses
 import re
 from pathlib import Path
 
+from kdagent.errors import UserError
+from kdagent.hookspecs import hookimpl
+from kdagent.recipe import DPOOptions
 from kdagent.records import PreferencePair
-from kdagent.update.common import save_student, train, trainer_kwargs, work_dir
-from kdagent.update.sft import _peft_config
-from kdagent.models.registry import safetensors_only
+from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
+from kdagent.update.updater import Updater, training_mb
 
 
 def dpo_loss_types() -> list[str]:
@@ -41,18 +43,13 @@ def train_dpo(
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair")
 
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
     out_dir = Path(out_dir)
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    # fp32 master weights; on a GPU (and a CPU with bf16), bf16=True runs the forward and backward passes under bf16
-    # autocast. The model's config keeps `base_model` as its name, which is where TRL loads the reference model from (full fine-tuning).
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    tokenizer, model = load_student(base_model)  # for full fine-tuning TRL loads the reference model from its name
     args = DPOConfig(
         **trainer_kwargs(update, work, seed),
         max_length=max_length,
@@ -62,12 +59,12 @@ def train_dpo(
         # where 0.0 means none)
         label_smoothing=1e-3 if loss_type == "exo_pair" else 0.0,
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora))
     result = train(trainer, work)
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
     margins = [h["rewards/margins"] for h in history if "rewards/margins" in h]
-    save_student(trainer, tokenizer, update.lora, work, out_dir)
+    save_student(trainer, tokenizer, update, work, out_dir)
     metrics = {
         "examples": len(pairs),
         "steps": trainer.state.global_step,
@@ -77,3 +74,34 @@ def train_dpo(
     if margins:
         metrics["rewards_margin"] = round(margins[-1], 4)
     return metrics
+
+
+class DPO(Updater):
+    """Direct preference optimisation on the round's preference pairs (preferences.jsonl)."""
+
+    options_model = DPOOptions
+    skipped = "no preference pairs"
+
+    def check(self, recipe, options):
+        if not recipe.feedback.preferences:
+            raise UserError("update.method: 'dpo' trains on preference pairs; set feedback.preferences: true")
+
+    def check_models(self, recipe, options, student):
+        valid = dpo_loss_types()  # imports trl, so not in `check` (validate stays fast)
+        if options.loss_type not in valid:
+            raise UserError(f"update.dpo.loss_type: unknown {options.loss_type!r} (this TRL offers: {', '.join(valid)})")
+
+    def memory_mb(self, recipe, options, student, teacher, act_bytes):
+        frozen = student["params"] * 4 if recipe.update.lora is None else 0  # the reference model
+        return training_mb(recipe, student, act_bytes, frozen, rows_per_example=2)  # chosen and rejected together
+
+    def train(self, job):
+        if not job.pairs:
+            return None
+        o = job.options
+        return train_dpo(job.pairs, job.student, job.out, job.update, job.max_length, job.seed, beta=o.beta, loss_type=o.loss_type)
+
+
+@hookimpl
+def kdagent_register_updaters(register):
+    register("dpo", DPO())

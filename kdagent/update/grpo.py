@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from statistics import fmean
 
-from kdagent.update.common import save_student, train, trainer_kwargs, work_dir
-from kdagent.update.sft import _peft_config
-from kdagent.models.registry import safetensors_only
+from kdagent.hookspecs import hookimpl
+from kdagent.recipe import GRPOOptions
+from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
+from kdagent.update.updater import Updater, UpdateJob, check_completion_length, training_mb
 
 
 def generation_batch_size(batch_size: int, gradient_accumulation_steps: int, num_generations: int, world_size: int = 1) -> int:
@@ -54,9 +55,8 @@ def train_grpo(
     if max_completion_length >= max_length:
         raise ValueError(f"max_completion_length ({max_completion_length}) must be below max_length ({max_length})")
 
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     out_dir = Path(out_dir)
@@ -77,9 +77,7 @@ def train_grpo(
     dataset = Dataset.from_list(rows)
 
     work = work_dir(out_dir)
-    # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast. The model's
-    # config keeps `base_model` as its name, which is where TRL loads the reference model from (beta > 0).
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    model = load_student(base_model)[1]  # with beta > 0 TRL loads the reference model from its name
     args = GRPOConfig(
         **trainer_kwargs(update, work, seed),  # per-device batch size counts completions, not prompts
         generation_batch_size=gen_batch,
@@ -91,7 +89,7 @@ def train_grpo(
     )
     trainer = GRPOTrainer(
         model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
-        peft_config=_peft_config(update.lora),
+        peft_config=peft_config(update.lora),
     )
     result = train(trainer, work)
     history = trainer.state.log_history
@@ -99,7 +97,7 @@ def train_grpo(
     rewards = [round(h["reward"], 4) for h in history if "reward" in h]
     reward_stds = [round(h["reward_std"], 4) for h in history if "reward_std" in h]
     zero_std = [h["frac_reward_zero_std"] for h in history if "frac_reward_zero_std" in h]
-    save_student(trainer, tokenizer, update.lora, work, out_dir)
+    save_student(trainer, tokenizer, update, work, out_dir)
     metrics = {
         "examples": len(keep),
         "skipped": len(prompts) - len(keep),
@@ -114,3 +112,51 @@ def train_grpo(
     if zero_std:  # share of prompt groups whose completions all got the same reward, i.e. taught nothing
         metrics["frac_reward_zero_std"] = round(fmean(zero_std), 4)
     return metrics
+
+
+def job_reward(job: UpdateJob, tasks: dict, judge_weight: float, label: str):
+    """The reward function of a sampling updater: the skill's verifier on `tasks` (by id), blended with the
+    recipe's teacher as judge by `judge_weight` (the teacher loads on the first judged batch)."""
+    from kdagent.feedback.rewards import skill_reward
+    from kdagent.teachers.lazy import LazyTeacher
+
+    r = job.recipe
+    judge = LazyTeacher(job.plugins, r.teacher, job.student) if judge_weight > 0 else None
+    rubric = r.feedback.rubric or getattr(job.domain, "rubric", None)
+    return skill_reward(job.skill, tasks, job.round, judge, judge_weight, rubric, seed=r.seed * 1000 + job.round,
+                        attempts=r.feedback.judge_attempts, score=r.feedback.judge_score, label=label)
+
+
+class GRPO(Updater):
+    """Group relative policy optimisation on the round's tasks that have a reference answer, rewarded by the
+    skill's verifier (and the teacher as judge, by `update.grpo.judge_weight`)."""
+
+    options_model = GRPOOptions
+    skipped = "no tasks with a reference answer to reward"
+
+    def check(self, recipe, options):
+        check_completion_length("update.grpo.max_completion_length", recipe, options.max_completion_length)
+
+    def memory_mb(self, recipe, options, student, teacher, act_bytes):
+        frozen = student["params"] * 4 if options.beta > 0 and recipe.update.lora is None else 0  # the reference model
+        return training_mb(recipe, student, act_bytes, frozen)
+
+    def train(self, job):
+        o = job.options
+        referenced = [t for t in job.tasks if t.answer]
+        if not referenced:
+            return None
+        reward = job_reward(job, {t.id: t for t in referenced}, o.judge_weight, "grpo")
+        try:
+            return train_grpo(
+                [job.skill.messages(t) for t in referenced], reward, job.student, job.out, job.update, job.max_length, job.seed,
+                num_generations=o.num_generations, max_completion_length=o.max_completion_length, beta=o.beta,
+                extra_columns={"task_id": [t.id for t in referenced]},
+            )
+        finally:
+            reward.close()
+
+
+@hookimpl
+def kdagent_register_updaters(register):
+    register("grpo", GRPO())

@@ -8,33 +8,42 @@ folder and renamed into place (kdagent/update/common.py).
 
 from pathlib import Path
 
+from kdagent.hookspecs import hookimpl
 from kdagent.records import SFTExample
-from kdagent.update.common import report, save_student, train, trainer_kwargs, work_dir
-from kdagent.models.registry import safetensors_only
+from kdagent.update.common import load_student, peft_config, report, save_student, train, trainer_kwargs, work_dir
+from kdagent.update.updater import Updater
 
-
-def _peft_config(lora):
-    if lora is None:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+_peft_config = peft_config  # the name other modules imported before it moved to common
 
 
 def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, update, max_length: int, seed: int) -> dict:
     """Train on `examples` starting from `base_model`; save a full checkpoint to `out_dir`. Returns metrics."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     out_dir = Path(out_dir)
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    tokenizer, model = load_student(base_model)
     args = SFTConfig(**trainer_kwargs(update, work, seed), max_length=max_length, completion_only_loss=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=_peft_config(update.lora))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora))
     result = train(trainer, work)
-    save_student(trainer, tokenizer, update.lora, work, out_dir)
+    save_student(trainer, tokenizer, update, work, out_dir)
     return report(trainer, result, len(examples))
+
+
+class SFT(Updater):
+    """Supervised fine-tuning on the round's curated examples (sft.jsonl)."""
+
+    skipped = "no training examples"
+    tool_calls = True
+
+    def train(self, job):
+        if not job.examples:
+            return None
+        return train_sft(job.examples, job.student, job.out, job.update, job.max_length, job.seed)
+
+
+@hookimpl
+def kdagent_register_updaters(register):
+    register("sft", SFT())
