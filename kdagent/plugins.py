@@ -35,6 +35,8 @@ DEFAULT_PLUGINS = (
     "kdagent.update.dpo",
     "kdagent.update.distill",
     "kdagent.update.grpo",
+    "kdagent.update.kto",
+    "kdagent.update.rloo",
 )
 KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "updaters")
 
