@@ -88,7 +88,7 @@ def test_init_takes_the_domains_skill_or_the_one_asked_for(tmp_path):
     assert "#   max_steps: 4" in text  # the skill's options, commented out with their defaults
     # uncommenting the listed options keeps the recipe valid
     out.write_text(text.replace("    # options:", "    options:").replace("    #   ", "      "))
-    assert load_recipe(out).skills[0].options == {"tools": None, "max_steps": 4, "demonstration": True}
+    assert load_recipe(out).skills[0].options == {"tools": None, "max_steps": 4, "demonstration": True, "allow_unisolated_python": False}
 
 
 def test_init_never_overwrites_and_reports_bad_names_in_one_line(tmp_path):

@@ -14,6 +14,7 @@ from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, format_passages
 from kdagent.tools.agent import describe_tools, format_call, run_tool
+from kdagent.tools.sandbox import python, python_allowing_unisolated
 
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")  # GSM8K: <<48/2=24>>
 _EQUATION = re.compile(r"(\d+(?:\.\d+)?(?:\s*[-+x*/]\s*\d+(?:\.\d+)?)+)\s*=\s*\d")  # 41 - 10 = 31
@@ -36,12 +37,21 @@ class ToolUse(Skill):
     name = "tool_use"
     description = "Calls tools in the <tool_call> format until a final 'The answer is N.'; verified against the reference."
 
-    def __init__(self, tools: list[str] | None = None, max_steps: int = 4, demonstration: bool = True):
+    def __init__(self, tools: list[str] | None = None, max_steps: int = 4, demonstration: bool = True,
+                 allow_unisolated_python: bool = False):
+        """`allow_unisolated_python`: where the kernel cannot isolate the `python` tool (no namespaces), run
+        model-written code anyway with only its rlimits and audit hook; otherwise each call is refused."""
         self.tool_names = tuple(tools or ["calculator"])
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
         self.max_steps = max_steps
         self.demonstration = demonstration
+        self.allow_unisolated_python = allow_unisolated_python
+
+    def bind_tools(self, tools: dict) -> None:
+        super().bind_tools(tools)
+        if self.allow_unisolated_python and self.tools.get("python") is python:
+            self.tools["python"] = python_allowing_unisolated
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         system = _INSTRUCTION + "\nTools:\n" + describe_tools(self.tools)

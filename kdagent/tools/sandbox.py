@@ -179,6 +179,8 @@ def _main(root, report_fd, cpu_s, wall_s, limits):
     import resource
     import signal
     import sys
+    import threading
+    import time
 
     # The code runs in a child: PID 1 of a namespace ignores signals it has no handler for, and unshare does
     # not pass a SIGKILL on. The supervisor (PID 1) reports how the worker ended, and ends it at its own
@@ -202,6 +204,14 @@ def _main(root, report_fd, cpu_s, wall_s, limits):
         os._exit(0 if code == 0 else 1)
 
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    supervisor = os.getppid()
+
+    def watch():  # without a PID namespace, nothing else ends the worker once its supervisor is gone
+        while os.getppid() == supervisor:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
     for name, value in limits:
         resource.setrlimit(getattr(resource, name), (value, value))
     code = sys.stdin.buffer.read().decode("utf-8", "replace")
@@ -309,6 +319,8 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
                 cwd = "/"
             else:
                 drop = {"user": plan.uid, "group": plan.uid, "extra_groups": []} if plan.uid is not None else {}
+                setpriv = shutil.which("setpriv")
+                argv = ([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []) + argv
                 cwd = root
             try:
                 proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
