@@ -13,7 +13,7 @@ comparable lengths where the constraint allows it (a word limit cannot).
 
 import random
 
-from kdagent.default_plugins.instruct import CONSTRAINTS, check_constraints, constraints_from_text
+from kdagent.default_plugins.constraints import CONSTRAINTS, check_constraints, constraints_from_text
 from kdagent.domain import Domain
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Task, stable_id
