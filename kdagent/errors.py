@@ -6,6 +6,7 @@ stderr, tracebacks included (`RedactingStream`), has them replaced by `***`. Mes
 they are cut to length (`one_line`), so that no secret is ever written in part.
 """
 
+import base64
 import errno
 import io
 import os
@@ -38,22 +39,41 @@ MASK = "***"
 _secrets: set[str] = set()
 
 
-def register_secret(value: str | None) -> None:
-    """A value that must never be written or printed (short values are ignored: they would mask words)."""
-    if value and len(value) >= 8:
-        _secrets.add(value)
+def register_secret(value: str | None, min_length: int = 8) -> None:
+    """A value that must never be written or printed, with the forms it takes in URLs and headers. Values
+    found by their variable's name shorter than 8 characters are ignored (they would mask words); a value
+    named as a secret (the recipe's api_key_env) counts from 4."""
+    if value and len(value) >= min_length:
+        _secrets.update(secret_forms(value))
+
+
+def secret_forms(value: str) -> set[str]:
+    """`value`, URL-encoded (query and path forms), and base64 as inside a Basic-auth header: there the
+    value follows `user:`, so its encoding depends on where it starts within a 3-byte group; the groups
+    wholly inside the value encode the same way whatever came before, and those are masked."""
+    from urllib.parse import quote, quote_plus
+
+    forms = {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    raw = value.encode("utf-8", "surrogatepass")
+    for start in range(3):
+        whole = raw[start : start + (len(raw) - start) // 3 * 3]
+        if len(whole) >= 6:
+            forms.update({base64.b64encode(whole).decode(), base64.urlsafe_b64encode(whole).decode()})
+    return forms
 
 
 def register_environment_secrets(names: list[str] | None = None) -> None:
     """The values of `names` (the recipe's api_key_env), and of every environment variable whose name looks
     like a secret and whose value looks like a key (no path separator, no space: paths are not masked)."""
     for name, value in os.environ.items():
-        if name in (names or []) or (SECRET_NAME.search(name) and "/" not in value and not any(c.isspace() for c in value)):
+        if name in (names or []):
+            register_secret(value, min_length=4)
+        elif SECRET_NAME.search(name) and "/" not in value and not any(c.isspace() for c in value):
             register_secret(value)
 
 
 def redact(text: str) -> str:
-    for secret in _secrets:
+    for secret in sorted(_secrets, key=len, reverse=True):  # a longer form first: it may contain a shorter one
         if secret in text:
             text = text.replace(secret, MASK)
     return text

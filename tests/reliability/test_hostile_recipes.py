@@ -128,6 +128,25 @@ def test_a_secret_across_a_cut_is_masked_whole():
         assert not any(f in line for f in _fragments(secret)), (start, line)
 
 
+def test_a_secret_is_masked_in_its_url_encoded_and_basic_auth_forms_and_when_short(monkeypatch):
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    secret = "sk-" + uuid.uuid4().hex[:20] + "/+= &?"
+    register_secret(secret)
+    for user in ("", "a", "ab", "user"):  # every alignment of the value within the base64 groups
+        header = "Authorization: Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        core = base64.b64encode(f"{user}:{secret}".encode()).decode()[len(user) // 3 * 4 + 8 : -8]
+        assert core not in one_line(header), (user, one_line(header))
+    for form in (quote(secret, safe=""), quote_plus(secret), quote(secret)):
+        assert "***" in one_line(f"GET https://api.example/v1?key={form}&x=1") and form not in one_line(f"?key={form}")
+    monkeypatch.setenv("KDAGENT_TEST_SHORT_KEY", "q7Zk1")  # named by the recipe: masked though short
+    from kdagent.errors import register_environment_secrets
+
+    register_environment_secrets(["KDAGENT_TEST_SHORT_KEY"])
+    assert one_line("the server said: bad key q7Zk1") == "the server said: bad key ***"
+
+
 def test_a_secret_across_a_cut_of_a_cli_error_is_masked_whole(tmp_path):
     secret = uuid.uuid4().hex
     # blocks of the secret side by side where an unmasked line of this length would be cut (after its first
