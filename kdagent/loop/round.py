@@ -190,10 +190,15 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         settings = r.teacher.model_dump(mode="json")
         partial = round_dir / "generations.partial.jsonl"
         before = len(teacher.failures())  # expansion may have used the teacher already
+        from kdagent.tools.sandbox import ISOLATION_COUNTS
+
+        calls = Counter(ISOLATION_COUNTS)
         fitting, too_long = stages.fitting_prompts(skill, grounded, local_teacher_path(r, student), r.teacher.max_new_tokens)
         gens = stages.elicit(teacher.get, skill, fitting, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
         failures = teacher.failures()[before:]
         counts = {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
+        isolation = dict(ISOLATION_COUNTS - calls)  # the python tool's calls by isolation: kernel, none (opted in), refused
+        counts |= {"python_tool_isolation": isolation} if isolation else {}
         return gens, counts | ({"dropped": {"prompt_too_long": too_long}} if too_long else {})
 
     generations, elicit_counts = _stage(ctx, round_dir, "generations", Generation, elicit)
@@ -253,6 +258,7 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
             **({"mined_failures": task_counts["mined_failures"]} if "mined_failures" in task_counts else {}),
             **({"expansion": task_counts["expansion"]} if "expansion" in task_counts else {}),
             **({"judge": feedback_counts["judge"]} if "judge" in feedback_counts else {}),
+            **({"python_tool_isolation": elicit_counts["python_tool_isolation"]} if "python_tool_isolation" in elicit_counts else {}),
         },
         "update": update,
         "seconds": seconds,

@@ -4,11 +4,12 @@
 kdagent is not root. Inside them, `enter` (shipped as source to a bare interpreter, `-I -S`) builds the
 code's world and then execs the sandbox's interpreter:
 
-- a read-only root on a small tmpfs holding only the interpreter, its standard library (with any
-  site-packages hidden under an empty mount) and the system's shared libraries, `/dev/null`, `/dev/zero`,
-  `/dev/full`, `/dev/random`, `/dev/urandom`, a fresh `/proc` of the new PID namespace (so no other
-  process is visible) and the scratch folder, the only writable place, at its host path; `pivot_root`
-  then detaches the host's tree, so no home, run directory or other file exists for the code;
+- a read-only root on a small tmpfs (laid over an existing folder, in this mount namespace only) holding
+  only the interpreter, its standard library (with any site-packages hidden under an empty mount) and
+  the system's shared libraries, `/dev/null`, `/dev/zero`, `/dev/full`, `/dev/random`, `/dev/urandom`,
+  a fresh `/proc` of the new PID namespace (so no other process is visible) and the scratch folder, the
+  only writable place: a size-capped tmpfs at the path the sandbox names, gone with the namespace;
+  `pivot_root` then detaches the host's tree, so no home, run directory or other file exists for the code;
 - as root, uid/gid 65534 (nobody) and no groups; otherwise, in the user namespace, every capability
   dropped (bounding set, securebits, capset) so the mapped root is powerless;
 - `PR_SET_NO_NEW_PRIVS`, then `PR_SET_PDEATHSIG` (SIGKILL once `unshare` dies);

@@ -1,34 +1,46 @@
 """The `python` tool: run model-written code in a separate, locked-down process and return what it prints.
 
 Threat model. The code comes from a model: usually harmless, sometimes careless (an endless loop, a huge
-allocation, a stray `rm`), rarely hostile (a prompt injection). It must not reach the network, the files
-outside its scratch folder, other processes, or this machine's CPU and memory beyond a budget. Layers,
-outermost first:
+allocation, a stray `rm`), rarely hostile (a prompt injection). It may do nothing outside its scratch
+folder: no network, no other file, no other process, no more than a budget of CPU, memory and disk.
+Layers, outermost first (docs/reliability.md has the tests and figures):
 
-1. Kernel, when `unshare` works here (probed once): new network and PID namespaces (no interface but a
-   loopback of its own; every process of the run dies with the namespace). As root, the code runs as
-   uid/gid 65534 (nobody), through unshare or else Popen, so file permissions apply and RLIMIT_NPROC caps
-   processes (it never binds root); if nobody may not run this interpreter, the system's of the same
-   version is used.
+1. Kernel isolation (kdagent/tools/isolation.py), probed once: `unshare` makes mount, PID, network, IPC
+   and UTS namespaces (and a user namespace when kdagent is not root); inside them the code sees a
+   read-only root holding only the interpreter, its standard library and the shared libraries, a few
+   device files, a fresh `/proc` of its own PID namespace, and its scratch folder: a size-capped tmpfs
+   (`SCRATCH_MB`) that vanishes with the namespace. It runs as nobody (as root) or with no capabilities
+   (in the user namespace), with no_new_privs, under Landlock (writes only in the scratch folder, no TCP,
+   no signals outside) and a seccomp filter (no mount, namespace, ptrace, BPF, keyring, io_uring calls).
+   Where this cannot be set up, the tool refuses each call in one line naming what is missing and the
+   setting that allows running without it (`allow_unisolated`; the tool_use skill's
+   `allow_unisolated_python`). Each result says which isolation it had (`SandboxResult.isolation`;
+   `ISOLATION_COUNTS` counts them per process).
 2. Kernel: rlimits set before the code starts, soft = hard so they cannot be raised: CPU seconds, address
    space, file size, open files, processes, no core dumps.
-3. Parent: the run has its own session, SIGKILLed as a whole at the wall-clock limit; the working folder
-   (also HOME and TMPDIR) is a fresh temporary directory, deleted afterwards; the environment holds no
-   secrets; output goes to a file and only its first characters are read back.
+3. Supervision: the code runs in a child of a supervisor that reports how it ended and kills it at its own
+   wall-clock timer; kdagent SIGKILLs the run's session at the limit too. `setpriv --pdeathsig` and
+   unshare's `--kill-child` end the run when kdagent dies (PID 1 of the namespace exits, the kernel kills
+   the rest). The environment holds no secrets; output goes to a file and only its first characters are
+   read back.
 4. Policy: an audit hook (PEP 578), installed before the code runs, ends the run at the first forbidden
    event (so the code cannot catch it and try again): processes (system, exec, spawn, fork, Popen),
-   sockets, ctypes, native modules from outside the standard library, signals to other processes, open
-   or list outside the folder (reading also the standard library), file changes outside it, chmod,
-   links, chdir, `input()`, new audit hooks, gc and other threads' frames, hand-made code objects. The
-   hook keeps its state in default arguments and binds every builtin it uses, so monkeypatching `os`,
-   `builtins` or `__main__` does not change it. A few functions no event covers (setsid, pidfd_open,
-   mkfifo, ...) are removed from `os` first, and the interpreter never shuts down (finalizers would run
-   after the hooks are cleared).
+   sockets, ctypes, sqlite3 (files through ATTACH and VACUUM INTO), POSIX shared memory, sub-interpreters,
+   native modules from outside the standard library, signals to other processes, open or list outside the
+   folder (reading also the standard library), file changes outside it, chmod, links, chdir, `input()`,
+   new audit hooks, gc and other threads' frames, hand-made code objects. A path argument counts only as
+   an exact str, bytes or a file descriptor; any other type is refused, so no object can answer one way to
+   the hook and another to the call (`open` and pathlib hand the calls plain strings). The hook keeps its
+   state in default arguments and binds every builtin it uses, so monkeypatching `os`, `builtins` or
+   `__main__` does not change it. A few functions no event covers (setsid, pidfd_open, mkfifo, ...) are
+   removed from `os` first, and the interpreter never shuts down (finalizers would run after the hooks are
+   cleared). Only the standard library is importable (`-I -S`).
 
-Audit hooks are a policy layer, not a security boundary: code that reaches native execution (for example
-through a crafted bytecode string loaded with `marshal`) or that races a path-like object's `__fspath__`
-escapes it. Then only the kernel layers hold: with no `unshare`, no namespaces; and if no interpreter runs
-as nobody, the code has this process's uid. Only the standard library is importable (`-I -S`).
+The audit hook is a policy layer, not a security boundary: code that reaches native execution (crafted
+bytecode loaded with `marshal`, say) escapes it, and then the kernel layers hold alone. Without them (the
+opted-in weak mode) the scratch folder is on this machine's disk (`SCRATCH_PREFIX` in the temporary
+folder, reaped on the next start when a killed kdagent left it), the code runs as nobody when kdagent is
+root and otherwise as kdagent's own user, and only layers 2 to 4 apply.
 """
 
 from __future__ import annotations
