@@ -76,7 +76,7 @@ class SandboxResult:
     output: str
     error: str | None
     seconds: float
-    isolation: str = ""  # "kernel: <layers>", "none: <what held>" (opted in), or "refused"
+    isolation: str = ""  # "kernel: <layers>", "none: <what held>" (opted in), "refused", or "failed" (did not start)
 
 
 def _install_policy(root, report_fd):
@@ -338,29 +338,31 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
                 proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
                                         pass_fds=(report.fileno(),), start_new_session=True, **drop)
             except OSError as exc:  # e.g. nobody may not run this interpreter
-                return SandboxResult(False, "", f"error: the sandbox did not start: {exc}", time.monotonic() - start)
-            isolation = None
+                return SandboxResult(False, "", f"error: the sandbox did not start: {exc}", time.monotonic() - start, "failed")
+            killed = f"error: killed (wall-clock limit {wall_s:g} s)"
+            timed_out = False
             try:
                 proc.wait(timeout=wall_s)
-                report.seek(0)
-                error = report.read(2000).decode("utf-8", "replace")
-                if error.startswith("isolation"):
-                    isolation, _, error = error.partition("\n")
-                error = error or None
-                if error is None and proc.returncode:
-                    error = f"error: exit status {proc.returncode}"
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # the session: unshare, the supervisor, the worker
                 proc.wait()
-                error = f"error: killed (wall-clock limit {wall_s:g} s)"
+                timed_out = True
+            report.seek(0)
+            error = report.read(2000).decode("utf-8", "replace")
+            isolation = None
+            if error.startswith("isolation"):  # the kernel layers' own line, then the run's
+                isolation, _, error = error.partition("\n")
+            error = killed if timed_out else error or None
+            if error is None and proc.returncode:
+                error = f"error: exit status {proc.returncode}"
             size = os.fstat(out.fileno()).st_size
             out.seek(0)
             output = out.read(4 * max_output_chars + 4).decode("utf-8", "replace")
         if isolation and isolation.startswith("isolation failed"):
-            return SandboxResult(False, "", f"error: the sandbox's {isolation}", time.monotonic() - start, "none")
-        if plan.kernel and isolation is None and error != f"error: killed (wall-clock limit {wall_s:g} s)":
+            return SandboxResult(False, "", f"error: the sandbox's {isolation}", time.monotonic() - start, "failed")
+        if plan.kernel and isolation is None and error != killed:
             why = output.strip().splitlines()[-1:] or [error or "no report"]
-            return SandboxResult(False, "", f"error: the sandbox's isolation did not start: {why[0][:200]}", time.monotonic() - start, "none")
+            return SandboxResult(False, "", f"error: the sandbox's isolation did not start: {why[0][:200]}", time.monotonic() - start, "failed")
         if len(output) > max_output_chars or size > 4 * max_output_chars + 4:
             output = output[:max_output_chars] + f"\n[output truncated to {max_output_chars} characters]"
         label = "kernel: " + isolation.partition(": ")[2] if plan.kernel and isolation else _weak_label(plan)

@@ -174,6 +174,8 @@ def test_every_attack_is_contained(host, user, mode):
             listener.accept()  # nothing ever connected
     results = json.loads(out)
     assert set(results) == set(ATTACKS)
+    if mode.startswith("kernel") and all(r[3] == "refused" for r in results.values()):  # e.g. user namespaces forbidden
+        pytest.skip(f"no kernel isolation for this user here: {results['cpu'][2]}")
     for name, (ok, output, error, isolation) in results.items():
         shown = f"{name}: {output!r} {error!r}"
         assert KEY_CANARY not in output + str(error) and API_CANARY not in output + str(error), shown
