@@ -264,3 +264,53 @@ def test_sigkill_of_kdagent_mid_call_leaves_no_process_and_no_folder(host, mode)
                                      "from kdagent.tools import sandbox; print(sandbox.reap_scratch_folders())"],
                                     capture_output=True, text=True, timeout=60)
         assert int(next_start.stdout) >= 1 and not os.path.exists(os.path.join(tempfile.gettempdir(), left[0]))
+
+
+@pytest.mark.integration
+def test_sigkill_of_the_kdagent_cli_mid_tool_call_leaves_no_process_and_no_folder(tmp_path, tiny_model_dir):
+    """`kdagent run` with a teacher whose every reply calls the python tool on a long program; SIGKILL it while
+    the program runs."""
+    import yaml
+
+    from conftest import KDAGENT
+    from openai_server import ScriptedServer
+
+    from kdagent.tools.agent import format_call
+
+    if sandbox.kernel_isolation()[0] is None:
+        pytest.skip(f"no kernel isolation here: {sandbox.kernel_isolation()[1]}")
+    call = format_call("python", {"code": "import time\nprint('working', flush=True)\ntime.sleep(60)"})
+    with ScriptedServer(lambda request, headers: call) as server:
+        recipe = tmp_path / "tools.yaml"
+        recipe.write_text(yaml.safe_dump({
+            "name": "killed", "seed": 1,
+            "student": {"model": str(tiny_model_dir), "max_length": 256},
+            "teacher": {"kind": "openai", "model": "scripted", "base_url": server.url, "samples": 1, "max_new_tokens": 64,
+                        "timeout_s": 60, "max_retries": 0},
+            "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 1},
+            "skills": [{"name": "tool_use", "options": {"tools": ["python"], "max_steps": 2}}],
+            "retrieval": {"enabled": False},
+            "feedback": {"fallback_to_reference": True},
+            "update": {"epochs": 1, "batch_size": 2},
+            "evaluation": {"max_new_tokens": 8},
+        }))
+        with open(tmp_path / "stderr.txt", "w") as log:
+            kdagent = subprocess.Popen([KDAGENT, "run", str(recipe), "--run-dir", str(tmp_path / "run")], stdout=subprocess.DEVNULL,
+                                       stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        token = f"{sandbox.SCRATCH_PREFIX}{kdagent.pid}-"
+        deadline, running, since = time.monotonic() + 300, [], time.monotonic()
+        while time.monotonic() < deadline and kdagent.poll() is None:  # the same processes for a second: the tool call
+            now = sandbox_pids(token)
+            if now != running or len(now) < 2:
+                running, since = now, time.monotonic()
+            elif time.monotonic() - since > 1:
+                break
+            time.sleep(0.05)
+        assert len(running) >= 2, (tmp_path / "stderr.txt").read_text()[-2000:]
+        os.kill(kdagent.pid, signal.SIGKILL)
+        kdagent.wait()
+    deadline = time.monotonic() + 5
+    while sandbox_pids(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_pids(token) == [], "sandbox processes outlived kdagent"
+    assert [e for e in os.listdir(tempfile.gettempdir()) if e.startswith(token)] == []
