@@ -116,7 +116,8 @@ def report(run_dir, output, samples):
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
-def validate(recipe, sets):
+@click.option("--explain", is_flag=True, help="Print each field's description as a comment above its value.")
+def validate(recipe, sets, explain):
     """Check a recipe and print it resolved, with every default filled in."""
     from kdagent.errors import register_environment_secrets
     from kdagent.recipe import check_names, load_recipe, recipe_to_yaml
@@ -124,7 +125,12 @@ def validate(recipe, sets):
     register_environment_secrets()  # masked in error lines; the recipe it prints masks its own secrets
     parsed = load_recipe(recipe, list(sets))
     check_names(parsed, _plugins())
-    click.echo(recipe_to_yaml(parsed), nl=False)
+    if explain:
+        from kdagent.explain import explain as explained
+
+        click.echo(explained(parsed), nl=False)
+    else:
+        click.echo(recipe_to_yaml(parsed), nl=False)
 
 
 @cli.command()
