@@ -266,12 +266,48 @@ def test_sigkill_of_kdagent_mid_call_leaves_no_process_and_no_folder(host, mode)
         assert int(next_start.stdout) >= 1 and not os.path.exists(os.path.join(tempfile.gettempdir(), left[0]))
 
 
+def _tool_recipe(tmp_path, model_dir, base_url):
+    import yaml
+
+    recipe = tmp_path / "tools.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "tools", "seed": 1,
+        "student": {"model": str(model_dir), "max_length": 256},
+        "teacher": {"kind": "openai", "model": "scripted", "base_url": base_url, "samples": 1, "max_new_tokens": 64,
+                    "timeout_s": 60, "max_retries": 0},
+        "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 1},
+        "skills": [{"name": "tool_use", "options": {"tools": ["python"], "max_steps": 2}}],
+        "retrieval": {"enabled": False},
+        "feedback": {"fallback_to_reference": True},
+        "update": {"epochs": 1, "batch_size": 2},
+        "evaluation": {"max_new_tokens": 8},
+    }))
+    return recipe
+
+
+@pytest.mark.integration
+def test_a_rounds_metrics_count_the_python_tool_calls_by_isolation(tmp_path, tiny_model_dir):
+    from conftest import run_cli
+    from openai_server import ScriptedServer
+
+    from kdagent.tools.agent import format_call
+
+    def teacher(request, headers):  # a call, then the answer from its result
+        answered = "print(6 * 7)" in json.dumps(request["messages"])  # the call was made: its result follows
+        return "The answer is 42." if answered else format_call("python", {"code": "print(6 * 7)"})
+
+    with ScriptedServer(teacher) as server:
+        result = run_cli("run", str(_tool_recipe(tmp_path, tiny_model_dir, server.url)), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    counts = json.loads((tmp_path / "run" / "metrics.json").read_text())["rounds"][0]["counts"]
+    expected = "kernel" if sandbox.kernel_isolation()[0] else "refused"
+    assert counts["python_tool_isolation"] == {expected: 2}, counts  # one call for each of the two tasks
+
+
 @pytest.mark.integration
 def test_sigkill_of_the_kdagent_cli_mid_tool_call_leaves_no_process_and_no_folder(tmp_path, tiny_model_dir):
     """`kdagent run` with a teacher whose every reply calls the python tool on a long program; SIGKILL it while
     the program runs."""
-    import yaml
-
     from conftest import KDAGENT
     from openai_server import ScriptedServer
 
@@ -281,19 +317,7 @@ def test_sigkill_of_the_kdagent_cli_mid_tool_call_leaves_no_process_and_no_folde
         pytest.skip(f"no kernel isolation here: {sandbox.kernel_isolation()[1]}")
     call = format_call("python", {"code": "import time\nprint('working', flush=True)\ntime.sleep(60)"})
     with ScriptedServer(lambda request, headers: call) as server:
-        recipe = tmp_path / "tools.yaml"
-        recipe.write_text(yaml.safe_dump({
-            "name": "killed", "seed": 1,
-            "student": {"model": str(tiny_model_dir), "max_length": 256},
-            "teacher": {"kind": "openai", "model": "scripted", "base_url": server.url, "samples": 1, "max_new_tokens": 64,
-                        "timeout_s": 60, "max_retries": 0},
-            "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 1},
-            "skills": [{"name": "tool_use", "options": {"tools": ["python"], "max_steps": 2}}],
-            "retrieval": {"enabled": False},
-            "feedback": {"fallback_to_reference": True},
-            "update": {"epochs": 1, "batch_size": 2},
-            "evaluation": {"max_new_tokens": 8},
-        }))
+        recipe = _tool_recipe(tmp_path, tiny_model_dir, server.url)
         with open(tmp_path / "stderr.txt", "w") as log:
             kdagent = subprocess.Popen([KDAGENT, "run", str(recipe), "--run-dir", str(tmp_path / "run")], stdout=subprocess.DEVNULL,
                                        stderr=log, env={**os.environ, "OMP_NUM_THREADS": "1"})
