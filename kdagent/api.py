@@ -45,8 +45,9 @@ def load_recipe(recipe, **overrides: Any):
 
 
 def finish_run(run_dir: Path, warn=None) -> dict[str, Path | None]:
-    """What a run writes once its rounds are done: `report.html` and the final student's model card. A
-    failure here does not fail the run (its results are on disk): it is reported through `warn`."""
+    """What a run writes once its rounds are done: `report.html`, the final student's model card, and the
+    per-round scores for the trackers of `update.report_to` (kdagent.trackers). A failure here does not fail
+    the run (its results are on disk): it is reported through `warn`."""
     warn = warn or (lambda line: print(line, file=sys.stderr))
     written: dict[str, Path | None] = {"report": None, "model_card": None}
     try:
@@ -61,6 +62,12 @@ def finish_run(run_dir: Path, warn=None) -> dict[str, Path | None]:
         written["model_card"] = write_model_card(run_dir)
     except Exception as exc:  # noqa: BLE001
         warn(f"warning: model card not written ({type(exc).__name__}: {exc})")
+    try:
+        from kdagent.trackers import log_rounds
+
+        log_rounds(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        warn(f"warning: per-round scores not sent to the trackers ({type(exc).__name__}: {exc})")
     return written
 
 

@@ -33,3 +33,23 @@ def test_tensorboard_writes_event_files_with_the_loss(tmp_path, tiny_model_dir, 
     scalars = EventAccumulator(str(events)).Reload()
     losses = [e.value for e in scalars.Scalars("train/loss")]
     assert len(losses) == report["steps"] == 2 and losses == pytest.approx(report["losses"], abs=1e-3)
+
+
+def test_per_round_scores_go_to_tensorboard_at_the_end_of_a_run(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kdagent.api import finish_run
+
+    (tmp_path / "recipe.yaml").write_text("name: t\nupdate:\n  report_to: [tensorboard]\n")
+    score = lambda acc: {"n": 10, "accuracy": acc, "ci": {"accuracy": [acc - 0.1, acc + 0.1]}}  # noqa: E731
+    (tmp_path / "metrics.json").write_text(json.dumps({"baseline": score(0.2), "rounds": [
+        {"round": 1, "eval": score(0.4), "counts": {"tasks": 8, "sft_examples": 5}},
+        {"round": 2, "eval": score(0.5), "counts": {"tasks": 8, "sft_examples": 6}}]}))
+    finish_run(tmp_path, warn=pytest.fail)
+    (events,) = (tmp_path / "tensorboard" / "rounds").glob("events.out.tfevents.*")
+    scalars = EventAccumulator(str(events)).Reload()
+    assert [(e.step, round(e.value, 3)) for e in scalars.Scalars("eval/held-out/accuracy")] == [(0, 0.2), (1, 0.4), (2, 0.5)]
+    assert [e.value for e in scalars.Scalars("counts/sft_examples")] == [5, 6]
