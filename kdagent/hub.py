@@ -9,6 +9,7 @@ from kdagent.errors import UserError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SKIPPED = {".gitattributes"}
+NETWORK_MODULES = {"httpx", "httpx2", "httpcore", "requests", "urllib3", "socket", "ssl"}
 
 
 def push_plan(run_dir: Path, repo: str, private: bool) -> dict:
@@ -56,4 +57,8 @@ def push(run_dir: Path, repo: str, private: bool = False, dry_run: Path | None =
         raise UserError("push: HF_HUB_OFFLINE=1 is set in the environment; unset it to upload") from None
     except HfHubHTTPError as exc:
         raise UserError(f"push to {repo} failed: {str(exc).splitlines()[0]} (logged in? `hf auth login`, or HF_TOKEN)") from None
+    except Exception as exc:  # the network: the HTTP client's own errors (httpx, httpcore...), or the socket's
+        if not (isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in NETWORK_MODULES):
+            raise
+        raise UserError(f"push to {repo} failed: cannot reach the Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     return {**plan, "url": str(getattr(info, "commit_url", info))}

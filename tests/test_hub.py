@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import free_port, run_cli
 from kdagent.errors import UserError
 from kdagent.models import resolve_model
 
@@ -87,3 +87,6 @@ def test_push_refuses_bad_input_and_offline_uploads(finished_run, tmp_path):
     assert "no metrics.json" in run_cli("push", str(tmp_path / "empty"), "me/x").stderr
     offline = run_cli("push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "1"})  # the real upload path, stopped at the network
     assert offline.returncode == 2 and "HF_HUB_OFFLINE=1" in offline.stderr
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the upload's first request fails to connect
+    unreachable = run_cli("push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": closed, "HF_TOKEN": "hf_unused"})
+    assert unreachable.returncode == 2 and "cannot reach the Hub" in unreachable.stderr, unreachable.stderr
