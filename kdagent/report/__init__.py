@@ -91,7 +91,7 @@ def render(data: dict) -> str:
         parts.append(f"<h3>Memory plan</h3><pre>{escape(json.dumps(data['memory_plan'], indent=1))}</pre>")
     parts.append('<h2 id="samples">Sample records</h2>')
     for r in rounds:
-        parts += [f"<h3>Round {r['number']}: kept (sft.jsonl)</h3>", _table(["prompt", "reply", "provenance"], _sample_rows(r["kept"]), "sample kept"),
+        parts += [f"<h3>Round {r['number']}: kept (training records)</h3>", _table(["prompt", "reply", "provenance"], _sample_rows(r["kept"]), "sample kept"),
                   f"<h3>Round {r['number']}: rejected by feedback</h3>", _table(["prompt", "reply", "provenance"], _sample_rows(r["rejected"]), "sample rejected")]
     parts.append(f'<h2 id="recipe">Recipe</h2><pre>{escape(data["recipe"])}</pre>')
     body = "\n".join(parts)

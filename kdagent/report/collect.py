@@ -102,12 +102,19 @@ def _reply(messages) -> str:
 
 
 def kept_samples(folder: Path, limit: int) -> list[dict]:
+    """Training records: SFT examples, else preference pairs (chosen and rejected replies)."""
     out = []
     for row in _lines(folder / "sft.jsonl"):
         out.append({"prompt": _last_user(row.get("prompt")), "reply": _reply(row.get("completion")),
                     "provenance": row.get("provenance") or {}})
         if len(out) >= limit:
+            return out
+    for row in _lines(folder / "preferences.jsonl"):
+        if len(out) >= limit:
             break
+        reply = f"chosen:\n{_reply(row.get('chosen'))}\n\nrejected:\n{_reply(row.get('rejected'))}"
+        out.append({"prompt": _last_user(row.get("prompt")), "reply": reply,
+                    "provenance": {**(row.get("provenance") or {}), "margin": row.get("margin")}})
     return out
 
 
