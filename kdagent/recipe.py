@@ -23,13 +23,13 @@ class _Config(BaseModel):
 
 
 class StudentConfig(_Config):
-    model: str = Field("smollm2-135m-instruct", description="The student: a model alias or a local Hugging Face folder.")
+    model: str = Field("smollm2-135m-instruct", description="The student: a model alias, a local Hugging Face folder, or a Hub id (org/name) in the local Hugging Face cache.")
     max_length: int = Field(512, ge=16, description="Longest tokenised training example (prompt + reply); longer ones are truncated.")
 
 
 class TeacherConfig(_Config):
     kind: str = Field("self", description="A registered teacher kind: 'self' (the current student), 'hf' (a local model), 'openai' (an OpenAI-compatible endpoint), 'langchain' (a chat model a plugin registers, named by `model`), or one a plugin adds.")
-    model: str | None = Field(None, description="The teacher model: an alias or local folder for 'hf', the served model name for 'openai', a registered chat model for 'langchain'.")
+    model: str | None = Field(None, description="The teacher model: an alias, local folder or cached Hub id for 'hf', the served model name for 'openai', a registered chat model for 'langchain'.")
     samples: int = Field(4, ge=1, le=64, description="Answers sampled per task.")
     temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy (then samples must be 1).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling threshold.")
