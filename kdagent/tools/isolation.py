@@ -28,7 +28,7 @@ could not (`isolation failed: ...`, exit status 4). Syscall numbers and constant
 from __future__ import annotations
 
 
-def enter(config):  # noqa: C901 - one straight sequence, kept in one piece so it can be shipped as source
+def enter(config):  # one straight sequence, kept in one piece so it can be shipped as source
     """Runs as PID 1 of the new namespaces; never returns (execs the sandbox's interpreter or exits 4)."""
     import ctypes
     import os
@@ -110,7 +110,8 @@ def enter(config):  # noqa: C901 - one straight sequence, kept in one piece so i
         layers.append("namespaces(mount,pid,net,ipc,uts" + (",user)" if config["user_ns"] else ")"))
         layers.append("minimal read-only root")
 
-        last_cap = int(open("/proc/sys/kernel/cap_last_cap").read())
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            last_cap = int(f.read())
         for cap in range(last_cap + 1):  # the bounding set: an exec as uid 0 gains nothing
             check(libc.prctl(24, cap, 0, 0, 0), "drop capability")  # PR_CAPBSET_DROP
         if config["uid"] is not None:
@@ -167,7 +168,7 @@ def enter(config):  # noqa: C901 - one straight sequence, kept in one piece so i
             filters = (Filter * len(prog))(*[Filter(*f) for f in prog])
             check(libc.prctl(22, 2, ctypes.byref(Program(len(prog), filters)), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
             layers.append("seccomp")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here is reported as the isolation that failed
         os.write(report_fd, f"isolation failed: {getattr(exc, 'strerror', None) or exc}\n".encode())
         os._exit(4)
     os.write(report_fd, ("isolation: " + ", ".join(layers) + "\n").encode())

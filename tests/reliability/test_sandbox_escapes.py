@@ -260,9 +260,8 @@ def test_sigkill_of_kdagent_mid_call_leaves_no_process_and_no_folder(host, mode)
         assert left == []  # the scratch folder was a tmpfs inside the namespace: nothing on the host
     else:  # a folder on the host disk: the next start reaps it
         assert len(left) == 1
-        next_start = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {REPO!r})\n"
-                                     "from kdagent.tools import sandbox; print(sandbox.reap_scratch_folders())"],
-                                    capture_output=True, text=True, timeout=60)
+        reap = f"import sys; sys.path.insert(0, {REPO!r})\nfrom kdagent.tools import sandbox; print(sandbox.reap_scratch_folders())"
+        next_start = subprocess.run([sys.executable, "-I", "-S", "-c", reap], capture_output=True, text=True, timeout=60, check=True)
         assert int(next_start.stdout) >= 1 and not os.path.exists(os.path.join(tempfile.gettempdir(), left[0]))
 
 
