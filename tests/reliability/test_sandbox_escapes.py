@@ -1,13 +1,14 @@
-"""Escapes from the `python` tool's sandbox, tried as an attacker would (issue 24), and a kill mid-call.
+"""Escapes from the `python` tool's sandbox, tried as an attacker would (issue 24), and kills mid-call.
 
 Each attack runs in a real "kdagent" process (a small runner importing kdagent.tools.sandbox, its
-environment holding a canary API key) in five settings: as root and as an ordinary user (uid 65534, with
-the system's interpreter of the same version), each with every layer and with the audit hook switched off
-(as if code had reached native execution: what then holds is the kernel alone); and in the weak mode a
-recipe must opt into where namespaces are missing. Host files that the attacks aim at are made readable
-and writable by anyone, so only the sandbox stands in the way. Afterwards nothing on the host has
-changed: no canary in any output, the private key and the round's `sft.jsonl` untouched, no marker file,
-no shared-memory object, no sandbox process, no scratch folder, the runner alive.
+environment holding a canary API key) as root and as an ordinary user (uid 65534 with the system's
+interpreter of the same version, when the test runs as root; else the test's own user), each in three
+settings: every layer; the audit hook switched off (as if code had reached native execution: what holds
+then is the kernel alone); and the weak mode a recipe must opt into where namespaces are missing. Host
+files that the attacks aim at are made readable and writable by anyone, so only the sandbox stands in the
+way. Afterwards nothing on the host has changed: no canary in any output, the private key and the round's
+`sft.jsonl` untouched, no marker file, no shared-memory object, no sandbox process, no scratch folder, the
+runner alive.
 """
 
 import inspect
@@ -135,9 +136,10 @@ def sandbox_pids(token):
 
 
 def as_user(uid):
-    """Run as `uid` (and its gid, no other groups) where this test runs as root; None where it cannot."""
+    """The command prefix that runs as `uid` (and its gid, no other groups) where this test runs as root; run as
+    an ordinary user, the test is that user (no prefix), and root's settings cannot run (None)."""
     if os.geteuid() != 0:
-        return [] if uid is None else None
+        return None if uid == 0 else []
     return [] if uid == 0 else [shutil.which("setpriv"), "--reuid", str(uid), "--regid", str(uid), "--clear-groups", "--"]
 
 
@@ -156,9 +158,7 @@ USERS = [pytest.param(0, id="root"), pytest.param(sandbox.NOBODY, id="ordinary-u
 @pytest.mark.parametrize("user", USERS)
 def test_every_attack_is_contained(host, user, mode):
     if as_user(user) is None or (user and os.geteuid() == 0 and not SYSTEM_PYTHON):
-        pytest.skip("cannot switch to this user here")
-    if user == 0 and os.geteuid() != 0:
-        pytest.skip("not root")
+        pytest.skip("cannot run as this user here (root's settings need root; switching needs the system's interpreter)")
     if mode.startswith("kernel") and sandbox.kernel_isolation()[0] is None:
         pytest.skip(f"no kernel isolation here: {sandbox.kernel_isolation()[1]} (the weak mode and the refusal are tested)")
     before = {p: p.read_bytes() for p in (host["key"], host["sft"])}
