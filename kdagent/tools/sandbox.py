@@ -315,7 +315,7 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
         if plan.uid is not None and not plan.kernel:
             os.chown(root, plan.uid, plan.uid)
         limits = [("RLIMIT_CPU", cpu_s), ("RLIMIT_AS", memory_mb << 20), ("RLIMIT_FSIZE", FILE_MB << 20),
-                  ("RLIMIT_NOFILE", MAX_FILES), ("RLIMIT_NPROC", MAX_PROCESSES), ("RLIMIT_CORE", 0)]
+                  ("RLIMIT_NOFILE", MAX_FILES), ("RLIMIT_NPROC", MAX_PROCESSES + _tasks_sharing(plan)), ("RLIMIT_CORE", 0)]
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as report:
             stdin.write(code.encode("utf-8", "surrogatepass"))
             stdin.seek(0)
@@ -370,6 +370,21 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
     finally:
         if not plan.kernel:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _tasks_sharing(plan: Plan) -> int:
+    """Threads that count against the code's RLIMIT_NPROC besides its own: those of kdagent's user when the
+    code keeps that uid (a user namespace maps it; the weak mode as an ordinary user), none for nobody."""
+    if plan.uid is not None:
+        return 0
+    uid, count = os.getuid(), 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{pid}/task"))
+        except OSError:  # gone meanwhile
+            pass
+    return count
 
 
 def _weak_label(plan: Plan) -> str:
