@@ -219,11 +219,15 @@ def test_without_kernel_isolation_the_tool_refuses_unless_the_recipe_opts_in(mon
 
     from kdagent.plugins import build_plugins
 
+    from kdagent.errors import UserError
+
     plugins = build_plugins(load_entry_points=False)
-    strict = plugins.create("skills", "tool_use", tools=["python"])
-    opted_in = plugins.create("skills", "tool_use", tools=["python"], allow_unisolated_python=True)
-    assert strict.tools["python"]("print(2)") == refused
+    with pytest.raises(UserError) as refused_recipe:  # a recipe whose skill would call it is refused up front
+        plugins.instantiate("skills", "tool_use", "skills[0]", {"tools": ["python"]})
+    assert str(refused_recipe.value) == "skills[0]: tool_use: " + refused.removeprefix("error: ")
+    opted_in = plugins.instantiate("skills", "tool_use", "skills[0]", {"tools": ["python"], "allow_unisolated_python": True})
     assert opted_in.tools["python"]("print(2)") == "2"
+    assert sandbox.python("print(2)") == refused  # the tool itself, called any other way, refuses each call
 
 
 @pytest.mark.parametrize("mode", ["kernel", "weak"])
@@ -287,6 +291,9 @@ def _tool_recipe(tmp_path, model_dir, base_url):
 @pytest.mark.integration
 def test_a_rounds_metrics_count_the_python_tool_calls_by_isolation(tmp_path, tiny_model_dir):
     from conftest import run_cli
+
+    if sandbox.kernel_isolation()[0] is None:
+        pytest.skip(f"no kernel isolation here: {sandbox.kernel_isolation()[1]} (such a recipe is refused up front)")
     from openai_server import ScriptedServer
 
     from kdagent.tools.agent import format_call
@@ -299,8 +306,7 @@ def test_a_rounds_metrics_count_the_python_tool_calls_by_isolation(tmp_path, tin
         result = run_cli("run", str(_tool_recipe(tmp_path, tiny_model_dir, server.url)), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr[-2000:]
     counts = json.loads((tmp_path / "run" / "metrics.json").read_text())["rounds"][0]["counts"]
-    expected = "kernel" if sandbox.kernel_isolation()[0] else "refused"
-    assert counts["python_tool_isolation"] == {expected: 2}, counts  # one call for each of the two tasks
+    assert counts["python_tool_isolation"] == {"kernel": 2}, counts  # one call for each of the two tasks
 
 
 @pytest.mark.integration
