@@ -107,6 +107,7 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
         check(libc.umount2(b".", 2), "detach the old root")
         os.chdir("/")
         mount(None, "/", None, ms["remount"] | ms["bind"] | ms["rdonly"] | ms["nosuid"] | ms["nodev"])
+        check(libc.sethostname(b"sandbox", 7), "sethostname")  # the UTS namespace's own: not this machine's name
         layers.append("namespaces(mount,pid,net,ipc,uts" + (",user)" if config["user_ns"] else ")"))
         layers.append("minimal read-only root")
 
