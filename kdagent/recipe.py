@@ -197,6 +197,10 @@ class UpdateConfig(_Config):
         "trackio, mlflow; the tracker's package must be installed). TensorBoard writes under round-NN/tensorboard/. Empty: none.",
     )
     lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
+    save_dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="The dtype of the saved student's weights (training keeps fp32 master weights either way; kdagent loads a "
+        "bfloat16 student back into fp32 to train and to run on the CPU). 'float32' keeps full precision at twice the size.",
+    )
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")
     grpo: GRPOOptions = Field(default_factory=GRPOOptions, description="Options of the 'grpo' method.")

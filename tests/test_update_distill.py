@@ -411,7 +411,7 @@ def test_train_distill_with_lora_saves_a_merged_checkpoint(teacher4, student2, t
 
     out = tmp_path / "lora"
     metrics = train_distill(
-        PROMPTS, teacher4, student2, out, _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0)), max_length=128,
+        PROMPTS, teacher4, student2, out, _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0), save_dtype="float32"), max_length=128,
         seed=0, divergence="jsd", beta=0.5, lmbda=lmbda, max_completion_length=8, completions=COMPLETIONS if lmbda < 1 else None,
     )
     assert metrics["steps"] == 2 and all(x == x for x in metrics["losses"])  # ran, no NaN

@@ -268,18 +268,75 @@ def load_student(base_model: Path):
 
 
 def save_student(trainer, tokenizer, update, work: Path, out_dir: Path) -> None:
-    """The trained student, LoRA merged, saved into the work folder and renamed into place as `out_dir`."""
+    """The trained student as users take a Hugging Face checkpoint: LoRA merged, weights in `update.save_dtype`
+    (bfloat16 unless it says float32; kdagent loads them back into fp32 to train and to run on the CPU), the
+    KV cache on for generation, the base model's name as `_name_or_path`, files readable by all (0644, folders
+    0755). Saved into the work folder and renamed into place as `out_dir`."""
+    import torch
+
     final = trainer.model
     if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
         final = final.merge_and_unload()
+    base = final.config.name_or_path  # the folder training started from
+    final.config.use_cache = True  # the trainers turn the cache off for gradient checkpointing; generation wants it
+    if update.save_dtype == "bfloat16":
+        final = final.to(torch.bfloat16)
     staging = Path(work) / "student"
     shutil.rmtree(staging, ignore_errors=True)
     final.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    _name_config(staging, model_name(Path(base)) if base else None)
+    _readable(staging)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(staging, out_dir)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def model_name(base: Path) -> str:
+    """What a student trained from the checkpoint `base` is called in its config: the name `base` carries
+    (a student of an earlier round), else the Hub id of the model alias whose folder it is, else its folder name."""
+    import json
+
+    from kdagent.models import ALIASES
+
+    try:
+        name = json.loads((Path(base) / "config.json").read_text(encoding="utf-8")).get("_name_or_path")
+    except (OSError, ValueError):
+        name = None
+    if name:
+        return name
+    for alias in ALIASES.values():
+        try:
+            folder = alias.target() if alias.gguf else alias.source()
+        except Exception:  # an alias whose package is absent is not this one
+            continue
+        if folder.resolve() == Path(base).resolve():
+            return alias.hub_id or alias.name
+    return Path(base).resolve().name
+
+
+def _name_config(folder: Path, name: str | None) -> None:
+    """The saved config names the model: `_name_or_path` (which transformers leaves out when saving), and not
+    the display name a GGUF conversion carries over (`_model_name_or_path`, the GGUF file's general.name)."""
+    import json
+
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.pop("_model_name_or_path", None)
+    if name:
+        config = {"_name_or_path": name, **config}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _readable(folder: Path) -> None:
+    """Files 0644 and folders 0755: a student is shared and served, and some writers create files 0600."""
+    os.chmod(folder, 0o755)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
 
 
 def report(trainer, result, examples: int) -> dict:

@@ -25,8 +25,6 @@ CPUs. The trained student is saved to a temporary folder beside `out_dir` and re
 """
 
 import functools
-import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from kdagent.hookspecs import hookimpl
 from kdagent.models.registry import safetensors_only
 from kdagent.recipe import DistillOptions
 from kdagent.teachers.vocab import require_shared_vocabulary
-from kdagent.update.common import peft_config, train, trainer_kwargs, work_dir
+from kdagent.update.common import peft_config, save_student, train, trainer_kwargs, work_dir
 from kdagent.update.updater import Updater, check_completion_length, training_mb
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
@@ -183,17 +181,7 @@ def train_distill(
         trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
     result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
-    final = trainer.model
-    if update.lora is not None:  # merge so the next round (and `from_pretrained`) sees a plain checkpoint
-        final = final.merge_and_unload()
-    final.config.use_cache = True  # the trainers turn the cache off for gradient checkpointing; generation wants it
-    shutil.rmtree(work / "student", ignore_errors=True)
-    final.save_pretrained(work / "student", safe_serialization=True)
-    AutoTokenizer.from_pretrained(base_model).save_pretrained(work / "student")  # as it was, not as trained with
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(work / "student", out_dir)
-    shutil.rmtree(work, ignore_errors=True)
+    save_student(trainer, AutoTokenizer.from_pretrained(base_model), update, work, out_dir)  # the tokenizer as it was, not as trained with
     return {
         "examples": len(kept),
         "skipped": len(prompts) - len(kept),
