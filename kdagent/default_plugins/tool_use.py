@@ -14,7 +14,7 @@ from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, format_passages
 from kdagent.tools.agent import describe_tools, format_call, run_tool
-from kdagent.tools.sandbox import kernel_isolation, python, python_allowing_unisolated, refusal
+from kdagent.tools import sandbox
 
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")  # GSM8K: <<48/2=24>>
 _EQUATION = re.compile(r"(\d+(?:\.\d+)?(?:\s*[-+x*/]\s*\d+(?:\.\d+)?)+)\s*=\s*\d")  # 41 - 10 = 31
@@ -52,11 +52,11 @@ class ToolUse(Skill):
         """The `python` tool without kernel isolation here: refused up front (a recipe error naming what is
         missing), unless `allow_unisolated_python`."""
         super().bind_tools(tools)
-        if self.tools.get("python") is python:
+        if self.tools.get("python") is sandbox.python:
             if self.allow_unisolated_python:
-                self.tools["python"] = python_allowing_unisolated
-            elif kernel_isolation()[0] is None:
-                raise ValueError(refusal().removeprefix("error: "))
+                self.tools["python"] = sandbox.python_allowing_unisolated
+            elif sandbox.kernel_isolation()[0] is None:
+                raise ValueError(sandbox.refusal().removeprefix("error: "))
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         system = _INSTRUCTION + "\nTools:\n" + describe_tools(self.tools)
