@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "kdagent.update.grpo",
     "kdagent.update.kto",
     "kdagent.update.rloo",
+    "kdagent.update.distill_cached",
 )
 KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "updaters")
 

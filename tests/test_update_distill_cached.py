@@ -1,0 +1,81 @@
+"""The `distill_cached` updater (kdagent/update/distill_cached.py), registered through the hook: a tiny config-built
+student learns from the cached top-k of a tiny teacher for a few steps, its checkpoint loads, and a second student
+reuses the cache."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from kdagent.errors import UserError
+from kdagent.plugins import build_plugins
+from kdagent.recipe import Recipe, check_names
+from kdagent.records import Provenance, SFTExample
+from kdagent.update.updater import UpdateJob, options_for
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, tiny_llama):
+    model, tokenizer = tiny_llama(num_hidden_layers=3)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8)  # a distribution with a shape to learn, not the init's near-uniform one
+    out = tmp_path_factory.mktemp("teacher")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def examples(n: int = 8) -> list[SFTExample]:
+    prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
+    labels = ["positive", "negative", "neutral"]
+    return [
+        SFTExample(id=f"e{i}", prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
+                   completion=[{"role": "assistant", "content": labels[i % 3]}], provenance=prov)
+        for i in range(n)
+    ]
+
+
+def _recipe(student, teacher, cache_dir, **options):
+    return Recipe.model_validate({
+        "name": "distill_cached", "student": {"model": str(student), "max_length": 64},
+        "teacher": {"kind": "hf", "model": str(teacher)},
+        "update": {"method": "distill_cached", "epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "warmup_ratio": 0.0,
+                   "options": {"distill_cached": {"top_k": 16, "cache_dir": str(cache_dir), "chunk_size": 4, **options}}},
+    })
+
+
+def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tiny_model_dir, teacher_dir, tmp_path):
+    recipe = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="skew_kl", skew=0.1, ce_weight=0.2)
+    plugins = build_plugins(load_entry_points=False)
+    check_names(recipe, plugins)
+    updater = plugins.updaters["distill_cached"].obj
+    assert plugins.updaters["distill_cached"].plugin == "kdagent.update.distill_cached"
+    options = options_for(recipe.update, "distill_cached", updater)
+    assert (options.loss, options.top_k, options.ce_weight) == ("skew_kl", 16, 0.2)
+    out = tmp_path / "student"
+    report = updater.train(UpdateJob(recipe, options, tiny_model_dir, out, seed=0, examples=examples()))
+    assert report["steps"] == 8 and report["examples"] == 8
+    assert report["cache"]["hit"] is False and report["cache"]["chunks_built"] == 2
+    assert all(loss == loss and loss < 1e4 for loss in report["losses"])  # finite
+    assert report["losses"][-1] < report["losses"][0]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(dict(model.named_parameters())[name].float(), dict(before.named_parameters())[name].float())
+    assert not list(tmp_path.glob(".student.*"))
+
+    # another student (here: the same start, another loss) of the same teacher on the same data: a cache hit
+    other = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="tvd", ce_weight=0.0)
+    again = updater.train(UpdateJob(other, options_for(other.update, "distill_cached", updater), tiny_model_dir, tmp_path / "s2",
+                                    seed=0, examples=examples()))
+    assert again["cache"]["hit"] is True and again["cache"]["path"] == report["cache"]["path"]
+    assert updater.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0)) is None  # nothing to train on
+
+
+def test_distill_cached_checks_the_recipe(tiny_model_dir, tmp_path):
+    plugins = build_plugins(load_entry_points=False)
+    base = {"name": "d", "student": {"model": str(tiny_model_dir)}, "update": {"method": "distill_cached"}}
+    with pytest.raises(UserError, match="needs an 'hf' teacher"):
+        check_names(Recipe.model_validate(base), plugins)
+    with pytest.raises(UserError, match="update.options.distill_cached.loss"):
+        check_names(Recipe.model_validate({**base, "teacher": {"kind": "hf", "model": str(tiny_model_dir)},
+                                           "update": {"method": "distill_cached", "options": {"distill_cached": {"loss": "kl"}}}}), plugins)
