@@ -24,7 +24,7 @@ def final_student(run_dir: Path) -> Path | None:
         folder = run_dir / parent / "student" if parent.startswith("round-") else None
     if folder is None or not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
         return None
-    return folder.resolve()
+    return folder
 
 
 def _hub_id(model: str) -> str | None:

@@ -19,7 +19,7 @@ def model_folder(target: str) -> Path:
         student = final_student(path)
         if student is None:
             raise UserError(f"{target}: this run kept no student of its own (no finished round, or the gate kept the base model)")
-        return student
+        return student.resolve()
     return resolve_model(target)
 
 
