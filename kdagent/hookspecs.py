@@ -53,6 +53,13 @@ def kdagent_register_updaters(register):
     and `train`). A recipe names it in `update.method` and gives its options under `update.options.<name>`."""
 
 
+@hookspec
+def kdagent_register_verifiers(register):
+    """Register verifiers (how the feedback stage checks samples): `register(name, verifier)`; `verifier` is a
+    `kdagent.feedback.verifiers.Verifier` whose `verify(job, generations)` returns one Feedback per generation.
+    A recipe names it in `feedback.verifier` (or `feedback.unreferenced`)."""
+
+
 # --- Round: called by the loop -------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "kdagent.default_plugins.instructions",
     "kdagent.default_plugins.teachers",
     "kdagent.default_plugins.tools",
+    "kdagent.feedback.verifiers",
     "kdagent.update.sft",
     "kdagent.update.dpo",
     "kdagent.update.distill",
@@ -39,7 +40,7 @@ DEFAULT_PLUGINS = (
     "kdagent.update.rloo",
     "kdagent.update.distill_cached",
 )
-KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "updaters")
+KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "verifiers", "updaters")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Plugins:
     teachers: dict[str, Registered] = field(default_factory=dict)
     chat_models: dict[str, Registered] = field(default_factory=dict)
     tools: dict[str, Registered] = field(default_factory=dict)
+    verifiers: dict[str, Registered] = field(default_factory=dict)
     updaters: dict[str, Registered] = field(default_factory=dict)
 
     # -- calls the loop makes -------------------------------------------------------------------------

@@ -41,11 +41,25 @@ class TeacherConfig(_Config):
     backend: Literal["kdagent", "hf"] = Field(
         "kdagent", description="For 'self' and 'hf': how replies are decoded: 'kdagent' (the fast engine: one prefill for the samples of a prompt, "
                                "finished rows dropped) or 'hf' (transformers' model.generate, the plain path). Greedy replies are the same.")
-    base_url: str | None = Field(None, description="For 'openai': the endpoint, e.g. http://127.0.0.1:8000/v1.")
+    base_url: str | list[str] | None = Field(
+        None, description="For 'openai': the endpoint, e.g. http://127.0.0.1:8000/v1, or a list of endpoints serving the same model: a pool, "
+                          "load-balanced with `concurrency` requests in flight on each; an endpoint that fails is taken out of rotation, "
+                          "probed, and brought back, and its requests go to the others.",
+        examples=["http://127.0.0.1:8000/v1", ["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"]])
     api_key_env: str | None = Field(None, description="For 'openai': the name of the environment variable that holds the API key (never the key itself).")
-    concurrency: int = Field(8, ge=1, le=1024, description="For API teachers: requests in flight at most.")
+    concurrency: int = Field(8, ge=1, le=1024, description="For API teachers: requests in flight at most (for a pool, on each endpoint).")
     timeout_s: float = Field(120.0, gt=0, description="For API teachers: deadline of one request, in seconds.")
-    max_retries: int = Field(3, ge=0, le=20, description="For API teachers: retries of a failed request, with exponential backoff.")
+    max_retries: int = Field(3, ge=0, le=20, description="For API teachers: retries of a failed request, with exponential backoff; a pool also tries each of its endpoints once.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _distinct_endpoints(cls, value):
+        if isinstance(value, list):
+            if not value or any(not url.strip() for url in value):
+                raise ValueError("a pool lists one endpoint URL or more, none empty")
+            if len(set(value)) != len(value):
+                raise ValueError("a pool lists each endpoint once")
+        return value
 
 
 class DomainConfig(_Config):
@@ -67,6 +81,19 @@ class RetrievalConfig(_Config):
     domain_corpus: bool = Field(True, description="Index the domain's own corpus.")
     corpus_dir: str | None = Field(None, description="A folder of .txt, .md and .jsonl files (a 'text' field per record) to index as well.")
     chunk_chars: int = Field(800, ge=50, description="Corpus documents are split into chunks of at most this many characters, on paragraph breaks.")
+    server: str | None = Field(
+        None, description="A Chroma server (`chroma run --host H --port P --path FOLDER`) to hold the store instead of a folder in the run "
+                          "directory, as http://H:P; the same content-hash ids and the same one-writer rule. Null: the embedded store.",
+        examples=["http://127.0.0.1:8000"])
+
+    @field_validator("server")
+    @classmethod
+    def _server_url(cls, value):
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("a Chroma server is an http(s)://host:port URL")
+        return value
 
 
 class ExpansionConfig(_Config):
@@ -85,13 +112,17 @@ class SynthesisConfig(_Config):
 
 
 class FeedbackConfig(_Config):
-    verifier: Literal["reference", "judge", "self_consistency"] = Field(
+    verifier: str = Field(
         "reference",
-        description="How samples are checked: 'reference' runs the skill's verifier against the task's reference answer; "
-        "'judge' asks the teacher to grade each reply against a rubric; 'self_consistency' keeps replies that agree with the majority answer.",
+        description="How samples are checked, a registered verifier (`kdagent plugins` lists them): 'reference' runs the skill's verifier "
+        "against the task's reference answer; 'judge' asks the teacher to grade each reply against a rubric; 'self_consistency' keeps "
+        "replies that agree with the majority answer; or one a plugin adds.",
+        examples=["reference", "judge", "self_consistency"],
     )
-    unreferenced: Literal["self_consistency", "judge", "drop"] = Field(
-        "self_consistency", description="How tasks without a reference answer (such as expanded tasks) are checked when the verifier is 'reference'."
+    unreferenced: str = Field(
+        "self_consistency", description="How tasks without a reference answer (such as expanded tasks) are checked when the verifier needs one "
+        "('reference'): a registered verifier that needs none ('self_consistency', 'judge', or one a plugin adds), or 'drop'.",
+        examples=["self_consistency", "judge", "drop"],
     )
     rubric: str | None = Field(None, description="The judge's rubric; omitted means the domain's, else a default (helpful, honest, harmless, correct).")
     judge_attempts: int = Field(3, ge=1, le=10, description="Tries per reply when the judge's output cannot be parsed; still malformed after them, the reply is recorded as failed, never a pass.")
@@ -497,8 +528,8 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
 
 
 def check_names(recipe: Recipe, plugins) -> None:
-    """Unknown skill, domain, teacher or updater names are UserErrors that list what is registered; each
-    updater checks its options and the settings it depends on."""
+    """Unknown skill, domain, teacher, verifier or updater names are UserErrors that list what is registered;
+    each updater checks its options and the settings it depends on."""
 
     def known(kind: str, path: str, name: str, registered: dict) -> None:
         if name not in registered:
@@ -526,8 +557,10 @@ def check_names(recipe: Recipe, plugins) -> None:
     plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     for i, skill in enumerate(recipe.skills):
         plugins.instantiate("skills", skill.name, f"skills[{i}].options", skill.options)
+    from kdagent.feedback.verifiers import check_verifiers
     from kdagent.update.updater import check_updaters
 
+    check_verifiers(recipe, plugins)
     check_updaters(recipe, plugins)
     if recipe.loop.failure_mining != "off" and recipe.synthesis.expansion is None:
         raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
@@ -561,8 +594,12 @@ def masked_dump(recipe: Recipe) -> dict:
     whose key looks like a secret (key, token, secret, password). API keys themselves never appear in a
     recipe: only the name of the environment variable that holds one."""
     data = recipe.model_dump(mode="json")
-    if data["teacher"].get("base_url"):
+    if isinstance(data["teacher"].get("base_url"), list):
+        data["teacher"]["base_url"] = [_mask_url(url) for url in data["teacher"]["base_url"]]
+    elif data["teacher"].get("base_url"):
         data["teacher"]["base_url"] = _mask_url(data["teacher"]["base_url"])
+    if data["retrieval"].get("server"):
+        data["retrieval"]["server"] = _mask_url(data["retrieval"]["server"])
     data["domain"]["options"] = _mask_options(data["domain"]["options"])
     data["skills"] = [{**s, "options": _mask_options(s["options"])} for s in data["skills"]]
     data["update"]["options"] = _mask_options(data["update"]["options"])

@@ -1,11 +1,11 @@
-"""The feedback stage: check every sample with the recipe's verifier, then, if asked, drop grounded
+"""The feedback stage: check every sample with the recipe's verifier (a registered `Verifier`), then, if asked, drop grounded
 answers that their citations do not support."""
 
 from collections import Counter
 
-from kdagent.feedback import DEFAULT_RUBRIC, judge_with_stats, self_consistency
+from kdagent.feedback import DEFAULT_RUBRIC, judge_with_stats
 from kdagent.feedback.faithfulness import overlap_check
-from kdagent.loop import stages
+from kdagent.feedback.verifiers import VerifyJob
 from kdagent.jsonl import append_jsonl, read_jsonl
 from kdagent.records import Feedback, Generation, GroundedTask, Task, stable_id
 from kdagent.skill import format_passages
@@ -14,12 +14,6 @@ FAITHFULNESS_RUBRIC = (
     "Faithfulness: the reply must be supported by the passages it cites as [n]. Pass it only if every claim in "
     "the reply is stated in a cited passage; fail it if it cites nothing or adds facts the passages do not hold."
 )
-
-
-def _parse_for_consistency(skill):
-    if hasattr(skill, "final_answer"):
-        return None  # self_consistency uses skill.final_answer
-    return lambda text, kind="": " ".join(text.lower().split())[:200] or None
 
 
 def _judge(ctx, teacher, tasks: dict[str, Task], gens: list[Generation], rubric: str, round_: int, counts: Counter, name: str) -> list[Feedback]:
@@ -61,29 +55,21 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
     dropped: Counter = Counter()
     verdicts: dict[str, Feedback] = {}
 
-    def consistency(gens):
-        return self_consistency(ctx.skill, tasks, gens, parse=_parse_for_consistency(ctx.skill))
-
-    if cfg.verifier == "judge":
-        chosen = {"judge": generations}
-    elif cfg.verifier == "self_consistency":
-        chosen = {"consistency": generations}
-    else:
-        with_ref = [g for g in generations if tasks[g.task_id].answer]
-        without = [g for g in generations if not tasks[g.task_id].answer]
-        chosen = {"reference": with_ref, {"self_consistency": "consistency", "judge": "judge", "drop": "drop"}[cfg.unreferenced]: without}
-    for how, gens in chosen.items():
+    job = VerifyJob(ctx.recipe, ctx.skill, ctx.domain, tasks, round_, teacher, rubric,
+                    judge=lambda shown, gens, rubric, name: _judge(ctx, teacher, shown, gens, rubric, round_, counts, name))
+    verifier = ctx.plugins.verifiers[cfg.verifier].obj
+    groups = [(verifier, generations)]
+    if verifier.needs_reference:  # the samples of tasks without a reference answer go to feedback.unreferenced
+        other = None if cfg.unreferenced == "drop" else ctx.plugins.verifiers[cfg.unreferenced].obj
+        groups = [(verifier, [g for g in generations if tasks[g.task_id].answer]), (other, [g for g in generations if not tasks[g.task_id].answer])]
+    for how, gens in groups:
         if not gens:
             continue
-        if how == "reference":
-            results = stages.judge(ctx.skill, tasks, gens)
-        elif how == "consistency":
-            results = consistency(gens)
-        elif how == "judge":
-            results = _judge(ctx, teacher, tasks, gens, rubric, round_, counts, "judge")
-        else:
+        if how is None:
             results = [Feedback(generation_id=g.id, task_id=g.task_id, verifier="none", passed=False, score=0.0, reason="no reference answer") for g in gens]
             dropped["no_reference"] += len(gens)
+        else:
+            results = how.verify(job, gens)
         verdicts.update((f.generation_id, f) for f in results)
 
     if cfg.reject_copies:  # a passing sample that pastes a passage back is reference material, not an answer

@@ -4,6 +4,7 @@ them as JSONL in the round's folder and skips a stage whose output already exist
 from collections import Counter
 from pathlib import Path
 
+from kdagent.feedback.verifiers import check_with_skill as judge  # noqa: F401 (the skill's verifier against the reference answers)
 from kdagent.records import Feedback, Generation, GroundedTask, Message, PreferencePair, Provenance, SFTExample, Task, stable_id
 
 
@@ -128,24 +129,6 @@ def elicit(teacher, skill, grounded: list[GroundedTask], round_: int, seed: int,
         if partial is not None:
             append_jsonl(partial, fresh)
     return [gen for g in grounded for gen in results[g.task.id]]
-
-
-def judge(skill, tasks: dict[str, Task], generations: list[Generation]) -> list[Feedback]:
-    """Check every sample with the skill's verifier against its task's reference answer."""
-    out = []
-    for gen in generations:
-        if not gen.text.strip() and not gen.trajectory:  # the teacher gave nothing (its retries ran out, or an empty reply)
-            out.append(Feedback(generation_id=gen.id, task_id=gen.task_id, verifier=f"{skill.name}/reference", passed=False,
-                                score=0.0, failed=True, reason="empty reply from the teacher"))
-            continue
-        verdict = skill.verify(tasks[gen.task_id], gen.text)
-        out.append(
-            Feedback(
-                generation_id=gen.id, task_id=gen.task_id, verifier=f"{skill.name}/reference",
-                passed=verdict.passed, score=verdict.score, predicted=verdict.predicted, reason=verdict.reason,
-            )
-        )
-    return out
 
 
 def curate(
