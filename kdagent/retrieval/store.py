@@ -1,16 +1,19 @@
-"""Chroma as a persistent passage store.
+"""Chroma as a persistent passage store: embedded (a folder) or a Chroma server (`retrieval.server`).
 
 Passages are chunks of corpus documents; their ids are content hashes written with upsert, so indexing
 the same corpus twice changes nothing. kdagent passes its own embeddings, so Chroma's default embedding
 function (which would download a model) is never used. One process writes a store at a time: a second
-writer gets a UserError.
+writer gets a UserError (kdagent/retrieval/writer.py).
+
+On a server, a store is still the run's own: its collections are named after the store's folder too
+(`kdagent-<name>-<12 hex digits of the folder's path>`), so runs sharing a server never see each other's
+passages or tasks, and a resumed run finds its own.
 """
 
-import fcntl
-import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kdagent.domain import Document
 from kdagent.errors import UserError
@@ -47,38 +50,52 @@ def collection_name(name: str) -> str:
     return f"kdagent-{cleaned or 'store'}"[:512]
 
 
+def connect(server: str):
+    """A chromadb HttpClient for `http(s)://host:port`; an unreachable server is a UserError naming it."""
+    import chromadb
+    from chromadb.config import Settings
+
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"retrieval.server: {server!r} is not an http(s)://host:port URL")
+    port = parts.port or (443 if parts.scheme == "https" else 8000)
+    try:
+        return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=Settings(anonymized_telemetry=False))
+    except Exception as exc:  # chromadb says ValueError("Could not connect to a Chroma server...") or raises httpx's errors
+        from kdagent.errors import one_line
+
+        raise UserError(f"retrieval.server: cannot reach the Chroma server at {server} ({one_line(str(exc), 160)}); start it with "
+                        f"`chroma run --host {parts.hostname} --port {port} --path FOLDER`") from None
+
+
 class ChromaStore:
-    def __init__(self, path: Path, collection: str, embedder):
-        import chromadb
+    def __init__(self, path: Path, collection: str, embedder, server: str | None = None, lease_s: float = 30.0):
         from chromadb.config import Settings
 
+        from kdagent.retrieval.writer import FileWriterLock, ServerWriterLock
+
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.server = server
         self.embedder = embedder
-        self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
-        self.collection = self.client.get_or_create_collection(
-            name=collection_name(collection), embedding_function=None, metadata={"hnsw:space": "cosine"}
-        )
-        self._lock_fh = None
+        if server is None:
+            import chromadb
+
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(self.path), settings=Settings(anonymized_telemetry=False))
+            name = collection_name(collection)
+        else:
+            self.client = connect(server)
+            name = collection_name(f"{collection}-{stable_id(str(self.path.resolve()))[:12]}")
+        self.collection = self.client.get_or_create_collection(name=name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+        self.location = f"{server}/{name}" if server else str(self.path)
+        self._writer = (FileWriterLock(self.path, self.collection.name) if server is None
+                        else ServerWriterLock(self.client, self.collection.name, self.location, lease_s=lease_s))
 
     def _acquire_write_lock(self) -> None:
-        if self._lock_fh is not None:
-            return
-        fh = open(self.path / f".kdagent-writer-{self.collection.name}.lock", "w")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.close()
-            raise UserError(f"Chroma store {self.path} is being written by another process; wait for it or use another store") from None
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._lock_fh = fh
+        self._writer.acquire()
 
     def release(self) -> None:
-        if self._lock_fh is not None:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-            self._lock_fh.close()
-            self._lock_fh = None
+        self._writer.release()
 
     def index(self, documents: Iterable[Document], chunk_chars: int, batch: int = 256) -> int:
         """Chunk, embed and upsert; returns the number of distinct passages written."""

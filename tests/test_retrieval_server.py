@@ -1,0 +1,160 @@
+"""The store on a real Chroma server (`chroma run` on 127.0.0.1, started and stopped here): the same
+content-hash ids as the embedded store, idempotent re-indexing, the same grounding, and the one-writer rule
+across processes, a dead writer's lease included."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+from kdagent.default_plugins.arithmetic import Arithmetic
+from kdagent.domain import Document
+from kdagent.errors import UserError
+from kdagent.loop import stages
+from kdagent.models import resolve_model
+from kdagent.recipe import RetrievalConfig
+from kdagent.retrieval.embedder import Embedder
+from kdagent.retrieval.store import ChromaStore
+
+CHROMA = Path(sys.executable).with_name("chroma")
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    """`chroma run` on a free port of 127.0.0.1 over a temporary folder; stopped (this process only) at the end."""
+    if not CHROMA.exists():
+        pytest.skip(f"no `chroma` command at {CHROMA} (it comes with the chromadb package)")
+    folder = tmp_path_factory.mktemp("chroma-server")
+    port = free_port()
+    log = folder / "chroma.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([str(CHROMA), "run", "--path", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.skip(f"`chroma run` could not start (exit {proc.returncode}): {log.read_text()[-500:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.skip(f"`chroma run` did not answer on {url} in 60 s: {log.read_text()[-500:]}")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder(resolve_model("minilm-l6"))
+
+
+def test_a_server_store_has_the_embedded_stores_ids_and_grounds_alike(chroma_server, embedder, tmp_path):
+    corpus = list(Arithmetic(corpus_examples=30).corpus())
+    local = ChromaStore(tmp_path / "local" / "chroma", "arithmetic", embedder)
+    remote = ChromaStore(tmp_path / "run" / "chroma", "arithmetic", embedder, server=chroma_server)
+    written = local.index(corpus, 800)
+    assert remote.index(corpus, 800) == written == remote.count() > 30
+    ids = set(remote.collection.get(include=[])["ids"])
+    assert ids == set(local.collection.get(include=[])["ids"])  # the same content-hash ids
+    assert remote.index(corpus, 800) == written and remote.count() == written  # re-indexing changes nothing
+    assert set(remote.collection.get(include=[])["ids"]) == ids
+    assert remote.location.startswith(f"{chroma_server}/kdagent-arithmetic-")
+    remote.release()
+
+    # the retrieval stage over the server store, reopened as a resumed run would: the embedded store's passages
+    reopened = ChromaStore(tmp_path / "run" / "chroma", "arithmetic", embedder, server=chroma_server)
+    assert reopened.count() == written
+    tasks = Arithmetic().seed_tasks(6, seed=3)
+    over_server = stages.ground(tasks, reopened, top_k=2)
+    embedded = stages.ground(tasks, local, top_k=2)
+    assert [[p.id for p in g.passages] for g in over_server] == [[p.id for p in g.passages] for g in embedded]
+    assert all(len(g.passages) == 2 and g.passages[0].source.startswith("worked-example/") for g in over_server)
+    for a, b in zip(over_server, embedded):
+        assert [p.score for p in a.passages] == pytest.approx([p.score for p in b.passages], abs=1e-4)
+
+    # another run on the same server has a store of its own
+    other = ChromaStore(tmp_path / "other-run" / "chroma", "arithmetic", embedder, server=chroma_server)
+    assert other.count() == 0 and other.collection.name != reopened.collection.name
+    local.release()
+
+
+WRITER = textwrap.dedent("""
+    import sys, time
+    from kdagent.retrieval.store import ChromaStore
+
+    class Embedder:  # a constant vector: this process only holds the lock
+        def embed(self, texts):
+            return [[1.0] + [0.0] * 383 for _ in texts]
+
+    store = ChromaStore(sys.argv[1], "locked", Embedder(), server=sys.argv[2], lease_s=float(sys.argv[3]))
+    store.add_texts(["held by the other process"], source="writer")
+    print("holding", flush=True)
+    time.sleep(600)
+""")
+
+
+def _writer(folder: Path, server: str, lease_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), server, str(lease_s)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_one_writer_at_a_time_on_a_server_and_a_dead_writers_lease_runs_out(chroma_server, embedder, tmp_path):
+    folder = tmp_path / "run" / "chroma"
+    holder = _writer(folder, chroma_server, lease_s=3.0)
+    try:
+        store = ChromaStore(folder, "locked", embedder, server=chroma_server)
+        assert store.count() == 1  # reading is never refused
+        with pytest.raises(UserError, match=rf"being written by another process \(pid {holder.pid} on "):
+            store.add_texts(["a second writer"], source="test")
+        time.sleep(3.5)  # the holder is alive and renews its lease: still refused
+        with pytest.raises(UserError, match="being written by another process"):
+            store.index([Document("d", "a second writer")], 100)
+        os.kill(holder.pid, signal.SIGKILL)  # the holder dies without releasing
+        holder.wait()
+        deadline = time.time() + 10
+        while True:
+            try:
+                assert store.index([Document("d", "a second writer")], 100) == 1
+                break
+            except UserError:
+                assert time.time() < deadline, "the dead writer's lease never ran out"
+                time.sleep(0.5)
+        assert store.count() == 2
+        store.release()
+        again = ChromaStore(folder, "locked", embedder, server=chroma_server)
+        again.add_texts(["released, so the next writer goes straight in"], source="test")
+        again.release()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def test_the_recipe_names_a_server_by_url_and_an_unreachable_one_is_one_line(embedder, tmp_path):
+    assert RetrievalConfig(server="http://127.0.0.1:8000").server == "http://127.0.0.1:8000"
+    with pytest.raises(ValueError, match="http"):
+        RetrievalConfig(server="127.0.0.1:8000")
+    port = free_port()
+    with pytest.raises(UserError, match=rf"cannot reach the Chroma server at http://127.0.0.1:{port} .*chroma run"):
+        ChromaStore(tmp_path / "chroma", "c", embedder, server=f"http://127.0.0.1:{port}")
