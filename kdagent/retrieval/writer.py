@@ -5,8 +5,8 @@ has no shared folder, so the lock is a record of the server's `kdagent-writers` 
 collection's name, holding a random token, the holder's host and pid, and a lease. Chroma's `add` keeps the
 first record of an id and ignores later ones, so of two processes adding at once one wins, and each reads the
 record back to learn which. The holder renews its lease every `lease_s / 3` seconds from a daemon thread; a
-writer that died leaves a lease that runs out, and the next writer deletes that record (a delete conditioned
-on its token, so a fresh lock is never deleted) and takes it.
+writer that died leaves a lease that runs out (or, on the same host, a pid that is gone), and the next writer
+deletes that record (a delete conditioned on its token, so a fresh lock is never deleted) and takes it.
 """
 
 import fcntl
@@ -24,6 +24,19 @@ LOCKS = "kdagent-writers"
 
 def _refused(where: str, holder: str = "") -> UserError:
     return UserError(f"Chroma store {where} is being written by another process{holder}; wait for it or use another store")
+
+
+def _dead_here(record: dict) -> bool:
+    """The lock's holder ran on this host and its process is gone (a run killed and resumed at once)."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class FileWriterLock:
@@ -75,9 +88,9 @@ class ServerWriterLock:
             self._held = False  # lost: this process stalled past its lease and another took it
             self._stop.set()
         if record is not None and record.get("token") != self.token:
-            if record.get("expires", 0) > time.time():
+            if record.get("expires", 0) > time.time() and not _dead_here(record):
                 raise _refused(self.where, f" (pid {record.get('pid')} on {record.get('host')})")
-            self.locks.delete(ids=[self.collection], where={"token": record["token"]})  # a dead writer's lease ran out
+            self.locks.delete(ids=[self.collection], where={"token": record["token"]})  # its writer died
         self.locks.add(ids=[self.collection], embeddings=[[1.0]], documents=[self.collection], metadatas=[self._mine()])
         record = self._record()  # the first add of an id wins; the others are ignored
         if record is None or record.get("token") != self.token:
