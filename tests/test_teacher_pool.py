@@ -27,6 +27,7 @@ from openai_server import ScriptedServer
 
 
 def _start_servers(model_dir: Path, logs: Path, count: int) -> list[tuple[str, subprocess.Popen]]:
+    """`transformers serve` processes on free ports of 127.0.0.1 (started, not yet waited for)."""
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists():
         pytest.skip("`transformers serve` is not installed (transformers[serving], part of kdagent's test extra)")
@@ -38,6 +39,10 @@ def _start_servers(model_dir: Path, logs: Path, count: int) -> list[tuple[str, s
             proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
                                     stdout=fh, stderr=subprocess.STDOUT, env=env)
         servers.append((f"http://127.0.0.1:{port}", proc))
+    return servers
+
+
+def _wait_until_healthy(servers, logs: Path) -> None:
     deadline = time.time() + 180
     for i, (url, proc) in enumerate(servers):
         while True:
@@ -52,7 +57,6 @@ def _start_servers(model_dir: Path, logs: Path, count: int) -> list[tuple[str, s
             if time.time() > deadline:
                 pytest.fail("transformers serve did not become healthy in 180 s")
             time.sleep(0.3)
-    return servers
 
 
 @pytest.fixture
@@ -67,15 +71,18 @@ def served_model(tiny_llama, tmp_path) -> Path:
 @pytest.fixture
 def two_servers(served_model, tmp_path):
     servers = _start_servers(served_model, tmp_path, 2)
-    yield [url for url, _ in servers], [proc for _, proc in servers]
-    for _, proc in servers:  # only the processes this test started
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    try:
+        _wait_until_healthy(servers, tmp_path)
+        yield [url for url, _ in servers], [proc for _, proc in servers]
+    finally:
+        for _, proc in servers:  # only the processes this test started, also when one never became healthy
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def _elicit(config: TeacherConfig, grounded, partial: Path):
