@@ -272,6 +272,7 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
                 arrays = teacher_chunk(model, sequences[c * chunk_size: (c + 1) * chunk_size], k, pad_id, vocab, batch_size)
                 tmp = path / f".{chunk_name(c)}.tmp-{os.getpid()}"
                 save_file(arrays, str(tmp))
+                os.chmod(tmp, 0o644)  # shared like a checkpoint's files (safetensors writes 0600)
                 os.replace(tmp, path / chunk_name(c))
                 cache.built += 1
                 if log:
