@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from kdagent.errors import UserError
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, check_names
+from kdagent.recipe import LoraConfig, Recipe, check_names
 from kdagent.records import Provenance, SFTExample
 from kdagent.update.updater import UpdateJob, options_for
 
@@ -63,11 +63,14 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tin
     assert not torch.equal(dict(model.named_parameters())[name].float(), dict(before.named_parameters())[name].float())
     assert not list(tmp_path.glob(".student.*"))
 
-    # another student (here: the same start, another loss) of the same teacher on the same data: a cache hit
+    # another student (here: the same start, another loss, LoRA) of the same teacher on the same data: a cache hit
     other = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="tvd", ce_weight=0.0)
+    other = other.model_copy(update={"update": other.update.model_copy(update={"lora": LoraConfig(r=4, alpha=8), "epochs": 1})})
     again = updater.train(UpdateJob(other, options_for(other.update, "distill_cached", updater), tiny_model_dir, tmp_path / "s2",
                                     seed=0, examples=examples()))
     assert again["cache"]["hit"] is True and again["cache"]["path"] == report["cache"]["path"]
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "s2")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
     assert updater.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0)) is None  # nothing to train on
 
 

@@ -96,7 +96,7 @@ def train_distill_cached(examples, teacher: Path, base_model: Path, out_dir: Pat
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     from kdagent.home import kdagent_home
-    from kdagent.update.common import load_student, save_student, train, trainer_kwargs, work_dir
+    from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
     from kdagent.update.logit_cache import build_cache, tokenize_examples
 
     tokenizer = AutoTokenizer.from_pretrained(base_model)
@@ -112,6 +112,10 @@ def train_distill_cached(examples, teacher: Path, base_model: Path, out_dir: Pat
     out_dir = Path(out_dir)
     work = work_dir(out_dir)
     tokenizer, model = load_student(base_model)
+    if update.lora is not None:  # the Trainer takes a peft model as it is; save_student merges the adapter
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config(update.lora))
     logged = {"kd": [], "ce": []}
 
     class CachedDistillTrainer(Trainer):
