@@ -2,6 +2,7 @@
 content-hash ids as the embedded store, idempotent re-indexing, the same grounding, and the one-writer rule
 across processes, a writer that died included."""
 
+import json
 import os
 import signal
 import subprocess
@@ -163,3 +164,32 @@ def test_the_recipe_names_a_server_by_url_and_an_unreachable_one_is_one_line(emb
     port = free_port()
     with pytest.raises(UserError, match=rf"cannot reach the Chroma server at http://127.0.0.1:{port} .*chroma run"):
         ChromaStore(tmp_path / "chroma", "c", embedder, server=f"http://127.0.0.1:{port}")
+
+
+def test_a_run_with_retrieval_server_keeps_its_passages_on_the_server(chroma_server, tiny_model_dir, tmp_path):
+    """`kdagent run` opens its store on the server the recipe names: the corpus is indexed there, grounding
+    reads it from there, and no embedded Chroma database is written in the run directory."""
+    import chromadb
+
+    from kdagent.loop.runner import run_recipe
+    from kdagent.plugins import build_plugins
+    from kdagent.recipe import Recipe
+
+    recipe = Recipe.model_validate({
+        "name": "served", "seed": 0,
+        "student": {"model": str(tiny_model_dir), "max_length": 128},
+        "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
+        "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2, "options": {"corpus_examples": 8}},
+        "skills": ["cot"],
+        "retrieval": {"embedder": "minilm-l6", "top_k": 1, "server": chroma_server},
+        "update": {"method": "none"},
+        "evaluation": {"max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0},
+    })
+    run_recipe(recipe, tmp_path / "run", build_plugins(load_entry_points=False))
+    assert not list((tmp_path / "run").rglob("chroma.sqlite3"))  # nothing embedded
+    host, port = chroma_server.rsplit(":", 1)
+    client = chromadb.HttpClient(host=host.split("//")[1], port=int(port))
+    ours = [c for c in client.list_collections() if getattr(c, "name", c).startswith("kdagent-arithmetic-")]
+    assert ours and max(client.get_collection(getattr(c, "name", c)).count() for c in ours) > 0
+    grounded = [json.loads(line) for line in (tmp_path / "run" / "round-01" / "grounded.jsonl").read_text().splitlines()]
+    assert len(grounded) == 3 and all(g["passages"] for g in grounded)

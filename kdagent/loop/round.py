@@ -135,7 +135,7 @@ def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Ta
 
         x = r.synthesis.expansion
         # every task of every round so far, in a collection of the run's Chroma store
-        index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder)
+        index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder, server=r.retrieval.server)
         for earlier in range(1, round_):  # idempotent, so a crash before tasks.jsonl is written changes nothing
             index.add_texts([t.prompt for t in read_jsonl(ctx.rd.round_dir(earlier) / "tasks.jsonl", Task)], source=f"round-{earlier:02d}")
         index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")

@@ -254,12 +254,12 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         from kdagent.retrieval.store import ChromaStore
 
         started = time.time()
-        store = ChromaStore(rd.path / "chroma", collection=recipe.domain.name, embedder=embedder)
+        store = ChromaStore(rd.path / "chroma", collection=recipe.domain.name, embedder=embedder, server=recipe.retrieval.server)
         documents = list(domain.corpus()) if recipe.retrieval.domain_corpus else []
         if recipe.retrieval.corpus_dir:
             documents += list(load_folder(recipe.retrieval.corpus_dir, inputs["quarantined"]))
         indexed = store.index(documents, recipe.retrieval.chunk_chars)
-        _log(f"indexed {indexed} passages into {store.path} ({time.time() - started:.1f}s)")
+        _log(f"indexed {indexed} passages into {store.location} ({time.time() - started:.1f}s)")
 
     _write_inputs(rd, inputs)
     scores: dict[str, dict] = {}  # a student that did not change is not evaluated twice
