@@ -228,9 +228,10 @@ class UpdateConfig(_Config):
         "trackio, mlflow; the tracker's package must be installed). TensorBoard writes under round-NN/tensorboard/. Empty: none.",
     )
     lora: LoraConfig | None = Field(None, description="Train a LoRA adapter (peft) instead of all weights; omitted means full fine-tuning.")
-    save_dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="The dtype of the saved student's weights (training keeps fp32 master weights either way; kdagent loads a "
-        "bfloat16 student back into fp32 to train and to run on the CPU). 'float32' keeps full precision at twice the size.",
+    save_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="The dtype of the saved student's weights (training keeps fp32 master weights either way). 'bfloat16' halves "
+        "the size; kdagent loads such a student back into fp32 to train the next round and to run on the CPU, but the rounding can change "
+        "greedy replies, so later scores are not those of an fp32 run.",
     )
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")

@@ -29,7 +29,7 @@ def _pairs(n: int = 8) -> list[PreferencePair]:
 def _param(folder, name=PARAM) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)  # students are saved in bf16: compare in it
+    model = AutoModelForCausalLM.from_pretrained(folder)
     return dict(model.named_parameters())[name].detach().clone()
 
 

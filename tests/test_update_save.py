@@ -1,6 +1,6 @@
-"""The saved student is what users expect of a Hugging Face checkpoint: bfloat16 weights by default
-(`update.save_dtype: float32` keeps fp32), files 0644 and folders 0755, the KV cache on, the base model's
-name and not a GGUF file's; kdagent loads it back into fp32 to train again and to evaluate on the CPU."""
+"""The saved student is what users expect of a Hugging Face checkpoint: fp32 weights, or bfloat16 with
+`update.save_dtype: bfloat16` (kdagent loads those back into fp32 to train again and to evaluate on the CPU),
+files 0644 and folders 0755, the KV cache on, the base model's name and not a GGUF file's."""
 
 import json
 import shutil
@@ -39,7 +39,7 @@ def dtypes(folder) -> set[str]:
 def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(gguf_named_base, tmp_path):
     out = tmp_path / "round-01" / "student"
     out.parent.mkdir()
-    train_sft(examples(), gguf_named_base, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2), 64, seed=0)
+    train_sft(examples(), gguf_named_base, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"), 64, seed=0)
     assert dtypes(out) == {"BF16"}
     config = json.loads((out / "config.json").read_text())
     assert config["dtype"] == "bfloat16" and config["use_cache"] is True
@@ -52,7 +52,7 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
     assert {p.dtype for p in model.parameters()} == {torch.float32} and model.config.name_or_path == str(out)
     again = tmp_path / "round-02" / "student"
     again.parent.mkdir()
-    train_sft(examples(), out, again, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2), 64, seed=0)
+    train_sft(examples(), out, again, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"), 64, seed=0)
     assert json.loads((again / "config.json").read_text())["_name_or_path"] == "base"
 
     # evaluation on the CPU runs it in fp32
@@ -62,9 +62,10 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
-def test_save_dtype_float32_keeps_full_precision(tiny_model_dir, tmp_path):
+def test_a_student_is_saved_in_float32_by_default(tiny_model_dir, tmp_path):
+    """The default keeps the loop's numbers those of fp32 weights: bf16 rounding changes greedy replies."""
     out = tmp_path / "student"
-    train_sft(examples(2), tiny_model_dir, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="float32"), 64, seed=0)
+    train_sft(examples(2), tiny_model_dir, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2), 64, seed=0)
     assert dtypes(out) == {"F32"} and json.loads((out / "config.json").read_text())["dtype"] == "float32"
 
 

@@ -268,7 +268,7 @@ def load_student(base_model: Path):
 
 def save_student(trainer, tokenizer, update, work: Path, out_dir: Path) -> None:
     """The trained student as users take a Hugging Face checkpoint: LoRA merged, weights in `update.save_dtype`
-    (bfloat16 unless it says float32; kdagent loads them back into fp32 to train and to run on the CPU), the
+    (float32, or bfloat16, which kdagent loads back into fp32 to train and to run on the CPU), the
     KV cache on for generation, the base model's name as `_name_or_path`, files readable by all (0644, folders
     0755). Saved into the work folder and renamed into place as `out_dir`."""
     import torch
