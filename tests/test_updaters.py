@@ -110,7 +110,7 @@ def test_a_plugin_updater_is_named_and_checked_by_the_recipe():
         check_names(recipe(method="copy", options={"copy": {"extra_mb": -1}}), plugins)
     with pytest.raises(UserError, match="update.options.copy.note: refused"):
         check_names(recipe(method="copy", options={"copy": {"note": "refuse"}}), plugins)
-    with pytest.raises(UserError, match=r"update.method: unknown updater 'cpy' \(registered: copy, distill, dpo, grpo.*did you mean 'copy'\?"):
+    with pytest.raises(UserError, match=r"update.method: unknown updater 'cpy' \(registered: copy, .*dpo, grpo.*did you mean 'copy'\?"):
         check_names(recipe(method=["sft", "cpy"]), plugins)
     with pytest.raises(UserError, match=r"update.options.kopy: unknown updater 'kopy'"):
         check_names(recipe(method="sft", options={"kopy": {}}), plugins)
