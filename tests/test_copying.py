@@ -39,9 +39,10 @@ def test_the_feedback_stage_fails_a_passing_copy_and_counts_it(tmp_path):
     plugins = build_plugins()
     for reject, failed in ((12, {"copy"}), (None, set())):
         recipe = Recipe.model_validate({"name": "x", "skills": ["cot"], "feedback": {"reject_copies": reject}})
-        ctx = SimpleNamespace(recipe=recipe, skill=plugins.instantiate("skills", "cot", "skills[0].options", {}), domain=None, rd=RunDir(tmp_path))
+        ctx = SimpleNamespace(recipe=recipe, skill=plugins.instantiate("skills", "cot", "skills[0].options", {}), domain=None, rd=RunDir(tmp_path),
+                              plugins=plugins)
         verdicts, counts = feedback_stage.run(ctx, 1, {"t1": task}, grounded, gens, teacher=None)
         assert {v.generation_id for v in verdicts if not v.passed} == failed
         assert counts["dropped"].get("copied_passage", 0) == len(failed)
     assert next(v for v in feedback_stage.run(SimpleNamespace(recipe=Recipe.model_validate({"name": "x", "skills": ["cot"]}),
-                skill=ctx.skill, domain=None, rd=ctx.rd), 1, {"t1": task}, grounded, gens, None)[0] if v.generation_id == "copy").reason.startswith("copies a retrieved passage")
+                skill=ctx.skill, domain=None, rd=ctx.rd, plugins=plugins), 1, {"t1": task}, grounded, gens, None)[0] if v.generation_id == "copy").reason.startswith("copies a retrieved passage")

@@ -56,7 +56,8 @@ def test_round_writes_the_run_directory(tiny_run):
     assert entry["round"] == 1 and entry["eval"]["n"] == 3
     assert entry["counts"]["generations"] == 8 and entry["counts"]["sft_examples"] >= 1
     assert set(entry["seconds"]) >= {"ground", "elicit", "feedback", "curate", "update", "evaluate"}
-    assert set(entry["peak_rss_mb"]) == set(entry["seconds"]) and entry["peak_rss_mb"]["update"] >= entry["peak_rss_mb"]["ground"] > 0
+    # each stage's own peak (a tiny model's update need not exceed the embedder's peak while grounding)
+    assert set(entry["peak_rss_mb"]) == set(entry["seconds"]) and all(v > 0 for v in entry["peak_rss_mb"].values())
     plan = json.loads((run_dir / "memory-plan.json").read_text())
     assert plan["peak_mb"] == max(plan["stages_mb"].values()) and plan["device"] == "cpu"
     assert entry["update"]["steps"] >= 1 and entry["update"]["losses"]
