@@ -78,6 +78,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180, give_up=pytest.fail) -> None:
+    """Wait until `url` answers 200; `give_up` (pytest.fail or pytest.skip) with the log's tail when the server
+    process exits first, or with `what` when it does not answer within `timeout` seconds (the process then killed)."""
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            give_up(f"{what} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.time() > deadline:
+            proc.kill()
+            proc.wait()
+            give_up(f"{what} did not answer on {url} in {timeout:.0f} s: {log.read_text()[-500:]}")
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def openai_server(smollm_path, tmp_path_factory):
     """`transformers serve` on 127.0.0.1 serving the embedded model: a real OpenAI-compatible server."""
@@ -92,19 +112,7 @@ def openai_server(smollm_path, tmp_path_factory):
             stdout=fh, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"transformers serve exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("transformers serve did not become healthy in 180 s")
+    wait_healthy(f"{url}/health", proc, log, "transformers serve")
     yield url, str(smollm_path)
     proc.terminate()
     proc.wait(timeout=30)

@@ -9,12 +9,11 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_healthy
 from kdagent.default_plugins.arithmetic import Arithmetic
 from kdagent.domain import Document
 from kdagent.errors import UserError
@@ -39,21 +38,7 @@ def chroma_server(tmp_path_factory):
         proc = subprocess.Popen([str(CHROMA), "run", "--path", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)],
                                 stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.skip(f"`chroma run` could not start (exit {proc.returncode}): {log.read_text()[-500:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.skip(f"`chroma run` did not answer on {url} in 60 s: {log.read_text()[-500:]}")
-        time.sleep(0.2)
+    wait_healthy(f"{url}/api/v2/heartbeat", proc, log, "`chroma run`", timeout=60, give_up=pytest.skip)
     yield url
     proc.terminate()
     try:

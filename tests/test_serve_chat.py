@@ -7,11 +7,10 @@ import select
 import shutil
 import subprocess
 import time
-import urllib.request
 
 import pytest
 
-from conftest import KDAGENT, free_port, run_cli
+from conftest import KDAGENT, free_port, run_cli, wait_healthy
 
 
 @pytest.fixture(scope="module")
@@ -31,17 +30,7 @@ def test_serve_answers_an_openai_client(run_dir, tmp_path):
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([KDAGENT, "serve", str(run_dir), "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("kdagent serve did not become healthy in 180 s")
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, tmp_path / "serve.log", "kdagent serve")
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         (model,) = client.models.list().data
         assert model.id == str((run_dir / "round-01" / "student").resolve())

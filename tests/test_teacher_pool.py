@@ -11,12 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_healthy
 from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.jsonl import read_jsonl
 from kdagent.loop import stages
@@ -43,20 +42,8 @@ def _start_servers(model_dir: Path, logs: Path, count: int) -> list[tuple[str, s
 
 
 def _wait_until_healthy(servers, logs: Path) -> None:
-    deadline = time.time() + 180
     for i, (url, proc) in enumerate(servers):
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {(logs / f'serve-{i}.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("transformers serve did not become healthy in 180 s")
-            time.sleep(0.3)
+        wait_healthy(f"{url}/health", proc, logs / f"serve-{i}.log", "transformers serve")
 
 
 @pytest.fixture
