@@ -8,7 +8,8 @@ weights (whole, by their safetensors header) and its optimizer, scheduler and RN
 interrupted run resumes from the last complete one, and incomplete or corrupt ones are reported and removed
 first. The
 finished student is saved into the work folder and renamed into place, so a half-written student is never
-loaded. The run directory's lock guarantees one writer.
+loaded. The run directory's lock guarantees one writer; under `accelerate launch` (kdagent/update/launch.py)
+rank 0 is that writer, and the other ranks wait for it at each checkpoint and at the end.
 """
 
 import contextlib
@@ -153,34 +154,48 @@ def compact_head_on_cpu():
 _STAGING = ".staging"
 
 
+def _ranks(trainer):
+    """(whether this is the process that writes, a barrier of all processes) for `trainer`: (True, a no-op)
+    on one process; rank 0 and accelerate's `wait_for_everyone` under `accelerate launch`."""
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is None or accelerator.num_processes == 1:
+        return True, lambda: None
+    return accelerator.is_main_process, accelerator.wait_for_everyone
+
+
 def atomic_checkpoints(trainer) -> None:
     """Make `trainer` write each checkpoint under `<output_dir>/.staging/` and rename it into place once whole
     (then rotate old ones, as the Trainer would), so a `checkpoint-N` folder is never seen half-written.
     The Trainer (and TRL's overrides, which add files of their own) find the checkpoint folder through
-    `_get_output_dir`, which points at the staging folder while one is written. One process only: under
-    several (each writes its own RNG state into the folder) the Trainer is left as it is, and the check on
-    resume (`checkpoint_problem`) still skips a checkpoint that a kill left half-written."""
+    `_get_output_dir`, which points at the staging folder while one is written. Under several processes
+    (`accelerate launch`) every rank writes into the same staging folder (rank 0 the weights, optimizer and
+    state, each rank its own RNG state); once all have, rank 0 renames it into place and rotates, and the
+    others wait for it."""
     from transformers.trainer_utils import rotate_checkpoints
 
-    if trainer.args.world_size != 1:
-        return
     save, output_dir = trainer._save_checkpoint, trainer._get_output_dir
+    main, wait = _ranks(trainer)
 
     def save_atomically(model, trial):
         final = Path(output_dir(trial=trial))
         staging = final / _STAGING
-        shutil.rmtree(staging, ignore_errors=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+        wait()  # no rank writes into the staging folder before rank 0 has cleared it
         trainer._get_output_dir = lambda trial=None: str(staging)
         try:
             save(model, trial)
         finally:
             del trainer._get_output_dir  # the class's own again
-        name = f"checkpoint-{trainer.state.global_step}"
-        shutil.rmtree(final / name, ignore_errors=True)
-        os.replace(staging / name, final / name)
-        shutil.rmtree(staging, ignore_errors=True)
-        rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
-                           best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+        wait()  # every rank's files are in
+        if main:
+            name = f"checkpoint-{trainer.state.global_step}"
+            shutil.rmtree(final / name, ignore_errors=True)
+            os.replace(staging / name, final / name)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
+                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+        wait()
 
     trainer._save_checkpoint = save_atomically
 
@@ -190,13 +205,18 @@ def train(trainer, work: Path):
     compact LM head and checkpoints renamed into place once whole (`atomic_checkpoints`)."""
     import sys
 
-    shutil.rmtree(Path(work) / "trainer" / _STAGING, ignore_errors=True)  # a kill while one was written
+    main, wait = _ranks(trainer)
+    if main:  # rank 0 clears what a kill left; the others then read the same checkpoints
+        shutil.rmtree(Path(work) / "trainer" / _STAGING, ignore_errors=True)  # a kill while one was written
+        checkpoint = resume_point(work)
+    wait()
+    if not main:
+        checkpoint = resume_point(work)
     atomic_checkpoints(trainer)
     from kdagent.terminal import trainer_callback
 
     trainer_callback(trainer, work)  # one labelled bar, plain lines off a terminal, instead of a dict per step
-    checkpoint = resume_point(work)
-    if checkpoint is not None:
+    if checkpoint is not None and main:
         step = _CHECKPOINT.match(Path(checkpoint).name).group(1)
         print(f"resuming training from {checkpoint} (step {step})", file=sys.stderr, flush=True)
     with compact_head_on_cpu():
@@ -270,7 +290,16 @@ def save_student(trainer, tokenizer, update, work: Path, out_dir: Path) -> None:
     """The trained student as users take a Hugging Face checkpoint: LoRA merged, weights in `update.save_dtype`
     (float32, or bfloat16, which kdagent loads back into fp32 to train and to run on the CPU), the
     KV cache on for generation, the base model's name as `_name_or_path`, files readable by all (0644, folders
-    0755). Saved into the work folder and renamed into place as `out_dir`."""
+    0755). Saved into the work folder and renamed into place as `out_dir`; by rank 0 alone under several
+    processes (the others wait until it is in place)."""
+    main, wait = _ranks(trainer)
+    wait()
+    if main:
+        _save_student(trainer, tokenizer, update, work, out_dir)
+    wait()
+
+
+def _save_student(trainer, tokenizer, update, work: Path, out_dir: Path) -> None:
     import torch
 
     final = trainer.model
