@@ -138,7 +138,7 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
     from kdagent.loop.runner import _evaluate, _fitting_eval_tasks, _load_eval_tasks, run_recipe
     from kdagent.models import resolve_model
     from kdagent.plugins import build_plugins
-    from kdagent.recipe import load_recipe
+    from kdagent.recipe_io import load_recipe
 
     recipe_file, needs, entries = DOMAINS[name]
     missing = [d for d in needs if not (data / d).exists()]

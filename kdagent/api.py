@@ -26,7 +26,8 @@ def load_recipe(recipe, **overrides: Any):
     A problem is a `kdagent.errors.UserError` naming the field."""
     from pydantic import ValidationError
 
-    from kdagent.recipe import Recipe, format_validation_error, read_yaml
+    from kdagent.recipe import Recipe
+    from kdagent.recipe_io import format_validation_error, read_yaml
 
     if isinstance(recipe, Recipe):
         data, source = recipe.model_dump(mode="json", exclude_unset=True), recipe.name

@@ -71,7 +71,7 @@ def run(recipe, sets, run_dir, resume, quiet):
     from kdagent.api import finish_run
     from kdagent.errors import RedactingStream, WorkError, disk_full, register_environment_secrets
     from kdagent.loop.runner import run_recipe
-    from kdagent.recipe import check_names, load_recipe
+    from kdagent.recipe_io import check_names, load_recipe
 
     register_environment_secrets()  # before the recipe is read: an error about it may quote anything
     parsed = load_recipe(recipe, list(sets))
@@ -120,7 +120,7 @@ def report(run_dir, output, samples):
 def validate(recipe, sets, explain):
     """Check a recipe and print it resolved, with every default filled in."""
     from kdagent.errors import register_environment_secrets
-    from kdagent.recipe import check_names, load_recipe, recipe_to_yaml
+    from kdagent.recipe_io import check_names, load_recipe, recipe_to_yaml
 
     register_environment_secrets()  # masked in error lines; the recipe it prints masks its own secrets
     parsed = load_recipe(recipe, list(sets))

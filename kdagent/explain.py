@@ -41,6 +41,7 @@ def _lines(model: type[BaseModel], data: dict, indent: str) -> list[str]:
 
 def explain(recipe) -> str:
     """The resolved recipe (secrets masked) with every field's description above it."""
-    from kdagent.recipe import Recipe, masked_dump
+    from kdagent.recipe import Recipe
+    from kdagent.recipe_io import masked_dump
 
     return "\n".join(_lines(Recipe, masked_dump(recipe), "")) + "\n"

@@ -14,7 +14,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kdagent.errors import UserError, did_you_mean
-from kdagent.recipe import DomainConfig, Recipe, check_names, format_validation_error, submodel
+from kdagent.recipe import DomainConfig, Recipe, submodel
+from kdagent.recipe_io import check_names, format_validation_error
 
 DEFAULT = ...  # the field's default, read off the recipe models
 

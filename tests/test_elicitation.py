@@ -8,7 +8,7 @@ from conftest import REPO
 from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
-from kdagent.recipe import load_recipe
+from kdagent.recipe_io import load_recipe
 from kdagent.records import Feedback, Generation, PreferencePair, SFTExample, Task
 
 SMALL = ["domain.seed_tasks=3", "domain.eval_tasks=2", "teacher.samples=2", "teacher.max_new_tokens=32",

@@ -19,7 +19,8 @@ from kdagent.domain import Document, Domain
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
 from kdagent.plugins import _collect, build_plugins
-from kdagent.recipe import TeacherConfig, check_names, load_recipe
+from kdagent.recipe import TeacherConfig
+from kdagent.recipe_io import check_names, load_recipe
 from kdagent.records import PreferencePair, Provenance, SFTExample, Task
 
 HOOKS_MD = REPO / "docs" / "hooks.md"

@@ -16,7 +16,8 @@ import pytest
 from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, load_recipe
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import load_recipe
 from kdagent.records import Generation, Task
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,8 @@ from pydantic import BaseModel
 from conftest import REPO, run_cli
 from kdagent.errors import UserError
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, apply_sets, check_names, load_recipe
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import apply_sets, check_names, load_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 
@@ -122,7 +123,7 @@ def test_validate_catches_what_run_would_reject(tmp_path):
 
 
 def test_secrets_are_masked_in_the_written_recipe(tmp_path):
-    from kdagent.recipe import recipe_to_yaml
+    from kdagent.recipe_io import recipe_to_yaml
 
     recipe = load_recipe(write(tmp_path, "name: x\nteacher: {kind: openai, model: m, base_url: 'https://user:s3cret@host/v1?api-key=s3cret2', api_key_env: MY_KEY}\n"
                                "domain: {options: {api_token: s3cret3, operations: [add]}}\n"))

@@ -10,7 +10,8 @@ import yaml
 
 from conftest import REPO, run_cli
 from kdagent.plugins import build_plugins
-from kdagent.recipe import load_recipe, recipe_json_schema
+from kdagent.recipe import recipe_json_schema
+from kdagent.recipe_io import load_recipe
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 

@@ -186,7 +186,8 @@ def test_a_pool_with_every_endpoint_down_fails_each_request_fast_and_counts_it()
 
 
 def test_a_pool_is_a_list_of_urls_in_the_recipe_and_each_is_masked_in_the_saved_recipe():
-    from kdagent.recipe import Recipe, masked_dump
+    from kdagent.recipe import Recipe
+    from kdagent.recipe_io import masked_dump
 
     recipe = Recipe.model_validate({"name": "x", "teacher": {"kind": "openai", "model": "m", "base_url": [
         "http://user:s3cret@10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1?key=s3cret2"]}})

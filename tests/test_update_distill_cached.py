@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from kdagent.errors import UserError
 from kdagent.plugins import build_plugins
-from kdagent.recipe import LoraConfig, Recipe, check_names
+from kdagent.recipe import LoraConfig, Recipe
+from kdagent.recipe_io import check_names
 from kdagent.records import Provenance, SFTExample
 from kdagent.update.updater import UpdateJob, options_for
 

@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, check_names
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import check_names
 from kdagent.records import PreferencePair, Provenance
 from kdagent.update.updater import UpdateJob, options_for
 

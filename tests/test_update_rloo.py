@@ -6,7 +6,8 @@ from transformers import AutoModelForCausalLM
 from kdagent.default_plugins.arithmetic import Arithmetic
 from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, check_names
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import check_names
 from kdagent.update.updater import UpdateJob, options_for
 
 

@@ -11,7 +11,8 @@ from kdagent.hookspecs import hookimpl
 from kdagent.loop.runner import run_recipe
 from kdagent.memory import memory_plan
 from kdagent.plugins import build_plugins
-from kdagent.recipe import Recipe, check_names, recipe_json_schema
+from kdagent.recipe import Recipe, recipe_json_schema
+from kdagent.recipe_io import check_names
 from kdagent.update.updater import Updater, options_for, training_mb
 
 

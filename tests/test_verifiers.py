@@ -9,7 +9,8 @@ from kdagent.hookspecs import hookimpl
 from kdagent.jsonl import read_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import _collect, build_plugins
-from kdagent.recipe import Recipe, check_names
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import check_names
 from kdagent.records import Feedback
 
 

@@ -14,7 +14,8 @@ import yaml
 
 from kdagent.errors import UserError
 from kdagent.jsonl import remove_temporaries, write_atomic
-from kdagent.recipe import Recipe, masked_dump, recipe_to_yaml
+from kdagent.recipe import Recipe
+from kdagent.recipe_io import masked_dump, recipe_to_yaml
 
 
 def _flatten(data, prefix="") -> dict:

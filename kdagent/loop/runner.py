@@ -10,7 +10,8 @@ from kdagent.jsonl import write_jsonl
 from kdagent.loop.round import Context, eval_texts, run_round, seed_tasks
 from kdagent.loop.rundir import RunDir
 from kdagent.models import resolve_model
-from kdagent.recipe import GateConfig, Recipe, check_names
+from kdagent.recipe import GateConfig, Recipe
+from kdagent.recipe_io import check_names
 from kdagent.records import Task
 from kdagent.update.updater import options_for
 
