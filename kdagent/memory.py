@@ -16,10 +16,8 @@ KV heads, vocabulary), so nothing is loaded. They are upper-bound estimates, not
   gradient) of one batch of `update.batch_size x student.max_length` tokens;
 - `RUNTIME_MB` for the interpreter, torch, transformers and Chroma.
 
-Calibration on this project's CPU machine (SmolLM2-135M, fp32, one forward, backward and AdamW step of
-plain PyTorch): 8 x 512 tokens peaked at 9,384 MiB RSS against a plan of 10,757; 4 x 256 at 3,280 against
-4,979. The plan is written to RUN_DIR/memory-plan.json and logged. Set KDAGENT_MEMORY_PLAN=off to run a
-refused plan anyway.
+The estimates are checked against measured peaks (docs/benchmarks.md, "Measurements behind the code"). The plan
+is written to RUN_DIR/memory-plan.json and logged. Set KDAGENT_MEMORY_PLAN=off to run a refused plan anyway.
 """
 
 import math

@@ -15,7 +15,7 @@ the reserved wording are never used for training.
 
 import random
 
-from kdagent.records import Message, Task, stable_id
+from kdagent.records import Task, stable_id
 
 
 ANSWER_LINE = "Answer with one of the options."  # the last line of the evaluation's own prompt of a choice task
@@ -38,12 +38,6 @@ def plain_content(question: str, context: str | None, choices: list[str] | None)
         text += "\n" + _options_bulleted(choices) + "\n" + ANSWER_LINE
     parts.append(text)
     return "\n\n".join(parts)
-
-
-def plain_messages(task: Task) -> list[Message]:
-    """The evaluation's own prompt of any task (INTERFACES.md): the task's rule (an extra field `rule`, such as
-    a LegalBench task's instructions), its context, its question with the options listed."""
-    return [{"role": "user", "content": _with_rule(task, plain_content(task.prompt, task.context, task.choices if task.kind == "choice" else None))}]
 
 
 def _context_after(question: str, context: str | None, choices: list[str]) -> str:
@@ -76,7 +70,7 @@ def questions(task: Task) -> list[str]:
     return [task.prompt] + [q for q in extra if isinstance(q, str) and q.strip() and q != task.prompt]
 
 
-def _with_rule(task: Task, content: str) -> str:
+def with_rule(task: Task, content: str) -> str:
     """`content` after the task's rule (extra field `rule`), as the evaluation's own prompt puts it."""
     rule = getattr(task, "rule", None)
     return f"{rule.strip()}\n\n{content}" if isinstance(rule, str) and rule.strip() else content
@@ -94,11 +88,11 @@ def training_contents(task: Task, k: int) -> list[str]:
     picked = rng.sample(combos, min(k - 1, len(combos)))
     out = [plain_content(task.prompt, task.context, task.choices)]
     out += [TRAINING_LAYOUTS[layout](wordings[w], task.context, task.choices) for w, layout in picked]
-    return [_with_rule(task, c) for c in out]
+    return [with_rule(task, c) for c in out]
 
 
 def unseen_content(task: Task) -> str:
     """The user turn of a choice task under the evaluation's reserved phrasing: the domain's reserved
     wording (`unseen_question`) where it wrote one, else the task's prompt, in the reserved layout."""
     question = getattr(task, "unseen_question", None) or task.prompt
-    return _with_rule(task, unseen_layout(question, task.context, task.choices or []))
+    return with_rule(task, unseen_layout(question, task.context, task.choices or []))

@@ -29,7 +29,7 @@ class TeacherConfig(_Config):
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch (each yields `samples` sequences).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="For 'self' and 'hf': the weights' dtype while the teacher samples and scores; 'auto' is bfloat16 on a GPU and "
-                            "float32 on the CPU. On CPUs with bf16 instructions 'bfloat16' samples about 1.6x faster, with bf16's rounding.")
+                            "float32 on the CPU. On CPUs with bf16 instructions 'bfloat16' samples faster, with bf16's rounding.")
     backend: Literal["kdagent", "hf"] = Field(
         "kdagent", description="For 'self' and 'hf': how replies are decoded: 'kdagent' (the fast engine: one prefill for the samples of a prompt, "
                                "finished rows dropped) or 'hf' (transformers' model.generate, the plain path). Greedy replies are the same.")

@@ -17,7 +17,7 @@ def stable_id(*parts: Any, length: int = 16) -> str:
 
 
 class Task(BaseModel):
-    """A task in the evaluation format of INTERFACES.md, plus what elicitation needs."""
+    """A task in the evaluation format (docs/evaluation.md), plus what elicitation needs."""
 
     model_config = ConfigDict(extra="allow")  # the format allows extra fields (tools, possible_answer, answer_index, ...)
 

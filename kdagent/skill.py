@@ -8,6 +8,7 @@ skills implement the same class and are registered through `kdagent_register_ski
 import re
 from dataclasses import dataclass
 
+from kdagent.phrasings import plain_content, with_rule
 from kdagent.records import Message, Passage, Task
 
 
@@ -48,6 +49,13 @@ def question_text(task: Task) -> str:
     if task.kind == "choice" and task.choices:
         return task.prompt + "\nOptions:\n" + "\n".join(f"- {c}" for c in task.choices)
     return task.prompt
+
+
+def plain_messages(task: Task) -> list[Message]:
+    """The evaluation's own prompt of any task: the task's rule (an extra field `rule`, such as a LegalBench
+    task's instructions), its context, its question with the options listed (phrasing 0, kdagent/phrasings.py).
+    A skill that prompts as the evaluation does returns it from `messages`."""
+    return [{"role": "user", "content": with_rule(task, plain_content(task.prompt, task.context, task.choices if task.kind == "choice" else None))}]
 
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")

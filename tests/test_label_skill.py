@@ -1,7 +1,7 @@
 from kdagent.default_plugins.label import Label, named_choice
-from kdagent.evaluate.runner import plain_messages
 from kdagent.plugins import build_plugins
 from kdagent.records import Passage, Task
+from kdagent.skill import plain_messages
 
 CHOICE = Task(id="c", prompt="Is the news good for investors?", context="Profit doubled.", choices=["positive", "negative", "neutral"],
               answer="positive", kind="choice")

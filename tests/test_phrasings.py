@@ -3,9 +3,9 @@
 import pytest
 
 from kdagent.default_plugins.label import Label
-from kdagent.evaluate.runner import plain_messages
 from kdagent.phrasings import TRAINING_LAYOUTS, questions, training_contents, unseen_content
 from kdagent.records import Task
+from kdagent.skill import plain_messages
 
 
 def task(**extra) -> Task:

@@ -27,10 +27,9 @@ shorter reply; compare students on the same pairs, not against a reward model's 
 import re
 
 from kdagent.evaluate.grading import is_refusal, last_number, numbers_match
-from kdagent.phrasings import plain_messages
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
-from kdagent.skill import Skill, Verdict, passages_block
+from kdagent.skill import Skill, Verdict, passages_block, plain_messages
 
 ALIGNMENT_RUBRIC = (
     "Grade the reply as an assistant's answer to the user's request on three criteria: helpful (it does "

@@ -15,9 +15,9 @@ import re
 
 from kdagent.evaluate.grading import format_number, last_number, numbers_match
 from kdagent.hookspecs import hookimpl
-from kdagent.phrasings import ANSWER_LINE, plain_messages, training_contents
+from kdagent.phrasings import ANSWER_LINE, training_contents
 from kdagent.records import Message, Passage, Task
-from kdagent.skill import Skill, Verdict, passages_block
+from kdagent.skill import Skill, Verdict, passages_block, plain_messages
 
 NUMERIC_INSTRUCTION = "Answer with the final number only."
 RATIONALE_LINE = "Explain briefly what the evidence shows, then give the option."

@@ -1,4 +1,4 @@
-"""The `function_call` kind of the evaluation format (INTERFACES.md): the model is offered the record's `tools`
+"""The `function_call` kind of the evaluation format (docs/evaluation.md): the model is offered the record's `tools`
 and must emit one call, graded against `possible_answer` as the usual function-calling benchmarks (BFCL's AST
 check) grade it.
 

@@ -1,4 +1,4 @@
-"""Grading rules of the evaluation format (INTERFACES.md), as pure functions."""
+"""Grading rules of the evaluation format (docs/evaluation.md), as pure functions."""
 
 import math
 import random

@@ -1,4 +1,4 @@
-"""Score a model on tasks in the evaluation format (INTERFACES.md)."""
+"""Score a model on tasks in the evaluation format (docs/evaluation.md)."""
 
 import json
 from pathlib import Path
@@ -18,9 +18,8 @@ from kdagent.evaluate.grading import (
     macro_f1,
     numbers_match,
 )
-from kdagent.jsonl import read_jsonl
-from kdagent.phrasings import plain_messages  # noqa: F401  (the evaluation's own prompt; importable from here too)
 from kdagent.records import Message, Task
+from kdagent.skill import plain_messages
 
 SUPPORTED_KINDS = ("numeric", "choice", "function_call", "refusal")
 

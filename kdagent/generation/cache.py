@@ -106,7 +106,7 @@ def _moves(order: list[int]) -> list[tuple[int, int, int]] | None:
     - `fill_holes` orders: every row either stays or comes from past the new end.
 
     None for any other order. Copying in place reads and writes each moved row once; indexing (`buf[order]`)
-    gathers every row into a temporary first, and was 2.7x slower on the decode loop's cache (1 CPU thread)."""
+    gathers every row into a temporary first (docs/benchmarks.md compares the two)."""
     moves, i = [], 0
     if all(a < b for a, b in zip(order, order[1:])):
         while i < len(order):

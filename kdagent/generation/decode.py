@@ -55,7 +55,7 @@ def _cache_keyword(model) -> str:
 def _top_k(x, k: int, block: int = 64):
     """(values, indices) of the `k` largest entries of each row of `x`, largest first, as `x.topk(k)`: the k
     largest lie in the k blocks of `block` columns with the largest maxima, so only those blocks are ranked
-    (2-3x faster than topk over a 49,152-token vocabulary)."""
+    (docs/benchmarks.md has its speed against `topk`)."""
     rows, width = x.shape
     if width % block or width // block <= 2 * k:
         return x.topk(k, dim=-1)
@@ -95,9 +95,8 @@ def _nucleus(scores, temperature: float, top_p: float):
 def _sliced_head(model):
     """While decoding on the CPU, compute the vocabulary-sized output projection in slices of HEAD_SLICE rows
     of its weight, each writing its columns of the logits in place. Each logit is the same dot product, so the
-    logits are bitwise the same, but one matmul over the whole weight (113 MB for SmolLM2's 49152 x 576 head in
-    fp32) runs memory-bound at decoding batch sizes, and slices that stay in cache ran it 1.3-1.6x faster (MKL,
-    1 thread, 4 to 128 rows). A head with a bias (whose sliced sums round differently), any other kind of
+    logits are bitwise the same, but one matmul over the whole weight runs memory-bound at decoding batch sizes,
+    and slices that stay in cache run it faster (docs/benchmarks.md). A head with a bias (whose sliced sums round differently), any other kind of
     head, or another device is left as it is; the model's own forward is restored on exit. Inference only
     (the matmuls write into a given output)."""
     head = model.get_output_embeddings()
@@ -127,11 +126,10 @@ def _sliced_head(model):
 def column_major(model):
     """The model's float32 `nn.Linear` weights on the CPU (all but the output projection, which `_sliced_head`
     runs) laid out column-major: the same matrices, stored transposed, so each `F.linear` is MKL's plain
-    product `x @ W.T` over a row-major `W.T` instead of its transposed-operand product. On one thread, with the
-    30 layers' weights streaming through the core, that ran SmolLM2-135M's 64-row products 1.2-1.35x faster
-    (the same bits from 16 rows up, not below) and the speed benchmark's bare sampling 1.12x; on two threads
-    it gained ~1%, and nothing in bfloat16, so decode uses it only when sampling on one thread
-    (`sampling_layout`) and other dtypes are left alone. Weights are moved one at a time (one extra matrix
+    product `x @ W.T` over a row-major `W.T` instead of its transposed-operand product. That is faster on one
+    thread, with the layers' weights streaming through the core (the same bits from 16 rows up, not below), and
+    no faster on two threads or in bfloat16 (docs/benchmarks.md), so decode uses it only when sampling on one
+    thread (`sampling_layout`) and other dtypes are left alone. Weights are moved one at a time (one extra matrix
     at the peak) and laid out row-major again on exit, the same values in the same parameters, so training
     and saving after sampling see the model as it was. A weight already column-major (in an enclosing
     `column_major`, or tied to another layer's) is left as it is."""

@@ -219,7 +219,7 @@ def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path,
         return tasks, 0
     from transformers import AutoTokenizer
 
-    from kdagent.phrasings import plain_messages
+    from kdagent.skill import plain_messages
 
     prompts = [skill.messages(t) if t.kind == "numeric" else plain_messages(t) for t in tasks]
     lengths = token_counts(AutoTokenizer.from_pretrained(student), prompts, generation_prompt=True)
