@@ -10,7 +10,7 @@ CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constra
 PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml))
 QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test lint clean
 setup: $(VENV)/.kdagent-installed
 
 $(VENV)/.kdagent-installed: pyproject.toml Makefile constraints/cpu.txt $(wildcard plugins/*/pyproject.toml)
@@ -28,6 +28,10 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs
