@@ -61,11 +61,19 @@ _set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE",
 @_set_option
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
+@click.option("--launcher", type=click.Choice(["none", "accelerate"]),
+              help="Where the update stage trains: 'accelerate' runs it under `accelerate launch` (sets update.launcher.kind); 'none' in this process.")
+@click.option("--num-processes", type=click.IntRange(min=1), help="Training processes under accelerate (sets update.launcher.num_processes).")
 @_quiet_option
-def run(recipe, sets, run_dir, resume, quiet):
+def run(recipe, sets, run_dir, resume, launcher, num_processes, quiet):
     """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate.
     Writes RUN_DIR/report.html and the final student's model card at the end."""
     from kdagent.terminal import configure
+
+    if launcher == "none" and num_processes:
+        raise click.UsageError("--num-processes is for --launcher accelerate, not --launcher none")
+    sets = (*sets, *(["update.launcher=null"] if launcher == "none" else ["update.launcher.kind=accelerate"] if launcher else []),
+            *([f"update.launcher.num_processes={num_processes}"] if num_processes else []))
 
     configure(quiet)
     from kdagent.api import finish_run

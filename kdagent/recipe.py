@@ -198,6 +198,17 @@ class GRPOOptions(_Config):
     judge_weight: float = Field(0.0, ge=0.0, le=1.0, description="Share of the reward that comes from the teacher as judge; the rest is the skill's verifier.")
 
 
+class LauncherConfig(_Config):
+    kind: Literal["accelerate"] = Field("accelerate", description="'accelerate': the update stage runs under `accelerate launch` (kdagent/update/launch.py).")
+    num_processes: int | None = Field(
+        None, ge=1, description="Training processes (one a GPU; without GPUs, CPU processes joined by gloo). Omitted: the config file's, else 1.",
+    )
+    config_file: str | None = Field(
+        None, description="An accelerate config file (`accelerate config` writes one), passed to `accelerate launch --config_file`; omitted: "
+        "one machine, DDP over `num_processes` processes.",
+    )
+
+
 class UpdateConfig(_Config):
     method: UpdateMethod | list[UpdateMethod] = Field(
         "sft",
@@ -210,7 +221,7 @@ class UpdateConfig(_Config):
     )
     learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
     epochs: float = Field(2.0, gt=0.0, description="Passes over the round's training examples.")
-    batch_size: int = Field(8, ge=1, description="Examples per device per step.")
+    batch_size: int = Field(8, ge=1, description="Examples per step (before gradient accumulation); under update.launcher, divided among the processes.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimiser update.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps spent warming up the learning rate.")
     checkpoint_steps: int = Field(50, ge=1, description="Save a resumable Trainer checkpoint every this many steps; an interrupted update resumes from the last complete one.")
@@ -224,6 +235,10 @@ class UpdateConfig(_Config):
         "float32", description="The dtype of the saved student's weights (training keeps fp32 master weights either way). 'bfloat16' halves "
         "the size; kdagent loads such a student back into fp32 to train the next round and to run on the CPU, but the rounding can change "
         "greedy replies, so later scores are not those of an fp32 run.",
+    )
+    launcher: LauncherConfig | None = Field(
+        None, description="Train on several processes under `accelerate launch` (the loop's other stages stay in one process); each of N "
+        "processes trains on batch_size / N examples a step, so the batches are a 1-process run's. Omitted: training runs in the run's process.",
     )
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="Options of the 'dpo' method.")
     distill: DistillOptions = Field(default_factory=DistillOptions, description="Options of the 'distill' method.")

@@ -65,6 +65,11 @@ def read_job(folder: Path, world_size: int):
     from kdagent.recipe import Recipe
     from kdagent.update.updater import UpdateJob, options_for, updater_named
 
+    sharded = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
+                                      ("Megatron-LM", "ACCELERATE_USE_MEGATRON_LM")) if os.environ.get(var, "").lower() == "true"]
+    if sharded:  # rank 0 saves the student from its own copy of the model, which a sharded model does not hold
+        raise UserError(f"update.launcher.config_file: {sharded[0]} is not wired yet (the student is saved from rank 0's whole model); "
+                        "use a DDP config (distributed_type: MULTI_GPU), or no config file")
     spec = json.loads((folder / JOB).read_text(encoding="utf-8"))
     recipe = Recipe.model_validate(yaml.safe_load((folder / RECIPE).read_text(encoding="utf-8")))
     batch = recipe.update.batch_size
