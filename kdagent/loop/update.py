@@ -28,7 +28,8 @@ def run_methods(ctx, round_: int, round_dir: Path, student: Path, examples, pair
         job = UpdateJob(recipe=r, options=options_for(r.update, method, updater), student=student, out=out, seed=r.seed + round_,
                         round=round_, examples=examples, pairs=pairs, tasks=tasks, skill=ctx.skill, domain=ctx.domain, plugins=ctx.plugins)
         try:
-            from kdagent.update.launch import train as launch_train  # this process, or `accelerate launch` (update.launcher)
+            # in this process, or under `accelerate launch` (update.launcher)
+            from kdagent.update.launch import train as launch_train
 
             report = launch_train(updater, job)
         except ValueError as exc:  # settings the trainer cannot use are the recipe's fault
