@@ -187,6 +187,30 @@ def test_a_run_killed_midway_resumes_from_rank_zeros_checkpoint(sft_one_process,
     only_the_student(out)
 
 
+def test_a_batch_that_does_not_divide_among_the_processes_is_refused_before_launching(tiny_model_dir, tmp_path):
+    from kdagent.errors import UserError
+    from kdagent.update.launch import train
+
+    updater, job = make_job("sft", tiny_model_dir, tmp_path / "student")
+    with pytest.raises(UserError, match=r"update.batch_size: 4 does not divide among 3 processes"):
+        train(updater, job, launcher=accelerate(3))
+    assert not list(tmp_path.iterdir())  # nothing written, nothing launched
+
+
+def test_run_flags_set_the_recipes_launcher(tmp_path):
+    from conftest import run_cli
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: flags\n")
+    result = run_cli("run", str(recipe), "--launcher", "none", "--num-processes", "2", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "--num-processes is for --launcher accelerate" in result.stderr
+    from kdagent.recipe_io import load_recipe
+
+    # what `--launcher accelerate --num-processes 2` adds to the recipe's --set list
+    launcher = load_recipe(recipe, ["update.launcher.kind=accelerate", "update.launcher.num_processes=2"]).update.launcher
+    assert (launcher.kind, launcher.num_processes, launcher.config_file) == ("accelerate", 2, None)
+
+
 if __name__ == "__main__":  # the killed run: train the SFT job on N processes and print the report
     model_dir, out, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     os.environ["KDAGENT_CPU_BF16"] = "0"

@@ -120,10 +120,11 @@ def train_accelerate(updater, job, launcher) -> dict | None:
                         f"(update.launcher.num_processes); each trains on batch_size / {n} examples a step")
     folder = job_dir(job.out)
     write_job(folder, method, job)
+    _free_gpu_cache()
     cmd = launch_command(launcher, folder)
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     count = f"{n} processes" if n else "the processes of its config file"
-    print(f"update ({method}): accelerate launch on {count}", file=sys.stderr, flush=True)
+    print(f"[kdagent] round {job.round}: update ({method}) under accelerate launch on {count}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own group: stopped with this process
     try:
         code = proc.wait()
@@ -141,6 +142,17 @@ def train_accelerate(updater, job, launcher) -> dict | None:
     if error:
         raise (ValueError if error["kind"] == "ValueError" else UserError)(error["message"])
     return result["report"]
+
+
+def _free_gpu_cache() -> None:
+    """Hand the GPU memory this process caches (an earlier stage's models) back to the driver: rank 0 shares
+    its GPU with this process."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def _read_report(path: Path) -> dict | None:

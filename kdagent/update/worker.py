@@ -41,7 +41,7 @@ def watch_parent(pid: int, every: float = 0.5) -> None:
     def watch():
         while _alive(pid):
             time.sleep(every)
-        print(f"the run's process {pid} is gone; rank {os.environ.get('RANK', '0')} stops", file=sys.stderr, flush=True)
+        print(f"[kdagent] the run's process {pid} is gone; rank {os.environ.get('RANK', '0')} stops", file=sys.stderr, flush=True)
         os._exit(1)
 
     threading.Thread(target=watch, name="kdagent-parent-watch", daemon=True).start()
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             kind = "ValueError" if isinstance(exc, ValueError) else "UserError"
             write_atomic(folder / REPORT, json.dumps({"error": {"kind": kind, "message": str(exc)}}) + "\n")
-        print(f"rank {rank}: {exc}", file=sys.stderr, flush=True)
+        print(f"[kdagent] rank {rank}: {exc}", file=sys.stderr, flush=True)
         return 1  # non-zero, so the launcher stops the other ranks
     if rank == 0:
         write_atomic(folder / REPORT, json.dumps({"report": report}) + "\n")
