@@ -73,6 +73,20 @@ def kdagent_round_end(round, run_dir, recipe, metrics):
     """A round ended; `metrics` is the round's entry of metrics.json (a dict, read-only by convention)."""
 
 
+@hookspec
+def kdagent_before_stage(stage, round, inputs, recipe, run_dir):
+    """A stage of a round begins (its name, as in `kdagent.loop.round.STAGES`: tasks, ground, elicit, feedback,
+    curate, preferences, update, evaluate). `inputs` maps each earlier stage of the round to its typed records
+    (read-only by convention). Return a reason (str) to stop the run before the stage, or None."""
+
+
+@hookspec
+def kdagent_after_stage(stage, round, records, counts, recipe, run_dir):
+    """A stage of a round ended, or was read back on --resume: `records` are its typed records (none for update
+    and evaluate), `counts` what it kept and dropped (the update's report, the evaluation's summary). Return a
+    reason (str) to stop the run after the stage, or None; the stage's files stay written."""
+
+
 # --- Records: called for each record in a stage ---------------------------------------------------------
 
 

@@ -4,11 +4,11 @@
 import pytest
 
 from kdagent.curate import contaminated_ids
+from kdagent.curate.pairs import preference_pairs
 from kdagent.default_plugins.alignment import ALIGNMENT_RUBRIC, Alignment
 from kdagent.default_plugins.assistant import BENIGN, HARMFUL, Assistant, load_hh_pairs
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks, evaluate
-from kdagent.loop import stages
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe
@@ -118,7 +118,7 @@ def test_judge_scores_rank_into_preference_pairs():
     gens = [_gen(task, 0, "  A middling reply. "), _gen(task, 1, "The best reply."), _gen(task, 2, "The worst reply.")]
     feedback = [Feedback(generation_id=g.id, task_id=task.id, verifier="judge", passed=s >= 0.7, score=s, reason="r")
                 for g, s in zip(gens, (0.5, 0.9, 0.2))]
-    pairs, counts = stages.preference_pairs(Alignment(), recipe, build_plugins(load_entry_points=False), 1,
+    pairs, counts = preference_pairs(Alignment(), recipe, build_plugins(load_entry_points=False), 1,
                                             [GroundedTask(task=task)], gens, feedback, [])
     (pair,) = pairs
     assert pair.prompt == Alignment().messages(task)

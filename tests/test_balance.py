@@ -83,8 +83,8 @@ def test_a_label_without_examples_is_reported_missing(lopsided):
 
 
 def test_each_accepted_completion_is_taught_under_every_training_prompt():
+    from kdagent.curate.examples import curate
     from kdagent.default_plugins.label import Label
-    from kdagent.loop.stages import curate
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe
     from kdagent.records import Feedback, Generation, GroundedTask
@@ -110,8 +110,8 @@ def test_each_accepted_completion_is_taught_under_every_training_prompt():
 
 
 def test_a_tasks_rationale_is_taught_beside_its_answer():
+    from kdagent.curate.examples import curate
     from kdagent.default_plugins.label import Label
-    from kdagent.loop.stages import curate
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe
     from kdagent.records import GroundedTask

@@ -24,7 +24,7 @@ def test_the_feedback_stage_fails_a_passing_copy_and_counts_it(tmp_path):
     that pastes the passage back, says why, and counts it; with reject_copies off it passes."""
     from types import SimpleNamespace
 
-    from kdagent.loop import feedback as feedback_stage
+    from kdagent.feedback import stage as feedback_stage
     from kdagent.loop.rundir import RunDir
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe

@@ -336,7 +336,7 @@ def test_the_judge_stage_resumes_after_its_last_finished_chunk(tmp_path, tiny_mo
     line after it) judges only the chunks left and ends with the verdicts of an uninterrupted run."""
     from types import SimpleNamespace
 
-    from kdagent.loop.feedback import _judge
+    from kdagent.feedback.stage import _judge
     from kdagent.loop.rundir import RunDir
     from kdagent.teachers.hf import HFTeacher
 
@@ -364,7 +364,7 @@ def test_the_judge_stage_resumes_after_its_last_finished_chunk(tmp_path, tiny_mo
 
     whole, whole_counts = judge(resume=False)
     partial = rd.round_dir(1) / "feedback.judge.partial.jsonl"
-    costs = rd.round_dir(1) / "feedback.judge.costs.json"
+    costs = rd.round_dir(1) / "feedback.judge.partial.json"
     lines = partial.read_text().splitlines()
     assert len(lines) == 10 and all(f.failed and f.raw is not None for f in whole)  # a random model's JSON never parses
     assert whole_counts["judge_items"] == 10 and whole_counts["judge_attempts"] == 6  # 3 chunks x 2 attempts

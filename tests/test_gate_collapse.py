@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kdagent.loop.runner import apply_gate, gate_metric, set_scores
+from kdagent.evaluate.gate import apply_gate, gate_metric, set_scores
 from kdagent.recipe import GateConfig
 
 GOLD = {"negative": 5, "neutral": 18, "positive": 7}  # 30 items, 60% neutral

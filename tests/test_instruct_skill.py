@@ -4,16 +4,17 @@ config-built tiny model for elicitation and a tiny round."""
 import pytest
 
 from kdagent.curate import contaminated_ids
+from kdagent.curate.examples import split_dialogue
 from kdagent.default_plugins.instruct import Instruct, check_constraints, constraints_from_text
 from kdagent.default_plugins.instructions import HELD_OUT, SEED, Instructions, check_builtin
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks
 from kdagent.jsonl import read_jsonl
-from kdagent.loop import stages
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe, TeacherConfig
 from kdagent.records import GroundedTask, SFTExample, Task
+from kdagent.synth.elicit import elicit
 
 # (constraints, a reply that meets them, a reply that breaks them, the name the failure starts with)
 CASES = [
@@ -125,7 +126,7 @@ def test_multi_turn_elicitation_alternates_assistant_and_user(tiny_teacher):
     skill = Instruct(turns=3)
     grounded = [GroundedTask(task=t) for t in Instructions().seed_tasks(2, seed=0)]
     settings = tiny_teacher.config.model_dump(mode="json")
-    gens = stages.elicit(lambda: tiny_teacher, skill, grounded, 1, 0, settings)
+    gens = elicit(lambda: tiny_teacher, skill, grounded, 1, 0, settings)
     assert len(gens) == 4 and {g.sample for g in gens} == {0, 1}
     for g in gens:
         roles = [m["role"] for m in g.trajectory]
@@ -133,7 +134,7 @@ def test_multi_turn_elicitation_alternates_assistant_and_user(tiny_teacher):
         assert g.text == g.trajectory[0]["content"]  # the first reply, which the constraints apply to
         assert all(m["content"] for m in g.trajectory)
     assert max(len(g.trajectory) for g in gens) == 5
-    again = stages.elicit(lambda: tiny_teacher, skill, grounded, 1, 0, settings)
+    again = elicit(lambda: tiny_teacher, skill, grounded, 1, 0, settings)
     assert [g.trajectory for g in again] == [g.trajectory for g in gens]  # seeded, so resumable
     # the teacher playing the user sees the conversation, delimited, and the instruction to write a follow-up
     shown = skill.user_messages(gens[0].messages + gens[0].trajectory[:1])[0]["content"]
@@ -170,7 +171,7 @@ def test_a_tiny_multi_turn_round_trains_on_each_assistant_turn_only(tmp_path, ti
 
 def test_split_dialogue_makes_one_example_per_assistant_turn():
     a1, u2, a2 = ({"role": r, "content": c} for r, c in (("assistant", "A1"), ("user", "U2"), ("assistant", "A2")))
-    assert stages.split_dialogue([a1, u2, a2]) == [([], [a1]), ([a1, u2], [a2])]
-    assert stages.split_dialogue([a1, u2]) == [([], [a1])]  # a trailing user turn without an answer teaches nothing
+    assert split_dialogue([a1, u2, a2]) == [([], [a1]), ([a1, u2], [a2])]
+    assert split_dialogue([a1, u2]) == [([], [a1])]  # a trailing user turn without an answer teaches nothing
     calls = [{"role": "assistant", "content": "<tool_call>..."}, {"role": "tool", "content": "5"}, {"role": "assistant", "content": "5"}]
-    assert stages.split_dialogue(calls) == [([], calls)]  # tool calls and results stay one example
+    assert split_dialogue(calls) == [([], calls)]  # tool calls and results stay one example

@@ -17,11 +17,11 @@ from conftest import free_port, wait_healthy
 from kdagent.default_plugins.arithmetic import Arithmetic
 from kdagent.domain import Document
 from kdagent.errors import UserError
-from kdagent.loop import stages
 from kdagent.models import resolve_model
 from kdagent.recipe import RetrievalConfig
 from kdagent.retrieval.embedder import Embedder
 from kdagent.retrieval.store import ChromaStore
+from kdagent.synth.tasks import ground
 
 CHROMA = Path(sys.executable).with_name("chroma")
 
@@ -70,8 +70,8 @@ def test_a_server_store_has_the_embedded_stores_ids_and_grounds_alike(chroma_ser
     reopened = ChromaStore(tmp_path / "run" / "chroma", "arithmetic", embedder, server=chroma_server)
     assert reopened.count() == written
     tasks = Arithmetic().seed_tasks(6, seed=3)
-    over_server = stages.ground(tasks, reopened, top_k=2)
-    embedded = stages.ground(tasks, local, top_k=2)
+    over_server = ground(tasks, reopened, top_k=2)
+    embedded = ground(tasks, local, top_k=2)
     assert [[p.id for p in g.passages] for g in over_server] == [[p.id for p in g.passages] for g in embedded]
     assert all(len(g.passages) == 2 and g.passages[0].source.startswith("worked-example/") for g in over_server)
     for a, b in zip(over_server, embedded):

@@ -8,10 +8,10 @@ from kdagent.curate import contaminated_ids
 from kdagent.default_plugins import skill_sets
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks
-from kdagent.loop.round import eval_texts
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe
+from kdagent.synth.tasks import eval_texts
 
 
 def test_the_built_in_sets_are_fixed_sound_and_disjoint_from_the_built_in_seeds():

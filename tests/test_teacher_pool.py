@@ -18,9 +18,9 @@ import pytest
 from conftest import free_port, wait_healthy
 from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.jsonl import read_jsonl
-from kdagent.loop import stages
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Generation, GroundedTask, Task
+from kdagent.synth.elicit import elicit
 from kdagent.teachers.chat import openai_teacher
 from openai_server import ScriptedServer
 
@@ -74,7 +74,7 @@ def two_servers(served_model, tmp_path):
 
 def _elicit(config: TeacherConfig, grounded, partial: Path):
     teacher = openai_teacher(config, None)
-    gens = stages.elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": config.samples},
+    gens = elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": config.samples},
                          partial=partial, chunk=4)
     return teacher, gens
 
@@ -102,7 +102,7 @@ def test_a_pool_member_killed_mid_round_loses_and_duplicates_nothing(two_servers
 
     teacher = openai_teacher(pool_config, None)
     threading.Thread(target=kill_a_while_it_answers, args=(teacher.chat,), daemon=True).start()
-    pooled = stages.elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": 1},
+    pooled = elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": 1},
                            partial=tmp_path / "pool.partial.jsonl", chunk=4)
     pool_seconds = time.monotonic() - started
     stats = teacher.chat.stats()

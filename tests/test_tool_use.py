@@ -176,9 +176,9 @@ def test_tool_skills_refuse_trainers_that_do_not_run_the_tool_loop(tmp_path, tin
 @pytest.mark.integration
 def test_embedded_model_calls_the_real_calculator(smollm_path, plugins):
     """The `self` teacher strengthened by tools: SmolLM2 samples calls, kdagent runs them and feeds back."""
-    from kdagent.loop.stages import elicit
     from kdagent.recipe import TeacherConfig
     from kdagent.records import GroundedTask
+    from kdagent.synth.elicit import elicit
     from kdagent.teachers.hf import HFTeacher
 
     skill = plugins.create("skills", "tool_use", max_steps=2)

@@ -77,7 +77,7 @@ def consistency_feedback(
 
 
 def self_consistency(skill, tasks: dict[str, Task], generations: list[Generation], parse: AnswerParser | None = None) -> list[Feedback]:
-    """`consistency_feedback` over many tasks (the shape of `loop.stages.judge`), in the generations' order."""
+    """`consistency_feedback` over many tasks (the shape of `kdagent.feedback.verifiers.check_with_skill`), in the generations' order."""
     by_task: dict[str, list[Generation]] = {}
     for g in generations:
         by_task.setdefault(g.task_id, []).append(g)

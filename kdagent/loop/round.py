@@ -1,23 +1,30 @@
-"""One round, top to bottom: tasks -> expand -> ground -> elicit -> feedback -> curate -> update -> evaluate.
+"""One round: the stages of `STAGES`, in order. The loop only sequences; each stage's work lives in its room
+(`synth/` makes tasks and elicits, `feedback/` verifies, `curate/` builds SFT examples and pairs, `update/`
+trains, `evaluate/` scores).
 
-Each stage writes its records (JSONL) and its drop counts (`<stage>.counts.json`) into the round's folder;
-with resume, a stage whose records exist is read back instead of recomputed. The teacher is loaded the
-first time a stage needs it and freed before training.
+A stage's name keys its timer, its peak memory, its memory-plan entry and its hooks. A stage with a records
+file is finished once the file exists and is read back on --resume; a stage that calls the teacher saves its
+chunks as they finish (kdagent/resume.py). Plugins see each stage before and after it
+(`kdagent_before_stage`, `kdagent_after_stage`) and may stop the run there (`StageVetoed`).
 """
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdagent.curate.balance import balance_examples, label_counts
-from kdagent.errors import UserError
-from kdagent.jsonl import read_jsonl, write_jsonl
-from kdagent.loop import feedback as feedback_stage
-from kdagent.loop import stages
+from kdagent.curate import label_counts
+from kdagent.curate.examples import curate_stage
+from kdagent.curate.pairs import preference_pairs
+from kdagent.errors import WorkError
+from kdagent.feedback.stage import run as verify, sample_labels
 from kdagent.loop.update import run_methods
 from kdagent.memory import gpu_peak_mb, peak_rss_mb, reset_peak_rss
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
+from kdagent.resume import finished_or_run
+from kdagent.synth.elicit import elicit_stage
+from kdagent.synth.tasks import eval_texts, ground, make_tasks
 from kdagent.teachers.lazy import LazyTeacher
 
 
@@ -39,230 +46,141 @@ class Context:
         return eval_texts(self.eval_tasks + self.skill_eval_tasks)
 
 
-def eval_texts(tasks: list[Task]) -> list[str]:
-    """Every text of the evaluation items, for decontamination."""
-    texts = []
-    for t in tasks:
-        texts += [t.prompt, t.answer] + ([t.context] if t.context else [])
-    return texts
+@dataclass
+class Round:
+    """What a round's stages share: the run's context, the round's number, its student (the update stage replaces
+    it), the teacher (loaded on first use), and each finished stage's records and counts by stage name."""
+
+    ctx: Context
+    number: int
+    student: Path
+    teacher: LazyTeacher
+    records: dict[str, list] = field(default_factory=dict)
+    counts: dict[str, dict] = field(default_factory=dict)
+
+    def __getitem__(self, stage: str) -> list:
+        return self.records.get(stage, [])
+
+    @property
+    def dir(self) -> Path:
+        return self.ctx.rd.round_dir(self.number)
+
+    def tasks(self) -> dict[str, Task]:
+        return {t.id: t for t in self["tasks"]}
 
 
-def _stage(ctx: Context, round_dir: Path, name: str, model, compute) -> tuple[list, dict]:
-    """Records and drop counts of a stage: read back on resume, else computed and written (counts first,
-    then the records, whose file marks the stage finished)."""
-    path, counts_path = round_dir / f"{name}.jsonl", round_dir / f"{name}.counts.json"
-    if ctx.resume and path.exists():
-        return read_jsonl(path, model), (ctx.rd.read_json(counts_path) or {})
-    records, counts = compute()
-    partial = counts.pop("_partial", None)  # a stage's work-in-progress files, removed once it is finished
-    ctx.rd.write_json(counts_path, counts)
-    write_jsonl(path, records)
-    for leftover in [partial] if isinstance(partial, str) else partial or []:
-        Path(leftover).unlink(missing_ok=True)
-    return records, counts
+@dataclass(frozen=True)
+class Stage:
+    """`run(round) -> (records, counts)`. `file` is the stem of the stage's records and counts in the round's folder
+    (a stage without one, update and evaluate, resumes by its own files); `when(recipe)` leaves a stage out of a
+    recipe; `frees_teacher` closes the teacher after the stage."""
+
+    name: str
+    run: Callable[[Round], tuple[list, dict]]
+    file: str | None = None
+    record: type | None = None
+    when: Callable[[object], bool] = lambda recipe: True
+    frees_teacher: bool = False
 
 
-def local_teacher_path(recipe, student: Path) -> Path | None:
-    """The folder of a built-in local teacher (its context length is known before it loads), else None."""
-    if recipe.teacher.kind == "self":
-        return student
-    if recipe.teacher.kind == "hf" and recipe.teacher.model:
-        from kdagent.models import resolve_model
-
-        return resolve_model(recipe.teacher.model)
-    return None
+class StageVetoed(WorkError):
+    """A plugin's `kdagent_before_stage` or `kdagent_after_stage` returned a reason to stop the run (one line, exit 1)."""
 
 
-def failed_tasks(round_dir: Path) -> list[Task]:
-    """Training tasks of a finished round that have a reference answer and that no sample solved."""
-    tasks = read_jsonl(round_dir / "tasks.jsonl", Task)
-    solved = {f.task_id for f in read_jsonl(round_dir / "feedback.jsonl", Feedback) if f.passed}
-    return [t for t in tasks if t.answer and t.id not in solved]
+def _update(s: Round) -> tuple[list, dict]:
+    s.student, report = run_methods(s.ctx, s.number, s.dir, s.student, s["curate"], s["preferences"], s["tasks"])
+    return [], report
 
 
-def failed_eval_tasks(ctx: "Context", round_: int, student: Path) -> list[Task]:
-    """The domain's held-out tasks that `student`, the student round `round_` starts from, got wrong in its last
-    evaluation: the predictions of the latest earlier round that trained it, else the baseline's (the run's
-    first student, or a round that kept it)."""
-    key = Path(student).resolve()
-    found = [ctx.rd.round_dir(k) / "eval-predictions.jsonl" for k in range(round_ - 1, 0, -1)
-             if (ctx.rd.round_dir(k) / "student").resolve() == key]
-    path = next((p for p in found if p.exists()), ctx.rd.path / "baseline-predictions.jsonl")
-    wrong = {row["id"] for row in read_jsonl(path) if not row["correct"]}
-    return [t for t in ctx.eval_tasks if t.id in wrong]
-
-
-def seed_tasks(recipe, plugins, domain, eval_items: list[str], round_: int) -> tuple[list[Task], dict]:
-    """The domain's seed tasks for a round, transformed by the plugins and decontaminated against the
-    evaluation items; none left is a UserError that counts what each filter dropped. The runner calls it
-    for round 1 before any model loads, so an empty or fully filtered dataset fails fast."""
-    from kdagent.curate import contaminated_ids
-
-    try:
-        seeds = domain.seed_tasks(recipe.domain.seed_tasks, recipe.seed * 1000 + round_)
-    except ValueError as exc:
-        raise UserError(f"domain.seed_tasks: {exc}") from None
-    seeds = [plugins.transform_task(task, recipe) for task in seeds]
-    counts: dict = {"seed_tasks": len(seeds), "expanded": 0}
-    bad = contaminated_ids({t.id: f"{t.prompt}\n{t.context or ''}" for t in seeds}, eval_items, n=recipe.curation.decontam_ngram)
-    seeds = [t for t in seeds if t.id not in bad]
-    counts["dropped"] = {"contaminated_task": len(bad)}
-    if not seeds:
-        raise UserError(f"domain {recipe.domain.name}: no seed tasks left for round {round_} (the domain gave {counts['seed_tasks']}; "
-                        f"dropped: contaminated_task {len(bad)}, as sharing a {recipe.curation.decontam_ngram}-gram with an evaluation item)")
-    return seeds, counts
-
-
-def make_tasks(ctx: Context, round_: int, teacher: LazyTeacher) -> tuple[list[Task], dict]:
-    """The round's seed tasks and, with synthesis.expansion, new tasks expanded from them, or from mined
-    failures (loop.failure_mining). Failed held-out tasks only seed the expansion: they are never trained on,
-    and expanded tasks too close to a held-out item are dropped (novelty against the evaluation sets)."""
-    r = ctx.recipe
-    seeds, counts = seed_tasks(r, ctx.plugins, ctx.domain, ctx.eval_texts(), round_)
-    tasks = list(seeds)
-    parents = seeds
-    if r.loop.failure_mining != "off" and round_ > 1:
-        if r.loop.failure_mining == "evaluation":
-            failed = failed_eval_tasks(ctx, round_, teacher.student)
-        else:
-            failed = failed_tasks(ctx.rd.round_dir(round_ - 1))
-        counts["mined_failures"], counts["mined_from"] = len(failed), r.loop.failure_mining
-        parents = failed or seeds
-    if r.synthesis.expansion is not None:
-        from kdagent.synth.expand import expand_tasks
-
-        from kdagent.retrieval.store import ChromaStore
-
-        x = r.synthesis.expansion
-        # every task of every round so far, in a collection of the run's Chroma store
-        index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder, server=r.retrieval.server)
-        for earlier in range(1, round_):  # idempotent, so a crash before tasks.jsonl is written changes nothing
-            index.add_texts([t.prompt for t in read_jsonl(ctx.rd.round_dir(earlier) / "tasks.jsonl", Task)], source=f"round-{earlier:02d}")
-        index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
-        new, expand_counts = expand_tasks(
-            teacher.get(), parents, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
-            existing=[t.prompt for t in ctx.eval_tasks + ctx.skill_eval_tasks], threshold=x.novelty_threshold, index=index,
-        )
-        index.release()
-        tasks += [ctx.plugins.transform_task(task, r) for task in new]
-        counts["expanded"], counts["expansion"] = len(new), expand_counts
-    counts["labels"] = label_counts(tasks)  # reference answers of the choice tasks
-    return tasks, counts
-
-
-def sample_labels(tasks: dict[str, Task], feedback: list[Feedback]) -> dict[str, dict[str, int]]:
-    """The labels the teacher's samples of choice tasks named (`samples`) and those of the samples that passed
-    (`passed`), sorted: a teacher that answers one label everywhere shows here before training does."""
-    named = [(f.predicted, f.passed) for f in feedback if tasks[f.task_id].kind == "choice" and f.predicted]
-    if not named:
-        return {}
-    return {"samples": dict(sorted(Counter(p for p, _ in named).items())), "passed": dict(sorted(Counter(p for p, ok in named if ok).items()))}
+STAGES = [
+    Stage("tasks", lambda s: make_tasks(s.ctx, s.number, s.teacher), "tasks", Task),
+    Stage("ground", lambda s: (ground(s["tasks"], s.ctx.store, s.ctx.recipe.retrieval.top_k), {}), "grounded", GroundedTask),
+    Stage("elicit", lambda s: elicit_stage(s.teacher, s.ctx.skill, s.ctx.recipe, s.number, s["ground"], s.student,
+                                           s.dir / "generations.partial.jsonl"), "generations", Generation),
+    Stage("feedback", lambda s: verify(s.ctx, s.number, s.tasks(), s["ground"], s["elicit"], s.teacher), "feedback", Feedback,
+          frees_teacher=True),
+    Stage("curate", lambda s: curate_stage(s.ctx.skill, s.ctx.recipe, s.ctx.plugins, s.number, s["ground"], s["elicit"], s["feedback"],
+                                           s.tasks(), s.student, s.ctx.eval_texts()), "sft", SFTExample),
+    Stage("preferences", lambda s: preference_pairs(s.ctx.skill, s.ctx.recipe, s.ctx.plugins, s.number, s["ground"], s["elicit"],
+                                                    s["feedback"], s.ctx.eval_texts()), "preferences", PreferencePair,
+          when=lambda recipe: recipe.feedback.preferences),
+    Stage("update", _update),
+    Stage("evaluate", lambda s: ([], s.ctx.evaluate(s.student, s.dir / "eval-predictions.jsonl", f"round {s.number}: evaluate"))),
+]
 
 
 def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
-    r, rd, skill = ctx.recipe, ctx.rd, ctx.skill
-    round_dir = rd.round_dir(round_)
-    teacher = LazyTeacher(ctx.plugins, r.teacher, student)
-    seconds: dict[str, float] = {}
-    clock = time.time()
+    """Run the recipe's stages in order; returns the round's entry of metrics.json and the student it ends with."""
+    s = Round(ctx, round_, student, LazyTeacher(ctx.plugins, ctx.recipe.teacher, student))
+    laps = Laps()
+    for stage in [x for x in STAGES if x.when(ctx.recipe)]:
+        _hook(s, "before", stage, inputs=dict(s.records))
+        laps.start()
+        if stage.file:
+            path = s.dir / f"{stage.file}.jsonl"
+            s.records[stage.name], s.counts[stage.name] = finished_or_run(path, stage.record, ctx.resume, lambda: stage.run(s))
+        else:
+            s.records[stage.name], s.counts[stage.name] = stage.run(s)
+        if stage.frees_teacher:
+            s.teacher.close()
+        laps.stop(stage.name)
+        _hook(s, "after", stage, records=s.records[stage.name], counts=s.counts[stage.name])
+    return round_entry(s, laps), s.student
 
-    peak_rss: dict[str, float] = {}  # each stage's own peak where the high-water mark can be reset (Linux)
-    peak_gpu: dict[str, float] = {}
-    reset_peak_rss()
-    gpu_peak_mb()  # resets the GPU's counter too
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        seconds[name] = round(time.time() - clock, 1)
-        peak_rss[name] = peak_rss_mb()
+def _hook(s: Round, when: str, stage: Stage, **kwargs) -> None:
+    """Call every `kdagent_<when>_stage`; the first reason one returns stops the run."""
+    kwargs |= {"stage": stage.name, "round": s.number, "recipe": s.ctx.recipe, "run_dir": s.ctx.rd.path}
+    for impl in getattr(s.ctx.plugins.pm.hook, f"kdagent_{when}_stage").get_hookimpls():  # registration order
+        reason = impl.function(*[kwargs[a] for a in impl.argnames])
+        if reason:
+            raise StageVetoed(f"round {s.number}: plugin {impl.plugin_name} stopped the run {when} the {stage.name} stage: {reason}")
+
+
+class Laps:
+    """Each stage's seconds and its own peak memory: RSS where the high-water mark can be reset (Linux), GPU allocated."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.rss: dict[str, float] = {}
+        self.gpu: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.clock = time.time()
         reset_peak_rss()
+        gpu_peak_mb()  # resets the GPU's counter too
+
+    def stop(self, name: str) -> None:
+        self.seconds[name] = round(time.time() - self.clock, 1)
+        self.rss[name] = peak_rss_mb()
         gpu = gpu_peak_mb()
         if gpu is not None:
-            peak_gpu[name] = gpu
-        clock = time.time()
+            self.gpu[name] = gpu
 
-    tasks, task_counts = _stage(ctx, round_dir, "tasks", Task, lambda: make_tasks(ctx, round_, teacher))
-    lap("tasks")
-    grounded, _ = _stage(ctx, round_dir, "grounded", GroundedTask, lambda: (stages.ground(tasks, ctx.store, r.retrieval.top_k), {}))
-    lap("ground")
 
-    def elicit():
-        settings = r.teacher.model_dump(mode="json")
-        partial = round_dir / "generations.partial.jsonl"
-        before = len(teacher.failures())  # expansion may have used the teacher already
-        from kdagent.tools.sandbox import ISOLATION_COUNTS
-
-        calls = Counter(ISOLATION_COUNTS)
-        fitting, too_long = stages.fitting_prompts(skill, grounded, local_teacher_path(r, student), r.teacher.max_new_tokens)
-        gens = stages.elicit(teacher.get, skill, fitting, round_, r.seed, settings, partial, chunk=4 * r.teacher.batch_size)
-        failures = teacher.failures()[before:]
-        counts = {"teacher_failures": len(failures), "errors": failures[:20], "_partial": str(partial)}
-        isolation = dict(ISOLATION_COUNTS - calls)  # the python tool's calls by isolation: kernel, none (opted in), refused
-        counts |= {"python_tool_isolation": isolation} if isolation else {}
-        return gens, counts | ({"dropped": {"prompt_too_long": too_long}} if too_long else {})
-
-    generations, elicit_counts = _stage(ctx, round_dir, "generations", Generation, elicit)
-    lap("elicit")
-    by_id = {task.id: task for task in tasks}
-    feedback, feedback_counts = _stage(
-        ctx, round_dir, "feedback", Feedback, lambda: feedback_stage.run(ctx, round_, by_id, grounded, generations, teacher)
-    )
-    teacher.close()
-    lap("feedback")
-
-    def curate():
-        examples, counts = stages.curate(skill, r, ctx.plugins, round_, grounded, generations, feedback)
-        fallback = counts.pop("reference_fallback", 0)
-        auxiliary = counts.pop("auxiliary", 0)
-        kept, dropped = stages.filter_examples(examples, ctx.eval_texts(), r.curation)
-        kept, lengths = stages.limit_length(kept, student, r.student.max_length, r.curation.too_long)
-        dropped.update({k: v for k, v in lengths.items() if k in ("too_long", "prompt_too_long")})
-        extra = {"truncated_to_max_length": lengths["truncated"]} if "truncated" in lengths else {}
-        # after the filters, which would take the repeated copies of 'upsample' for duplicates
-        kept, labels = balance_examples(kept, by_id, r.curation.balance, r.seed * 1000 + round_)
-        return kept, {"reference_fallback": fallback, **({"auxiliary_examples": auxiliary} if auxiliary else {}), **extra, "dropped": {**counts, **dropped}, "labels": labels}
-
-    examples, curate_counts = _stage(ctx, round_dir, "sft", SFTExample, curate)
-    pairs, pair_counts = [], {}
-    if r.feedback.preferences:
-        pairs, pair_counts = _stage(
-            ctx, round_dir, "preferences", PreferencePair,
-            lambda: stages.preference_pairs(skill, r, ctx.plugins, round_, grounded, generations, feedback, ctx.eval_texts()),
-        )
-    lap("curate")
-
-    student, update = run_methods(ctx, round_, round_dir, student, examples, pairs, tasks)
-    lap("update")
-
-    evaluation = ctx.evaluate(student, round_dir / "eval-predictions.jsonl", f"round {round_}: evaluate")
-    lap("evaluate")
+def round_entry(s: Round, laps: Laps) -> dict:
+    """The round's entry of metrics.json: its student, its evaluation, what each stage kept and dropped, the update's
+    report, and each stage's seconds and peak memory."""
+    tasks, feedback, c = s["tasks"], s["feedback"], s.counts
+    task_counts, elicit_counts, feedback_counts, pair_counts = c["tasks"], c["elicit"], c["feedback"], c.get("preferences", {})
     dropped = Counter()
-    for part in (task_counts, elicit_counts, feedback_counts, curate_counts):
+    for part in (task_counts, elicit_counts, feedback_counts, c["curate"]):
         dropped.update(part.get("dropped", {}))
-    entry = {
-        "round": round_,
-        "student": str(student),
-        "eval": evaluation,
-        "counts": {
-            "tasks": len(tasks),
-            "expanded": task_counts.get("expanded", 0),
-            "generations": len(generations),
-            "teacher_failures": elicit_counts.get("teacher_failures", 0),
-            "passed": sum(f.passed for f in feedback),
-            "failed_checks": sum(f.failed for f in feedback),
-            "sft_examples": len(examples),
-            "preference_pairs": len(pairs),
-            "labels": {"tasks": label_counts(tasks), **sample_labels(by_id, feedback), "sft": curate_counts.get("labels", {})},
-            "dropped": dict(sorted(dropped.items())),
-            **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
-            **({"mined_failures": task_counts["mined_failures"]} if "mined_failures" in task_counts else {}),
-            **({"expansion": task_counts["expansion"]} if "expansion" in task_counts else {}),
-            **({"judge": feedback_counts["judge"]} if "judge" in feedback_counts else {}),
-            **({"python_tool_isolation": elicit_counts["python_tool_isolation"]} if "python_tool_isolation" in elicit_counts else {}),
-        },
-        "update": update,
-        "seconds": seconds,
-        "peak_rss_mb": peak_rss,
-        **({"peak_gpu_allocated_mb": peak_gpu} if peak_gpu else {}),
+    counts = {
+        "tasks": len(tasks),
+        "expanded": task_counts.get("expanded", 0),
+        "generations": len(s["elicit"]),
+        "teacher_failures": elicit_counts.get("teacher_failures", 0),
+        "passed": sum(f.passed for f in feedback),
+        "failed_checks": sum(f.failed for f in feedback),
+        "sft_examples": len(s["curate"]),
+        "preference_pairs": len(s["preferences"]),
+        "labels": {"tasks": label_counts(tasks), **sample_labels(s.tasks(), feedback), "sft": c["curate"].get("labels", {})},
+        "dropped": dict(sorted(dropped.items())),
+        **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
+        **{key: task_counts[key] for key in ("mined_failures", "expansion") if key in task_counts},
+        **({"judge": feedback_counts["judge"]} if "judge" in feedback_counts else {}),
+        **({"python_tool_isolation": elicit_counts["python_tool_isolation"]} if "python_tool_isolation" in elicit_counts else {}),
     }
-    return entry, student
+    return {"round": s.number, "student": str(s.student), "eval": c["evaluate"], "counts": counts, "update": c["update"],
+            "seconds": laps.seconds, "peak_rss_mb": laps.rss, **({"peak_gpu_allocated_mb": laps.gpu} if laps.gpu else {})}

@@ -183,7 +183,7 @@ def test_training_examples_longer_than_max_length_are_counted(hostile_run):
 
 
 def test_the_drop_policy_leaves_long_examples_out_with_a_count(tiny_model_dir):
-    from kdagent.loop.stages import limit_length
+    from kdagent.curate.examples import limit_length
     from kdagent.records import Provenance
 
     def example(i, words, prompt="q"):
@@ -199,8 +199,8 @@ def test_the_drop_policy_leaves_long_examples_out_with_a_count(tiny_model_dir):
 
 def test_a_prompt_longer_than_a_local_teachers_context_is_not_sent_and_is_counted(tiny_model_dir):
     from kdagent.default_plugins.cot import ChainOfThought
-    from kdagent.loop.stages import fitting_prompts
     from kdagent.records import GroundedTask, Task
+    from kdagent.synth.elicit import fitting_prompts
 
     grounded = [GroundedTask(task=Task(id="short", prompt="What is 2 + 3?", answer="5")),
                 GroundedTask(task=Task(id="long", prompt="why " * 1100, answer="1"))]  # the tiny model reads 1024 tokens

@@ -9,7 +9,7 @@ import time
 from collections import Counter, defaultdict
 
 from kdagent.default_plugins.cot import ChainOfThought
-from kdagent.loop.stages import judge
+from kdagent.feedback.verifiers import check_with_skill as judge
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Generation, Task
 from kdagent.teachers.chat import openai_teacher

@@ -1,13 +1,13 @@
-"""The feedback stage: check every sample with the recipe's verifier (a registered `Verifier`), then, if asked, drop grounded
-answers that their citations do not support."""
+"""The feedback stage: check every sample with the recipe's verifier (a registered `Verifier`), then, if asked,
+drop passing samples that paste a retrieved passage back or that their citations do not support."""
 
 from collections import Counter
 
-from kdagent.feedback import DEFAULT_RUBRIC, judge_with_stats
 from kdagent.feedback.faithfulness import overlap_check
+from kdagent.feedback.judge import DEFAULT_RUBRIC, judge_with_stats
 from kdagent.feedback.verifiers import VerifyJob
-from kdagent.jsonl import append_jsonl, read_jsonl
 from kdagent.records import Feedback, Generation, GroundedTask, Task, stable_id
+from kdagent.resume import chunked, partial_files
 from kdagent.skill import format_passages
 
 FAITHFULNESS_RUBRIC = (
@@ -17,35 +17,24 @@ FAITHFULNESS_RUBRIC = (
 
 
 def _judge(ctx, teacher, tasks: dict[str, Task], gens: list[Generation], rubric: str, round_: int, counts: Counter, name: str) -> list[Feedback]:
-    """The teacher as judge, `4 x teacher.batch_size` replies at a time, each chunk with a seed of its own.
+    """The teacher as judge, `4 x teacher.batch_size` replies at a time, each chunk with a seed of its own,
+    saved as it finishes (`feedback.<name>.partial.jsonl`, its judging costs in `.partial.json`), so a resumed run
+    judges only the chunks left and gets the verdicts and costs of an uninterrupted run."""
+    r = ctx.recipe
 
-    Finished chunks are appended to `feedback.<name>.partial.jsonl` (their judging costs next to it, written
-    first), so a resumed run judges only the chunks left and gets the verdicts of an uninterrupted run."""
-    round_dir = ctx.rd.round_dir(round_)
-    partial, costs_path = round_dir / f"feedback.{name}.partial.jsonl", round_dir / f"feedback.{name}.costs.json"
-    done = {f.generation_id: f for f in read_jsonl(partial, Feedback)} if ctx.resume and partial.exists() else {}
-    costs = (ctx.rd.read_json(costs_path) if ctx.resume else None) or {}
-    if not ctx.resume:
-        partial.unlink(missing_ok=True)
-    size = 4 * ctx.recipe.teacher.batch_size
-    verdicts: dict[str, Feedback] = {}
-    for c, start in enumerate(range(0, len(gens), size)):
-        part = gens[start : start + size]
-        if all(g.id in done for g in part) and str(c) in costs:
-            verdicts.update((g.id, done[g.id]) for g in part)
-            continue
-        seed = int(stable_id(ctx.recipe.seed, round_, name, c), 16) % 2**31
+    def run_chunk(c: int, part: list[Generation]) -> tuple[list[Feedback], dict]:
+        seed = int(stable_id(r.seed, round_, name, c), 16) % 2**31
         feedback, stats = judge_with_stats(teacher.get(), [(tasks[g.task_id], g) for g in part], rubric, seed=seed,
-                                           max_attempts=ctx.recipe.feedback.judge_attempts, score=ctx.recipe.feedback.judge_score)
-        costs[str(c)] = stats.as_dict()
-        ctx.rd.write_json(costs_path, costs)
-        append_jsonl(partial, feedback)
-        verdicts.update((f.generation_id, f) for f in feedback)
+                                           max_attempts=r.feedback.judge_attempts, score=r.feedback.judge_score)
+        return feedback, stats.as_dict()
+
+    verdicts, costs = chunked(ctx.rd.round_dir(round_) / f"feedback.{name}.partial.jsonl", Feedback, gens, 4 * r.teacher.batch_size,
+                              run_chunk, item_key=lambda g: g.id, record_keys=lambda f: (f.generation_id, 0), resume=ctx.resume)
     for chunk in costs.values():
         for key, value in chunk.items():
             if isinstance(value, (int, float)):
                 counts[f"judge_{key}"] += value
-    return [verdicts[g.id] for g in gens]
+    return [verdicts[g.id][0] for g in gens]
 
 
 def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], generations: list[Generation], teacher) -> tuple[list[Feedback], dict]:
@@ -101,5 +90,14 @@ def run(ctx, round_: int, tasks: dict[str, Task], grounded: list[GroundedTask], 
                     verdicts[g.id] = verdicts[g.id].model_copy(update={"passed": False, "reason": f"unfaithful: {check.reason}", "raw": check.raw})
                     dropped["unfaithful"] += 1
     out = [verdicts[g.id] for g in generations]
-    partials = [str(ctx.rd.round_dir(round_) / f"feedback.{n}.{kind}") for n in ("judge", "faithfulness") for kind in ("partial.jsonl", "costs.json")]
+    partials = [f for n in ("judge", "faithfulness") for f in partial_files(ctx.rd.round_dir(round_) / f"feedback.{n}.partial.jsonl")]
     return out, {"dropped": dict(dropped), **({"judge": dict(counts)} if counts else {}), "_partial": partials}
+
+
+def sample_labels(tasks: dict[str, Task], feedback: list[Feedback]) -> dict[str, dict[str, int]]:
+    """The labels the teacher's samples of choice tasks named (`samples`) and those of the samples that passed
+    (`passed`), sorted: a teacher that answers one label everywhere shows here before training does."""
+    named = [(f.predicted, f.passed) for f in feedback if tasks[f.task_id].kind == "choice" and f.predicted]
+    if not named:
+        return {}
+    return {"samples": dict(sorted(Counter(p for p, _ in named).items())), "passed": dict(sorted(Counter(p for p, ok in named if ok).items()))}
