@@ -3,7 +3,9 @@
 The recipe's local ('hf') teacher runs once over the round's training examples (prompt + curated completion) and
 stores its top-k log-probabilities at each completion token (kdagent/update/logit_cache.py, content-addressed, so
 a second student of the same teacher on the same data reuses the cache and never loads the teacher); it is then
-released, and the student trains from the cache alone. The loss at each completion token is
+released, and the student trains from the cache alone. A teacher served at OpenAI-compatible endpoints
+(`teacher.base_url`, one server or a pool) fills the same cache from the servers' `prompt_logprobs`
+(kdagent/update/remote_logits.py: vLLM's OpenAI server returns them), so no teacher weights are loaded here. The loss at each completion token is
 
     (1 - ce_weight) * divergence(teacher, student) + ce_weight * cross-entropy(label)
 
@@ -86,10 +88,11 @@ def cached_loss(model, inputs, options: DistillCachedOptions):
     return (1 - options.ce_weight) * kd + options.ce_weight * ce, kd.detach(), ce.detach()
 
 
-def train_distill_cached(examples, teacher: Path, base_model: Path, out_dir: Path, update, max_length: int, seed: int,
-                         options: DistillCachedOptions) -> dict:
+def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_dir: Path, update, max_length: int, seed: int,
+                         options: DistillCachedOptions, served=None) -> dict:
     """Build (or find) the teacher's cache over `examples` (SFTExample), then train `base_model` from it alone;
-    save a full checkpoint to `out_dir`. Returns metrics."""
+    save a full checkpoint to `out_dir`. Returns metrics. The teacher is the local checkpoint `teacher`, or,
+    with `served` (the recipe's teacher section naming endpoints), the model those servers serve."""
     import time
 
     from datasets import Dataset
@@ -105,8 +108,15 @@ def train_distill_cached(examples, teacher: Path, base_model: Path, out_dir: Pat
         raise ValueError(f"no training example keeps a completion token within student.max_length ({max_length})")
     root = Path(options.cache_dir) if options.cache_dir else kdagent_home() / "logit-cache"
     started = time.monotonic()
-    cache = build_cache(teacher, base_model, sequences, options.top_k, root, chunk_size=options.chunk_size,
-                        batch_size=options.teacher_batch_size)
+    if served is not None:
+        from kdagent.update.remote_logits import build_remote_cache
+
+        text = tokenizer.apply_chat_template([*examples[0].prompt, *examples[0].completion], tokenize=False)
+        probe = (text, tokenizer(text, add_special_tokens=False).input_ids)  # each server must tokenize it the same
+        cache = build_remote_cache(served, base_model, sequences, probe, options.top_k, root, chunk_size=options.chunk_size)
+    else:
+        cache = build_cache(teacher, base_model, sequences, options.top_k, root, chunk_size=options.chunk_size,
+                            batch_size=options.teacher_batch_size)
     cache_seconds = time.monotonic() - started
 
     out_dir = Path(out_dir)
@@ -146,20 +156,31 @@ def train_distill_cached(examples, teacher: Path, base_model: Path, out_dir: Pat
     }
 
 
+def served(teacher) -> bool:
+    """Whether the recipe's teacher is served at OpenAI-compatible endpoints (`teacher.base_url`), not loaded here."""
+    from kdagent.teachers.chat import endpoints
+
+    return teacher.kind != "hf" and bool(endpoints(teacher))
+
+
 class DistillCached(Updater):
-    """Distillation from a cache of a local ('hf') teacher's top-k log-probabilities over the round's examples."""
+    """Distillation from a cache of the teacher's top-k log-probabilities over the round's examples: a local
+    ('hf') teacher's forward passes, or the `prompt_logprobs` of the servers at `teacher.base_url`."""
 
     options_model = DistillCachedOptions
     skipped = "no training examples"
 
     def check(self, recipe, options):
-        if recipe.teacher.kind != "hf":
-            raise UserError("update.method: 'distill_cached' caches a local teacher's logits and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
+        if recipe.teacher.kind != "hf" and not served(recipe.teacher):
+            raise UserError("update.method: 'distill_cached' needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...) or one served "
+                            "at OpenAI-compatible endpoints that return prompt_logprobs (teacher.base_url: ...)")
 
     def check_models(self, recipe, options, student):
         from kdagent.models import resolve_model
         from kdagent.teachers.vocab import require_shared_vocabulary
 
+        if served(recipe.teacher):
+            return  # the servers' tokenizer is compared with the student's when the cache is built (remote_logits)
         require_shared_vocabulary(resolve_model(recipe.teacher.model), student)
 
     def memory_mb(self, recipe, options, student, teacher, act_bytes):
@@ -175,6 +196,9 @@ class DistillCached(Updater):
 
         if not job.examples:
             return None
+        if served(job.recipe.teacher):
+            return train_distill_cached(job.examples, None, job.student, job.out, job.update, job.max_length, job.seed,
+                                        job.options, served=job.recipe.teacher)
         return train_distill_cached(job.examples, resolve_model(job.recipe.teacher.model), job.student, job.out,
                                     job.update, job.max_length, job.seed, job.options)
 

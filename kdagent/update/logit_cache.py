@@ -196,9 +196,24 @@ def _chunk_whole(path: Path) -> bool:
         return False
 
 
+def pack_chunk(sequences, topk_ids, topk_logp, tail, vocab: int) -> dict:
+    """The arrays a chunk file holds: `sequences` ((token ids, completion start) pairs) and, for their completion
+    positions in order, the teacher's top-k ids and log-probabilities (rows, k) and tail mass (rows,)."""
+    import numpy as np
+
+    id_type = np.uint16 if vocab <= 2**16 else np.int32
+    return {
+        "input_ids": np.concatenate([np.asarray(ids, dtype=id_type) for ids, _ in sequences]),
+        "lengths": np.asarray([len(ids) for ids, _ in sequences], dtype=np.int32),
+        "starts": np.asarray([start for _, start in sequences], dtype=np.int32),
+        "topk_ids": np.asarray(topk_ids).astype(id_type),
+        "topk_logp": np.asarray(topk_logp).astype(np.float16),
+        "tail": np.asarray(tail).astype(np.float16),
+    }
+
+
 def teacher_chunk(model, sequences, k: int, pad_id: int, vocab: int, batch_size: int) -> dict:
     """The teacher's top-k over one chunk of sequences, as the arrays a chunk file holds."""
-    import numpy as np
     import torch
 
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))  # similar lengths batch together
@@ -218,15 +233,7 @@ def teacher_chunk(model, sequences, k: int, pad_id: int, vocab: int, batch_size:
                 n = len(seq) - start
                 ids_out[i], logp_out[i], tail_out[i] = ids[at: at + n], values[at: at + n], tail[at: at + n]
                 at += n
-    id_type = np.uint16 if vocab <= 2**16 else np.int32
-    return {
-        "input_ids": np.concatenate([np.asarray(ids, dtype=id_type) for ids, _ in sequences]),
-        "lengths": np.asarray([len(ids) for ids, _ in sequences], dtype=np.int32),
-        "starts": np.asarray([start for _, start in sequences], dtype=np.int32),
-        "topk_ids": torch.cat(ids_out).numpy().astype(id_type),
-        "topk_logp": torch.cat(logp_out).numpy().astype(np.float16),
-        "tail": torch.cat(tail_out).numpy().astype(np.float16),
-    }
+    return pack_chunk(sequences, torch.cat(ids_out).numpy(), torch.cat(logp_out).numpy(), torch.cat(tail_out).numpy(), vocab)
 
 
 def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Path, chunk_size: int = 64,
@@ -234,9 +241,7 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
     """The cache of `teacher`'s top-`k` over `sequences` ((token ids, completion start) pairs, `tokenize_examples`)
     under `root`: found complete (`hit`), or built chunk by chunk, keeping the whole chunks a killed build left.
     The teacher is loaded only when a chunk is missing, and released before this returns."""
-    import gc
-
-    from safetensors.numpy import save_file
+    from contextlib import contextmanager
 
     if k < 1:
         raise ValueError(f"top_k must be at least 1, got {k}")
@@ -244,17 +249,11 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
         raise ValueError("the logit cache needs at least one sequence with a completion")
     root = Path(root)
     key = cache_key(model_hash(teacher, root / "model-hashes.json"), tokenizer_hash(tokenizer_dir), data_hash(sequences), k)
-    path = root / key
-    chunks = (len(sequences) + chunk_size - 1) // chunk_size
-    cache = LogitCache(path, k, chunk_size, len(sequences))
-    if (path / MANIFEST).is_file():
-        cache.hit = True
-        return cache
-    path.mkdir(parents=True, exist_ok=True)
-    for stale in path.glob(".*.tmp-*"):  # a chunk a killed build was writing
-        stale.unlink(missing_ok=True)
-    missing = [c for c in range(chunks) if not _chunk_whole(path / chunk_name(c))]
-    if missing:
+
+    @contextmanager
+    def local_teacher():
+        import gc
+
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -268,8 +267,34 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
         model = AutoModelForCausalLM.from_pretrained(teacher, dtype=torch.float32, use_safetensors=safetensors_only())
         model.eval()
         try:
+            yield lambda part: teacher_chunk(model, part, k, pad_id, vocab, batch_size)
+        finally:
+            model = None  # the scoring closure holds the same cell: this frees the weights
+            gc.collect()
+
+    return fill_cache(root / key, sequences, k, chunk_size, str(Path(teacher).resolve()), local_teacher, log=log)
+
+
+def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: str, open_teacher, log=None) -> LogitCache:
+    """The cache folder `path` over `sequences`: found complete (`hit`), or completed chunk by chunk. Only when a
+    chunk is missing is `open_teacher()` entered: a context manager giving `score(sequences) -> chunk arrays`
+    (`pack_chunk`), a local model's forward passes or a server's log-probabilities."""
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    chunks = (len(sequences) + chunk_size - 1) // chunk_size
+    cache = LogitCache(path, k, chunk_size, len(sequences))
+    if (path / MANIFEST).is_file():
+        cache.hit = True
+        return cache
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob(".*.tmp-*"):  # a chunk a killed build was writing
+        stale.unlink(missing_ok=True)
+    missing = [c for c in range(chunks) if not _chunk_whole(path / chunk_name(c))]
+    if missing:
+        with open_teacher() as score:
             for c in missing:
-                arrays = teacher_chunk(model, sequences[c * chunk_size: (c + 1) * chunk_size], k, pad_id, vocab, batch_size)
+                arrays = score(sequences[c * chunk_size: (c + 1) * chunk_size])
                 tmp = path / f".{chunk_name(c)}.tmp-{os.getpid()}"
                 save_file(arrays, str(tmp))
                 os.chmod(tmp, 0o644)  # shared like a checkpoint's files (safetensors writes 0600)
@@ -277,13 +302,10 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
                 cache.built += 1
                 if log:
                     log(f"logit cache: chunk {c + 1}/{chunks} written")
-        finally:
-            del model
-            gc.collect()
     on_disk = sum((path / chunk_name(c)).stat().st_size for c in range(chunks))
     tokens = sum(len(ids) - start for ids, start in sequences)
     manifest = {
-        "format": FORMAT, "key": key, "teacher": str(Path(teacher).resolve()), "k": k, "chunk_size": chunk_size,
+        "format": FORMAT, "key": path.name, "teacher": teacher_label, "k": k, "chunk_size": chunk_size,
         "sequences": len(sequences), "chunks": chunks, "completion_tokens": tokens, "bytes": on_disk,
         "bytes_per_token": round(on_disk / tokens, 1),
     }
