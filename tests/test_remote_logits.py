@@ -189,3 +189,30 @@ def test_transformers_serve_cannot_feed_the_cache_and_is_refused_in_one_line(ope
     with pytest.raises(RemoteLogitsError):
         build_remote_cache(config, model, [(ids, start)], (text, ids), K, tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob(logit_cache.MANIFEST))
+
+
+def test_a_rank_that_is_not_the_builder_waits_for_its_cache(sequences, served_answers, tmp_path):
+    """Under `accelerate launch` rank 0 fills the cache and the other ranks wait for it: one teacher's work, not
+    one a rank."""
+    import threading
+    from contextlib import contextmanager
+
+    @contextmanager
+    def served():
+        yield lambda part: remote_chunk(lambda ids, k: served_answers[tuple(ids)], part, K, 49152, workers=2)
+
+    @contextmanager
+    def never():
+        raise AssertionError("a waiting rank asked the teacher")
+        yield
+
+    found = {}
+    waiter = threading.Thread(target=lambda: found.update(cache=logit_cache.fill_cache(
+        tmp_path / "c", sequences, K, 4, "openai:t", never, builder=False, poll_s=0.05)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and not (tmp_path / "c" / logit_cache.MANIFEST).exists()
+    built = logit_cache.fill_cache(tmp_path / "c", sequences, K, 4, "openai:t", served)
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and built.built == 2 and found["cache"].hit
+    assert np.array_equal(found["cache"].sequence(7)["topk_ids"], built.sequence(7)["topk_ids"])

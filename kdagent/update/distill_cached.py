@@ -93,6 +93,7 @@ def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_d
     """Build (or find) the teacher's cache over `examples` (SFTExample), then train `base_model` from it alone;
     save a full checkpoint to `out_dir`. Returns metrics. The teacher is the local checkpoint `teacher`, or,
     with `served` (the recipe's teacher section naming endpoints), the model those servers serve."""
+    import os
     import time
 
     from datasets import Dataset
@@ -107,16 +108,18 @@ def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_d
     if not sequences:
         raise ValueError(f"no training example keeps a completion token within student.max_length ({max_length})")
     root = Path(options.cache_dir) if options.cache_dir else kdagent_home() / "logit-cache"
+    builder = os.environ.get("RANK", "0") == "0"  # under accelerate launch rank 0 builds, the other ranks wait for it
     started = time.monotonic()
     if served is not None:
         from kdagent.update.remote_logits import build_remote_cache
 
         text = tokenizer.apply_chat_template([*examples[0].prompt, *examples[0].completion], tokenize=False)
         probe = (text, tokenizer(text, add_special_tokens=False).input_ids)  # each server must tokenize it the same
-        cache = build_remote_cache(served, base_model, sequences, probe, options.top_k, root, chunk_size=options.chunk_size)
+        cache = build_remote_cache(served, base_model, sequences, probe, options.top_k, root, chunk_size=options.chunk_size,
+                                   builder=builder)
     else:
         cache = build_cache(teacher, base_model, sequences, options.top_k, root, chunk_size=options.chunk_size,
-                            batch_size=options.teacher_batch_size)
+                            batch_size=options.teacher_batch_size, builder=builder)
     cache_seconds = time.monotonic() - started
 
     out_dir = Path(out_dir)

@@ -237,10 +237,11 @@ def teacher_chunk(model, sequences, k: int, pad_id: int, vocab: int, batch_size:
 
 
 def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Path, chunk_size: int = 64,
-                batch_size: int = 4, log=None) -> LogitCache:
+                batch_size: int = 4, log=None, builder: bool = True) -> LogitCache:
     """The cache of `teacher`'s top-`k` over `sequences` ((token ids, completion start) pairs, `tokenize_examples`)
     under `root`: found complete (`hit`), or built chunk by chunk, keeping the whole chunks a killed build left.
-    The teacher is loaded only when a chunk is missing, and released before this returns."""
+    The teacher is loaded only when a chunk is missing, and released before this returns. With `builder` False
+    (the other ranks of a distributed update) it waits for the builder's cache instead (`fill_cache`)."""
     from contextlib import contextmanager
 
     if k < 1:
@@ -272,18 +273,25 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
             model = None  # the scoring closure holds the same cell: this frees the weights
             gc.collect()
 
-    return fill_cache(root / key, sequences, k, chunk_size, str(Path(teacher).resolve()), local_teacher, log=log)
+    return fill_cache(root / key, sequences, k, chunk_size, str(Path(teacher).resolve()), local_teacher, log=log, builder=builder)
 
 
-def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: str, open_teacher, log=None) -> LogitCache:
+def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: str, open_teacher, log=None,
+               builder: bool = True, poll_s: float = 0.5) -> LogitCache:
     """The cache folder `path` over `sequences`: found complete (`hit`), or completed chunk by chunk. Only when a
     chunk is missing is `open_teacher()` entered: a context manager giving `score(sequences) -> chunk arrays`
-    (`pack_chunk`), a local model's forward passes or a server's log-probabilities."""
+    (`pack_chunk`), a local model's forward passes or a server's log-probabilities. With `builder` False the
+    cache is not built here: this waits until another process (rank 0 of a distributed update) has completed
+    it, so one teacher, not one a rank, does the work; the launcher stops the waiting ranks if the builder fails."""
+    import time
+
     from safetensors.numpy import save_file
 
     path = Path(path)
     chunks = (len(sequences) + chunk_size - 1) // chunk_size
     cache = LogitCache(path, k, chunk_size, len(sequences))
+    while not builder and not (path / MANIFEST).is_file():
+        time.sleep(poll_s)
     if (path / MANIFEST).is_file():
         cache.hit = True
         return cache

@@ -134,11 +134,11 @@ def remote_teacher_hash(model: str) -> str:
 
 
 def build_remote_cache(config, tokenizer_dir: Path, sequences, probe: tuple[str, list[int]], k: int, root: Path,
-                       chunk_size: int = 64, log=None):
+                       chunk_size: int = 64, log=None, builder: bool = True):
     """The logit cache of the teacher served at `config.base_url` (one endpoint or a pool; `config` is the
     recipe's teacher section) over `sequences`, under `root`. `probe` is a training example's text and the
     student's ids for it: each server must tokenize it the same way. No server is asked when the cache is
-    complete already."""
+    complete already, nor by a process that is not the `builder` (it waits for the builder's cache)."""
     import os
 
     from transformers import AutoTokenizer
@@ -174,4 +174,4 @@ def build_remote_cache(config, tokenizer_dir: Path, sequences, probe: tuple[str,
         )
         yield lambda part: remote_chunk(lambda ids, n: pool.invoke(ids, k=n), part, k, vocab, pool.max_in_flight)
 
-    return fill_cache(Path(root) / key, sequences, k, chunk_size, f"openai:{config.model}", served_teacher, log=log)
+    return fill_cache(Path(root) / key, sequences, k, chunk_size, f"openai:{config.model}", served_teacher, log=log, builder=builder)
