@@ -11,8 +11,9 @@ a temporary file and renamed into place, so one that exists is whole: a killed b
 lacks, and the teacher's fp32 forward passes over a chunk are the same computation each time, so the resumed
 cache is byte-identical to an uninterrupted one.
 
-The key is a hash of the teacher's weights and config, the tokenizer's files, the token sequences (which carry
-the data, the chat template and the length limit) and k: a second student of the same teacher on the same data
+The key is a hash of the teacher's weights and config (a served teacher's: its model name,
+kdagent/update/remote_logits.py), the tokenizer's files, the token sequences (which carry the data, the chat
+template and the length limit) and k: a second student of the same teacher on the same data
 finds the cache and does not load the teacher at all. At k = 32 a completion token costs 2 x 32 x 2 + 2 = 130
 bytes (k = 64: 258) plus its share of the sequences' token ids (2 bytes each, prompt included) and of the chunk
 headers; `LogitCache.bytes_per_token` measures it all (the manifest records it).
