@@ -30,7 +30,7 @@ FIRST reply, the one the task's constraints apply to, and it is what `verify` (a
 follow-up requests carry no constraints, so later turns are only required to be non-empty (a dialogue
 whose follow-up or its answer comes back empty ends at the last answered turn). `Generation.trajectory`
 holds assistant, user, assistant, ... messages after the prompt. `curate` (`split_dialogue` in
-kdagent/loop/stages.py) turns an accepted dialogue into one SFT example per assistant turn: the prompt holds
+kdagent/curate/examples.py) turns an accepted dialogue into one SFT example per assistant turn: the prompt holds
 the dialogue up to that turn (the teacher's follow-up requests included), the completion is the assistant
 turn alone, so the student learns the assistant turns and never the teacher's user turns (the loss is on
 the completion only). Preference pairs (`feedback.preferences`) are made
