@@ -216,3 +216,16 @@ def test_a_rank_that_is_not_the_builder_waits_for_its_cache(sequences, served_an
     waiter.join(timeout=10)
     assert not waiter.is_alive() and built.built == 2 and found["cache"].hit
     assert np.array_equal(found["cache"].sequence(7)["topk_ids"], built.sequence(7)["topk_ids"])
+
+
+def test_no_reachable_server_is_refused_before_any_chunk(tiny_model_dir, sequences, tmp_path):
+    from conftest import free_port
+
+    urls = [f"http://127.0.0.1:{free_port()}/v1", f"http://127.0.0.1:{free_port()}/v1"]  # nothing listens there
+    assert check_server_tokenizer(urls[0], SERVED, "EMPTY", "text", [1], 2.0) is False
+    config = TeacherConfig(kind="openai", model=SERVED, base_url=urls, timeout_s=2.0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = tokenizer.decode(sequences[0][0])
+    with pytest.raises(RemoteLogitsError, match="no teacher endpoint of 2 could be reached"):
+        build_remote_cache(config, tiny_model_dir, sequences, (text, sequences[0][0]), K, tmp_path / "cache")
+    assert not list((tmp_path / "cache").rglob("chunk-*"))

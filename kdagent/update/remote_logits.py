@@ -10,8 +10,9 @@ as from any cache. The requests go through the teacher's `EndpointPool` (kdagent
 servers share the scoring and one that dies is taken out of rotation while the others finish the chunk.
 
 The token ids only mean the same thing when the server's tokenizer is the student's. Before scoring, the
-first sequence's text is sent to the server's `/tokenize` (vLLM's) and must come back as the student's ids;
-a server with another tokenizer, or none to ask, is refused with one line.
+first example's text is sent to each server's `/tokenize` (vLLM's) and must come back as the student's ids;
+a server with another tokenizer, or none to ask, is refused with one line (one that cannot be reached is left to
+the pool, as long as one server answered).
 
 A server that does not return `prompt_logprobs` (OpenAI's hosted API, `transformers serve`, which answer 4xx
 to the field or to a token-id prompt) is refused with one line naming it; so is one that returns fewer than k
@@ -92,8 +93,10 @@ class PromptScorer:
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code == 429:
                 raise  # the endpoint's fault: the pool sends the request elsewhere
+            body = exc.body if isinstance(exc.body, dict) else {}  # FastAPI's {"detail"}, or the OpenAI error's {"message"}
+            detail = body.get("detail") or body.get("message") or exc.message
             raise RemoteLogitsError(
-                f"teacher endpoint {self.shown} refused a prompt_logprobs request (HTTP {exc.status_code}: {one_line(str(exc.message), 160)}): "
+                f"teacher endpoint {self.shown} refused a prompt_logprobs request (HTTP {exc.status_code}: {one_line(str(detail), 160)}): "
                 "the logit cache needs a server that scores token-id prompts with top-k log-probabilities (vLLM's OpenAI server does)") from None
         choice = response.model_dump()["choices"][0]
         if choice.get("prompt_logprobs") is None:
@@ -108,8 +111,9 @@ def server_root(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expected: list[int], timeout_s: float) -> None:
-    """Refuse, in one line, a server whose tokenizer does not turn `text` into the student's `expected` ids."""
+def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expected: list[int], timeout_s: float) -> bool:
+    """Refuse, in one line, a server whose tokenizer does not turn `text` into the student's `expected` ids.
+    False when the server cannot be reached (a pool's endpoint that is down: the others may answer)."""
     import httpx
 
     from kdagent.teachers.pool import shown
@@ -117,15 +121,20 @@ def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expect
     try:
         response = httpx.post(f"{server_root(url)}/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False},
                               headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        raise RemoteLogitsError(f"teacher endpoint {shown(url)}: cannot reach its /tokenize to compare tokenizers ({one_line(str(exc), 120)})") from None
-    tokens = response.json().get("tokens") if response.status_code == 200 else None
-    if tokens is None:
+    except httpx.TransportError:
+        return False
+    try:
+        answer = response.json() if response.status_code == 200 else {}
+    except ValueError:
+        answer = {}
+    tokens = answer.get("tokens") if isinstance(answer, dict) else None
+    if not isinstance(tokens, list):
         raise RemoteLogitsError(f"teacher endpoint {shown(url)} has no /tokenize (HTTP {response.status_code}) to show that it shares "
                                 "the student's tokenizer, which the logit cache needs (vLLM's server has one)")
     if list(tokens) != list(expected):
         raise RemoteLogitsError(f"teacher endpoint {shown(url)} tokenizes a training example into {len(tokens)} tokens, the student into "
                                 f"{len(expected)}, not the same ids: the logit cache needs teacher and student to share a tokenizer")
+    return True
 
 
 def remote_teacher_hash(model: str) -> str:
@@ -165,8 +174,10 @@ def build_remote_cache(config, tokenizer_dir: Path, sequences, probe: tuple[str,
         if k > vocab:
             raise ValueError(f"top_k {k} exceeds the student's vocabulary ({vocab})")
         text, expected = probe
-        for url in urls:
-            check_server_tokenizer(url, config.model, api_key, text, expected, min(config.timeout_s, 30.0))
+        checked = [check_server_tokenizer(url, config.model, api_key, text, expected, min(config.timeout_s, 30.0)) for url in urls]
+        if not any(checked):
+            raise RemoteLogitsError(f"no teacher endpoint of {len(urls)} could be reached to compare its tokenizer with the student's "
+                                    "(POST /tokenize at the server's root)")
         pool = EndpointPool(
             [Endpoint(url, PromptScorer(url, config.model, api_key, config.timeout_s), models_probe(url, api_key, min(config.timeout_s, 5.0)))
              for url in urls],
