@@ -197,6 +197,42 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_refused_before_laun
     assert not list(tmp_path.iterdir())  # nothing written, nothing launched
 
 
+FSDP_CONFIG = """\
+compute_environment: LOCAL_MACHINE
+distributed_type: FSDP
+num_machines: 1
+machine_rank: 0
+num_processes: 2
+mixed_precision: 'no'
+rdzv_backend: static
+same_network: true
+use_cpu: false
+fsdp_config:
+  fsdp_version: 2
+  fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP
+  fsdp_state_dict_type: FULL_STATE_DICT
+  fsdp_reshard_after_forward: true
+"""
+
+
+def test_an_fsdp_config_is_refused_by_the_ranks_with_one_line(tiny_model_dir, tmp_path, capfd):
+    """FSDP stays refused: rank 0 saves the student from its own whole model, and on CPU ranks accelerate does
+    not shard under an FSDP config (it builds no FSDP plugin and trains DDP over gloo), so nothing here could
+    check a sharded save. The ranks refuse before any training, and nothing is left beside the student's folder."""
+    from kdagent.errors import UserError
+    from kdagent.update.launch import train
+
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(FSDP_CONFIG)
+    out = tmp_path / "round" / "student"
+    launcher = SimpleNamespace(kind="accelerate", num_processes=None, config_file=str(config))
+    with pytest.raises(UserError, match=r"^update.launcher.config_file: FSDP is not wired yet .*use a DDP config") as caught:
+        train(*make_job("sft", tiny_model_dir, out), launcher=launcher)
+    assert "\n" not in str(caught.value)
+    assert "accelerate launch on the processes of its config file" in capfd.readouterr().err
+    assert not out.parent.exists() or not list(out.parent.iterdir())  # no student, no work folder, no job folder
+
+
 def test_run_flags_set_the_recipes_launcher(tmp_path):
     from conftest import run_cli
 

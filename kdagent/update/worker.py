@@ -67,7 +67,9 @@ def read_job(folder: Path, world_size: int):
 
     sharded = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
                                       ("Megatron-LM", "ACCELERATE_USE_MEGATRON_LM")) if os.environ.get(var, "").lower() == "true"]
-    if sharded:  # rank 0 saves the student from its own copy of the model, which a sharded model does not hold
+    # Rank 0 saves the student from its own copy of the model, which a sharded model does not hold. On CPU ranks
+    # accelerate builds no FSDP plugin at all (MULTI_CPU: DDP over gloo), so an FSDP config would not shard there.
+    if sharded:
         raise UserError(f"update.launcher.config_file: {sharded[0]} is not wired yet (the student is saved from rank 0's whole model); "
                         "use a DDP config (distributed_type: MULTI_GPU), or no config file")
     spec = json.loads((folder / JOB).read_text(encoding="utf-8"))
