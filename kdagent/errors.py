@@ -121,7 +121,14 @@ class RedactingStream(io.TextIOBase):
 
 # -- a full disk --------------------------------------------------------------------------------------------
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-_FULL_TEXT = ("no space left on device", "disk quota exceeded", "file too large", "database or disk is full", "storagefull", "file write failed")
+_FULL_TEXT = (
+    "no space left on device",
+    "disk quota exceeded",
+    "file too large",
+    "database or disk is full",
+    "storagefull",
+    "file write failed",
+)
 
 
 def disk_full(exc: BaseException, folder) -> str | None:
@@ -136,8 +143,14 @@ def disk_full(exc: BaseException, folder) -> str | None:
                 free = f"{st.f_bavail * st.f_frsize / 2**20:.1f} MiB free"
             except OSError:
                 free = "free space unknown"
-            why = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno in _FULL else one_line(str(exc).strip().splitlines()[0], 200)
-            return (f"out of disk space while writing under {folder} ({why}; {free}). The files written before are intact: "
-                    "free some space (or raise the limit), then continue with --resume")
+            why = (
+                os.strerror(exc.errno)
+                if isinstance(exc, OSError) and exc.errno in _FULL
+                else one_line(str(exc).strip().splitlines()[0], 200)
+            )
+            return (
+                f"out of disk space while writing under {folder} ({why}; {free}). The files written before are intact: "
+                "free some space (or raise the limit), then continue with --resume"
+            )
         exc = exc.__cause__ or exc.__context__
     return None

@@ -12,7 +12,9 @@ def _comment(text: str, indent: str) -> list[str]:
 
 
 def _scalar(key: str, value, indent: str) -> list[str]:
-    text = yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=False, allow_unicode=True, width=10_000).rstrip("\n")
+    text = yaml.safe_dump(
+        {key: value}, sort_keys=False, default_flow_style=False, allow_unicode=True, width=10_000
+    ).rstrip("\n")
     return [indent + line for line in text.splitlines()]
 
 
@@ -32,7 +34,7 @@ def _lines(model: type[BaseModel], data: dict, indent: str) -> list[str]:
             for item in value:
                 body = _lines(inner, item, indent + "    ")
                 first = next(i for i, line in enumerate(body) if not line.lstrip().startswith("#"))
-                body[first] = f"{indent}  - " + body[first][len(indent) + 4:]
+                body[first] = f"{indent}  - " + body[first][len(indent) + 4 :]
                 out += body
         else:
             out += _scalar(key, value, indent)

@@ -22,9 +22,17 @@ def push_plan(run_dir: Path, repo: str, private: bool) -> dict:
         raise UserError(f"{run_dir}: no metrics.json there; is it a kdagent run directory?")
     student = final_student(run_dir)
     if student is None:
-        raise UserError(f"{run_dir}: this run kept no student of its own (no finished round, or the gate kept the base model): nothing to push")
+        raise UserError(
+            f"{run_dir}: this run kept no student of its own (no finished round, or the gate kept the base model): nothing to push"
+        )
     write_model_card(run_dir)
-    files = sorted(p for p in student.rglob("*") if p.is_file() and p.name not in SKIPPED and not any(part.startswith(".") for part in p.relative_to(student).parts))
+    files = sorted(
+        p
+        for p in student.rglob("*")
+        if p.is_file()
+        and p.name not in SKIPPED
+        and not any(part.startswith(".") for part in p.relative_to(student).parts)
+    )
     return {
         "repo_id": repo,
         "repo_type": "model",
@@ -35,7 +43,9 @@ def push_plan(run_dir: Path, repo: str, private: bool) -> dict:
     }
 
 
-def push(run_dir: Path, repo: str, private: bool = False, dry_run: Path | None = None, token: str | None = None) -> dict:
+def push(
+    run_dir: Path, repo: str, private: bool = False, dry_run: Path | None = None, token: str | None = None
+) -> dict:
     """Upload (or, with `dry_run`, write `upload.json` and the model card there). Returns the plan, with the
     commit's URL once uploaded."""
     plan = push_plan(Path(run_dir), repo, private)
@@ -51,14 +61,23 @@ def push(run_dir: Path, repo: str, private: bool = False, dry_run: Path | None =
     api = HfApi(token=token)
     try:
         api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo, repo_type="model", folder_path=plan["folder"], commit_message=plan["commit_message"],
-                                 allow_patterns=[f["path"] for f in plan["files"]])
+        info = api.upload_folder(
+            repo_id=repo,
+            repo_type="model",
+            folder_path=plan["folder"],
+            commit_message=plan["commit_message"],
+            allow_patterns=[f["path"] for f in plan["files"]],
+        )
     except OfflineModeIsEnabled:
         raise UserError("push: HF_HUB_OFFLINE=1 is set in the environment; unset it to upload") from None
     except HfHubHTTPError as exc:
-        raise UserError(f"push to {repo} failed: {str(exc).splitlines()[0]} (logged in? `hf auth login`, or HF_TOKEN)") from None
+        raise UserError(
+            f"push to {repo} failed: {str(exc).splitlines()[0]} (logged in? `hf auth login`, or HF_TOKEN)"
+        ) from None
     except Exception as exc:  # the network: the HTTP client's own errors (httpx, httpcore...), or the socket's
         if not (isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in NETWORK_MODULES):
             raise
-        raise UserError(f"push to {repo} failed: cannot reach the Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise UserError(
+            f"push to {repo} failed: cannot reach the Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     return {**plan, "url": str(getattr(info, "commit_url", info))}

@@ -92,7 +92,9 @@ def read_numbered(path: Path, quarantine: list | None = None) -> list[tuple[int,
             continue
         if quarantine is None:
             raise UserError(f"{path}:{number}: {error}")
-        quarantine.append({"file": str(path), "line": number, "error": error, "text": line.decode("utf-8", "backslashreplace")[:2000]})
+        quarantine.append(
+            {"file": str(path), "line": number, "error": error, "text": line.decode("utf-8", "backslashreplace")[:2000]}
+        )
     return records
 
 
@@ -102,7 +104,11 @@ def report_quarantine(bad: list, total: int, path, out: Path | None) -> None:
         print(f"warning: {b['file']}:{b['line']}: {b['error']}; quarantined", file=sys.stderr)
     if bad:
         where = f" (see {out})" if out else ""
-        print(f"warning: {path}: quarantined {len(bad)} of {total} records{where}; the rest is used", file=sys.stderr, flush=True)
+        print(
+            f"warning: {path}: quarantined {len(bad)} of {total} records{where}; the rest is used",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def append_jsonl(path: Path, records: Iterable) -> None:

@@ -86,6 +86,7 @@ def _inference_mb(shape: dict, weight_bytes: int, rows: int, positions: int) -> 
 def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str, updaters: dict | None = None) -> dict:
     """Estimated peak MiB of each stage, the largest, and what is available. `updaters` maps the recipe's
     update methods to their `Updater`s (default: the registered built-ins)."""
+
     def bytes_a_weight(dtype: str) -> int:
         return 4 if inference_dtype(dtype, device) == "float32" else 2
 
@@ -95,9 +96,15 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
     positions = recipe.student.max_length + recipe.teacher.max_new_tokens
     stages: dict[str, float] = {}
     if teacher is not None:
-        stages["elicit (teacher)"] = _inference_mb(teacher, bytes_a_weight(recipe.teacher.dtype), recipe.teacher.batch_size * recipe.teacher.samples, positions)
-    stages["evaluate (student)"] = _inference_mb(student, weight_bytes, recipe.evaluation.batch_size,
-                                                 recipe.student.max_length + recipe.evaluation.max_new_tokens)
+        stages["elicit (teacher)"] = _inference_mb(
+            teacher, bytes_a_weight(recipe.teacher.dtype), recipe.teacher.batch_size * recipe.teacher.samples, positions
+        )
+    stages["evaluate (student)"] = _inference_mb(
+        student,
+        weight_bytes,
+        recipe.evaluation.batch_size,
+        recipe.student.max_length + recipe.evaluation.max_new_tokens,
+    )
     if updaters is None:
         from kdagent.plugins import build_plugins
 
@@ -110,9 +117,14 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
     peak = max(stages, key=stages.get)
     available, source = available_mb(device)
     return {
-        "device": device, "stages_mb": stages, "peak_stage": peak, "peak_mb": stages[peak],
-        "available_mb": round(available) if math.isfinite(available) else None, "available_from": source,
-        "student_params": student["params"], "teacher_params": teacher["params"] if teacher else None,
+        "device": device,
+        "stages_mb": stages,
+        "peak_stage": peak,
+        "peak_mb": stages[peak],
+        "available_mb": round(available) if math.isfinite(available) else None,
+        "available_from": source,
+        "student_params": student["params"],
+        "teacher_params": teacher["params"] if teacher else None,
     }
 
 
@@ -122,10 +134,15 @@ def check_plan(plan: dict) -> None:
     if available is None or plan["peak_mb"] <= available or os.environ.get("KDAGENT_MEMORY_PLAN", "").lower() == "off":
         return
     stage = plan["peak_stage"]
-    hint = ("lower update.batch_size or student.max_length, or train a LoRA adapter (update.lora)" if stage.startswith("update")
-            else "lower teacher.batch_size, teacher.samples or evaluation.batch_size")
-    raise UserError(f"memory plan: {stage} needs about {plan['peak_mb']} MiB but {available} MiB is available ({plan['available_from']} "
-                    f"on {plan['device']}): {hint}; or set KDAGENT_MEMORY_PLAN=off to run anyway")
+    hint = (
+        "lower update.batch_size or student.max_length, or train a LoRA adapter (update.lora)"
+        if stage.startswith("update")
+        else "lower teacher.batch_size, teacher.samples or evaluation.batch_size"
+    )
+    raise UserError(
+        f"memory plan: {stage} needs about {plan['peak_mb']} MiB but {available} MiB is available ({plan['available_from']} "
+        f"on {plan['device']}): {hint}; or set KDAGENT_MEMORY_PLAN=off to run anyway"
+    )
 
 
 def reset_peak_rss() -> bool:

@@ -45,8 +45,12 @@ def _score_table(metrics: dict) -> list[str]:
             found = scores(values)
             if not found:
                 continue
-            cells = [f"{found[k][0]:.3f}" + (f" [{found[k][1][0]:.3f}, {found[k][1][1]:.3f}]" if found[k][1] else "") if k in found else ""
-                     for k in SCORE_KEYS]
+            cells = [
+                f"{found[k][0]:.3f}" + (f" [{found[k][1][0]:.3f}, {found[k][1][1]:.3f}]" if found[k][1] else "")
+                if k in found
+                else ""
+                for k in SCORE_KEYS
+            ]
             lines.append(f"| {label} | {set_name} | {values.get('n', '')} | " + " | ".join(cells) + " |")
     return lines
 
@@ -54,17 +58,29 @@ def _score_table(metrics: dict) -> list[str]:
 def _data_lines(metrics: dict, recipe: dict) -> list[str]:
     teacher = recipe.get("teacher") or {}
     skills = [s.get("name") if isinstance(s, dict) else s for s in recipe.get("skills") or []]
-    lines = [f"- Teacher: `{teacher.get('kind', '?')}`" + (f" ({teacher['model']})" if teacher.get("model") else " (the student itself)"),
-             f"- Skill(s): {', '.join(f'`{s}`' for s in skills) or '?'}; domain: `{(recipe.get('domain') or {}).get('name', '?')}`",
-             f"- Update: `{(recipe.get('update') or {}).get('method', '?')}`", ""]
-    lines += ["| round | tasks | generations | passed feedback | SFT examples | preference pairs | dropped |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"- Teacher: `{teacher.get('kind', '?')}`"
+        + (f" ({teacher['model']})" if teacher.get("model") else " (the student itself)"),
+        f"- Skill(s): {', '.join(f'`{s}`' for s in skills) or '?'}; domain: `{(recipe.get('domain') or {}).get('name', '?')}`",
+        f"- Update: `{(recipe.get('update') or {}).get('method', '?')}`",
+        "",
+    ]
+    lines += [
+        "| round | tasks | generations | passed feedback | SFT examples | preference pairs | dropped |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for entry in metrics.get("rounds", []):
         c = entry.get("counts") or {}
         dropped = ", ".join(f"{k}: {v}" for k, v in (c.get("dropped") or {}).items() if v) or "none"
-        lines.append(f"| {entry.get('round')} | {c.get('tasks', '')} | {c.get('generations', '')} | {c.get('passed', '')} | "
-                     f"{c.get('sft_examples', '')} | {c.get('preference_pairs', '')} | {dropped} |")
-    lines += ["", "Every training record in the run directory (`round-NN/sft.jsonl`, `preferences.jsonl`) carries its provenance: "
-              "round, teacher, skill, domain, task, generation, the ids of the retrieved passages, and the verdict that admitted it."]
+        lines.append(
+            f"| {entry.get('round')} | {c.get('tasks', '')} | {c.get('generations', '')} | {c.get('passed', '')} | "
+            f"{c.get('sft_examples', '')} | {c.get('preference_pairs', '')} | {dropped} |"
+        )
+    lines += [
+        "",
+        "Every training record in the run directory (`round-NN/sft.jsonl`, `preferences.jsonl`) carries its provenance: "
+        "round, teacher, skill, domain, task, generation, the ids of the retrieved passages, and the verdict that admitted it.",
+    ]
     return lines
 
 
@@ -82,17 +98,45 @@ def model_card(run_dir: str | Path) -> str:
     from kdagent.models import ALIASES
 
     note = f" ({ALIASES[base].description})" if base in ALIASES else ""
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {name}: a kdagent student", "",
-             f"Distilled with kdagent from `{base}`{note}"
-             + (f", Hub id `{hub}`" if hub else "") + f", over {len(metrics.get('rounds', []))} round(s).", "",
-             "## Scores", "", "Held-out scores of the base model (baseline) and of each round's student; brackets are 95% bootstrap intervals.", "",
-             *_score_table(metrics), "",
-             "## Training data", "", *_data_lines(metrics, recipe), "",
-             "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-             'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")', 'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")', "```", "",
-             "or `kdagent serve PATH_OR_REPO` for an OpenAI-compatible endpoint, `kdagent chat PATH_OR_REPO` for a conversation.", "",
-             "## Recipe", "", "```yaml", recipe_text.strip(), "```", ""]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {name}: a kdagent student",
+        "",
+        f"Distilled with kdagent from `{base}`{note}"
+        + (f", Hub id `{hub}`" if hub else "")
+        + f", over {len(metrics.get('rounds', []))} round(s).",
+        "",
+        "## Scores",
+        "",
+        "Held-out scores of the base model (baseline) and of each round's student; brackets are 95% bootstrap intervals.",
+        "",
+        *_score_table(metrics),
+        "",
+        "## Training data",
+        "",
+        *_data_lines(metrics, recipe),
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO")',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")',
+        "```",
+        "",
+        "or `kdagent serve PATH_OR_REPO` for an OpenAI-compatible endpoint, `kdagent chat PATH_OR_REPO` for a conversation.",
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe_text.strip(),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 

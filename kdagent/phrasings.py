@@ -17,7 +17,6 @@ import random
 
 from kdagent.records import Task, stable_id
 
-
 ANSWER_LINE = "Answer with one of the options."  # the last line of the evaluation's own prompt of a choice task
 
 
@@ -83,7 +82,9 @@ def training_contents(task: Task, k: int) -> list[str]:
     if task.kind != "choice" or not task.choices:
         raise ValueError("phrasings apply to choice tasks")
     wordings = questions(task)
-    combos = [(w, layout) for w in range(len(wordings)) for layout in range(len(TRAINING_LAYOUTS)) if (w, layout) != (0, 0)]
+    combos = [
+        (w, layout) for w in range(len(wordings)) for layout in range(len(TRAINING_LAYOUTS)) if (w, layout) != (0, 0)
+    ]
     rng = random.Random(int(stable_id("phrasings", task.id), 16))
     picked = rng.sample(combos, min(k - 1, len(combos)))
     out = [plain_content(task.prompt, task.context, task.choices)]

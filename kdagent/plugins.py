@@ -145,7 +145,14 @@ class Plugins:
         rows = []
         for kind in KINDS:
             for entry in getattr(self, kind).values():
-                rows.append({"kind": kind[:-1].replace("chat_model", "chat-model"), "name": entry.name, "plugin": entry.plugin, "distribution": entry.distribution})
+                rows.append(
+                    {
+                        "kind": kind[:-1].replace("chat_model", "chat-model"),
+                        "name": entry.name,
+                        "plugin": entry.plugin,
+                        "distribution": entry.distribution,
+                    }
+                )
         return rows
 
 
@@ -204,7 +211,10 @@ def _collect(plugins: Plugins, kind: str) -> None:
         def register(name: str, obj: Any, _plugin=impl.plugin_name, _dist=dist) -> None:
             if name in registry:
                 plugins.failures.append(
-                    (f"{_plugin} ({_dist})", f"{kind[:-1]} {name!r} is already registered by {registry[name].plugin}; kept the first")
+                    (
+                        f"{_plugin} ({_dist})",
+                        f"{kind[:-1]} {name!r} is already registered by {registry[name].plugin}; kept the first",
+                    )
                 )
                 return
             registry[name] = Registered(name, obj, _plugin, _dist)
@@ -212,4 +222,6 @@ def _collect(plugins: Plugins, kind: str) -> None:
         try:
             impl.function(*[register for _ in impl.argnames])  # the spec's only argument, if taken
         except Exception as exc:
-            plugins.failures.append((f"{impl.plugin_name} ({dist})", f"kdagent_register_{kind} raised {_one_line(exc)}"))
+            plugins.failures.append(
+                (f"{impl.plugin_name} ({dist})", f"kdagent_register_{kind} raised {_one_line(exc)}")
+            )

@@ -30,13 +30,40 @@ def _format_loc(loc) -> str:
 # Names other tools give to what a recipe calls otherwise, for "did you mean" (only where the target is a
 # valid key at that place).
 _SYNONYMS = {
-    "training": "update", "train": "update", "trainer": "update", "optimizer": "update", "sft": "update",
-    "model": "student", "base_model": "student", "eval": "evaluation", "evaluate": "evaluation", "eval_data": "data",
-    "data": "domain", "dataset": "domain", "datasets": "domain", "task": "domain", "tasks": "domain", "rag": "retrieval",
-    "rounds": "loop", "iterations": "loop", "judge": "feedback", "verify": "feedback", "filter": "curation",
-    "filters": "curation", "skill": "skills", "lr": "learning_rate", "num_epochs": "epochs", "num_train_epochs": "epochs",
-    "per_device_train_batch_size": "batch_size", "num_samples": "samples", "n": "samples", "num_generations": "samples",
-    "max_tokens": "max_new_tokens", "temp": "temperature", "embedding_model": "embedder", "k": "top_k",
+    "training": "update",
+    "train": "update",
+    "trainer": "update",
+    "optimizer": "update",
+    "sft": "update",
+    "model": "student",
+    "base_model": "student",
+    "eval": "evaluation",
+    "evaluate": "evaluation",
+    "eval_data": "data",
+    "data": "domain",
+    "dataset": "domain",
+    "datasets": "domain",
+    "task": "domain",
+    "tasks": "domain",
+    "rag": "retrieval",
+    "rounds": "loop",
+    "iterations": "loop",
+    "judge": "feedback",
+    "verify": "feedback",
+    "filter": "curation",
+    "filters": "curation",
+    "skill": "skills",
+    "lr": "learning_rate",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "num_samples": "samples",
+    "n": "samples",
+    "num_generations": "samples",
+    "max_tokens": "max_new_tokens",
+    "temp": "temperature",
+    "embedding_model": "embedder",
+    "k": "top_k",
 }
 
 
@@ -151,7 +178,9 @@ def read_yaml(path: Path) -> dict:
         raw = fh.read(MAX_RECIPE_BYTES + 1)
     if len(raw) > MAX_RECIPE_BYTES:
         size = max(path.stat().st_size, len(raw))
-        raise UserError(f"recipe {path}: {size} bytes, over the limit of {MAX_RECIPE_BYTES} (a recipe names its data files; it does not hold them)")
+        raise UserError(
+            f"recipe {path}: {size} bytes, over the limit of {MAX_RECIPE_BYTES} (a recipe names its data files; it does not hold them)"
+        )
     try:
         data = bounded_yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -188,7 +217,10 @@ def check_names(recipe: Recipe, plugins) -> None:
         if name not in registered:
             names = ", ".join(sorted(registered)) or "none"
             close = did_you_mean(name, registered)
-            raise UserError(f"{path}: unknown {kind} {name!r} (registered: {names})" + (f"; did you mean {close!r}?" if close else ""))
+            raise UserError(
+                f"{path}: unknown {kind} {name!r} (registered: {names})"
+                + (f"; did you mean {close!r}?" if close else "")
+            )
 
     for i, skill in enumerate(recipe.skills):
         known("skill", f"skills[{i}].name", skill.name, plugins.skills)
@@ -198,7 +230,9 @@ def check_names(recipe: Recipe, plugins) -> None:
     known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
     if recipe.teacher.kind == "langchain" and recipe.teacher.model not in plugins.chat_models:
         names = ", ".join(sorted(plugins.chat_models)) or "none"
-        raise UserError(f"teacher.model: unknown chat model {recipe.teacher.model!r} for the 'langchain' teacher (registered: {names})")
+        raise UserError(
+            f"teacher.model: unknown chat model {recipe.teacher.model!r} for the 'langchain' teacher (registered: {names})"
+        )
     if recipe.teacher.kind in ("hf", "openai") and not recipe.teacher.model:
         raise UserError(f"teacher.model: the {recipe.teacher.kind!r} teacher needs a model")
     if recipe.teacher.kind == "openai" and not recipe.teacher.base_url:
@@ -218,7 +252,9 @@ def check_names(recipe: Recipe, plugins) -> None:
     if recipe.loop.failure_mining != "off" and recipe.synthesis.expansion is None:
         raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
-        raise UserError("teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)")
+        raise UserError(
+            "teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)"
+        )
 
 
 _SECRET_KEY = re.compile(r"key|token|secret|password|credential", re.IGNORECASE)
@@ -230,13 +266,20 @@ def _mask_url(url: str) -> str:
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
-    query = "&".join(f"{kv.split('=', 1)[0]}={MASK}" if "=" in kv else kv for kv in parts.query.split("&")) if parts.query else ""
+    query = (
+        "&".join(f"{kv.split('=', 1)[0]}={MASK}" if "=" in kv else kv for kv in parts.query.split("&"))
+        if parts.query
+        else ""
+    )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _mask_options(value):
     if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else _mask_options(v)) for k, v in value.items()}
+        return {
+            k: (MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "") else _mask_options(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_mask_options(v) for v in value]
     return value

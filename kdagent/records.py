@@ -19,7 +19,9 @@ def stable_id(*parts: Any, length: int = 16) -> str:
 class Task(BaseModel):
     """A task in the evaluation format (docs/evaluation.md), plus what elicitation needs."""
 
-    model_config = ConfigDict(extra="allow")  # the format allows extra fields (tools, possible_answer, answer_index, ...)
+    model_config = ConfigDict(
+        extra="allow"
+    )  # the format allows extra fields (tools, possible_answer, answer_index, ...)
 
     id: str = Field(description="Unique id.")
     prompt: str = Field(description="The question or instruction.")
@@ -60,7 +62,8 @@ class Generation(BaseModel):
     passage_ids: list[str] = Field(default_factory=list)
     text: str = Field(description="The teacher's reply (its final reply, after any tool calls).")
     trajectory: list[Message] = Field(
-        default_factory=list, description="With tools: the assistant and tool messages after the prompt, ending with the final reply."
+        default_factory=list,
+        description="With tools: the assistant and tool messages after the prompt, ending with the final reply.",
     )
 
 
@@ -74,7 +77,9 @@ class Feedback(BaseModel):
     score: float
     predicted: str | None = Field(None, description="The answer parsed from the reply.")
     reason: str = ""
-    failed: bool = Field(False, description="The check itself failed (e.g. a judge's output stayed malformed); never a pass.")
+    failed: bool = Field(
+        False, description="The check itself failed (e.g. a judge's output stayed malformed); never a pass."
+    )
     raw: str | None = Field(None, description="The judge's raw output, kept when a judge was used.")
 
 

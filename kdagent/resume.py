@@ -36,8 +36,17 @@ def finished_or_run(path: Path, record, resume: bool, run) -> tuple[list, dict]:
     return records, counts
 
 
-def chunked(partial: Path | None, record, items: list, size: int, run_chunk, item_key, record_keys, want: int = 1,
-            resume: bool = True) -> tuple[dict[str, list], dict[str, dict]]:
+def chunked(
+    partial: Path | None,
+    record,
+    items: list,
+    size: int,
+    run_chunk,
+    item_key,
+    record_keys,
+    want: int = 1,
+    resume: bool = True,
+) -> tuple[dict[str, list], dict[str, dict]]:
     """Run `run_chunk(index, part) -> (records, notes)` over `items`, `size` at a time, saving each finished chunk
     beside `partial` (none saved when it is None). A chunk is done when its notes exist and each of its items has
     `want` records; done chunks are read back, not run again. `record_keys(record)` is (its item's key, its own

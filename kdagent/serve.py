@@ -18,7 +18,9 @@ def model_folder(target: str) -> Path:
 
         student = final_student(path)
         if student is None:
-            raise UserError(f"{target}: this run kept no student of its own (no finished round, or the gate kept the base model)")
+            raise UserError(
+                f"{target}: this run kept no student of its own (no finished round, or the gate kept the base model)"
+            )
         return student.resolve()
     return resolve_model(target)
 
@@ -38,21 +40,30 @@ def serve_argv(folder: Path, host: str, port: int, device: str | None, extra: li
     return argv + (["--device", device] if device else []) + list(extra)
 
 
-def chat(folder: Path, system: str | None, max_new_tokens: int, temperature: float, device: str | None, read=input, write=None) -> None:
+def chat(
+    folder: Path,
+    system: str | None,
+    max_new_tokens: int,
+    temperature: float,
+    device: str | None,
+    read=input,
+    write=None,
+) -> None:
     """A conversation on the terminal: each line is a user turn; /reset forgets the conversation, /exit (or
     end of input) leaves. The reply streams as it is generated."""
     import torch
     from transformers import TextStreamer
+    from transformers.utils import logging as hf_logging
 
     from kdagent.generation.engine import load_causal_lm
-
-    from transformers.utils import logging as hf_logging
 
     write = write or (lambda text: print(text, end="", flush=True))
     hf_logging.disable_progress_bar()  # a bar for loading the weights is noise in a conversation
     model, tokenizer = load_causal_lm(folder, device)
     if not tokenizer.chat_template:
-        raise UserError(f"{folder}: the tokenizer has no chat template, so it cannot hold a conversation (a base model?)")
+        raise UserError(
+            f"{folder}: the tokenizer has no chat template, so it cannot hold a conversation (a base model?)"
+        )
     start = [{"role": "system", "content": system}] if system else []
     history = list(start)
     write(f"chatting with {folder}; /reset starts over, /exit or Ctrl-D leaves\n")
@@ -70,11 +81,20 @@ def chat(folder: Path, system: str | None, max_new_tokens: int, temperature: flo
         if not line:
             continue
         history.append({"role": "user", "content": line})
-        inputs = tokenizer.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt", return_dict=True).to(model.device)
+        inputs = tokenizer.apply_chat_template(
+            history, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(model.device)
         write("model> ")
-        sampling = dict(do_sample=True, temperature=temperature, top_p=0.95) if temperature > 0 else dict(do_sample=False)
+        sampling = (
+            dict(do_sample=True, temperature=temperature, top_p=0.95) if temperature > 0 else dict(do_sample=False)
+        )
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True), **sampling)
-        reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                **sampling,
+            )
+        reply = tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         history.append({"role": "assistant", "content": reply})

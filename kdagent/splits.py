@@ -48,7 +48,9 @@ def interleave(groups: list[list[Task]]) -> list[Task]:
 def require(path: Path, what: str) -> Path:
     """`path`, or a UserError naming it when it does not exist."""
     if not path.exists():
-        raise UserError(f"domain.options.data_dir: {what} {path} not found (a relative data_dir is read from the current directory, {Path.cwd()})")
+        raise UserError(
+            f"domain.options.data_dir: {what} {path} not found (a relative data_dir is read from the current directory, {Path.cwd()})"
+        )
     return path
 
 

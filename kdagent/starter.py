@@ -67,8 +67,11 @@ def _options(factory) -> list[tuple[str, Any]]:
         parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
         return []
-    return [(p.name, None if p.default is inspect.Parameter.empty else p.default) for p in parameters
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [
+        (p.name, None if p.default is inspect.Parameter.empty else p.default)
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
 
 
 def _mean(name: str, registered) -> str:
@@ -79,16 +82,24 @@ def _mean(name: str, registered) -> str:
 def starter_data(domain: str, skill: str | None, plugins, data_dir: str | None) -> dict:
     """The starter recipe as data (before comments): base, then the domain's starter, then the skill's."""
     if domain not in plugins.domains:
-        raise UserError(f"--domain: unknown domain {domain!r} (registered: {', '.join(sorted(plugins.domains))})" + _mean(domain, plugins.domains))
+        raise UserError(
+            f"--domain: unknown domain {domain!r} (registered: {', '.join(sorted(plugins.domains))})"
+            + _mean(domain, plugins.domains)
+        )
     domain_obj = plugins.domains[domain].obj
     data = merge(BASE, {"domain": {"name": domain}})
     data = merge(data, getattr(domain_obj, "starter", {}) or {})
-    skills = data.get("skills") or [s.name for s in Recipe.model_fields["skills"].get_default(call_default_factory=True)]
+    skills = data.get("skills") or [
+        s.name for s in Recipe.model_fields["skills"].get_default(call_default_factory=True)
+    ]
     if skill is not None:
         skills = [skill]
     name = _skill_name(skills[0])
     if name not in plugins.skills:
-        raise UserError(f"--skill: unknown skill {name!r} (registered: {', '.join(sorted(plugins.skills))})" + _mean(name, plugins.skills))
+        raise UserError(
+            f"--skill: unknown skill {name!r} (registered: {', '.join(sorted(plugins.skills))})"
+            + _mean(name, plugins.skills)
+        )
     data = merge(data, getattr(plugins.skills[name].obj, "starter", {}) or {})
     if skill is not None or not data.get("skills"):
         data["skills"] = [name]
@@ -195,8 +206,10 @@ def write_starter(output: Path, domain: str, skill: str | None, plugins, data_di
         try:
             _check(text, str(output), plugins)
         except UserError:
-            raise UserError(f"the starter recipe for domain {domain!r} does not validate here: {exc}; "
-                            "point --data-dir at the domain's data") from None
+            raise UserError(
+                f"the starter recipe for domain {domain!r} does not validate here: {exc}; "
+                "point --data-dir at the domain's data"
+            ) from None
     try:
         with open(output, "x", encoding="utf-8") as fh:
             fh.write(text)

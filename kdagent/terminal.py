@@ -87,7 +87,11 @@ def _progress_class():
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{self.loss:.4g}")
             elif state.global_step >= self.next_line or state.global_step == state.max_steps:
-                print(f"[kdagent] {self.label}: step {state.global_step}/{state.max_steps}, loss {self.loss:.4g}", file=sys.stderr, flush=True)
+                print(
+                    f"[kdagent] {self.label}: step {state.global_step}/{state.max_steps}, loss {self.loss:.4g}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.next_line = state.global_step + max(1, state.max_steps // 10)
 
         def on_train_end(self, args, state, control, **kwargs):

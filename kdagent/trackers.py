@@ -24,7 +24,9 @@ def round_scalars(metrics: dict) -> list[tuple[str, float, int]]:
             rows += [(f"eval/{set_name}/{key}", value, step) for key, (value, _) in scores(values).items()]
     for step, entry in enumerate(metrics.get("rounds", []), start=1):
         counts = entry.get("counts") or {}
-        rows += [(f"counts/{key}", float(value), step) for key, value in counts.items() if isinstance(value, (int, float))]
+        rows += [
+            (f"counts/{key}", float(value), step) for key, value in counts.items() if isinstance(value, (int, float))
+        ]
     return rows
 
 

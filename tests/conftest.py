@@ -30,18 +30,29 @@ def smollm_path() -> Path:
 def tiny_llama(smollm_path):
     """Builds a config-built llama (2 layers, hidden 64) with the real SmolLM2 tokenizer, seeded:
     `tiny_llama(**config_overrides)` returns (model, tokenizer)."""
+
     def build(**overrides):
         import torch
         from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
         tokenizer = AutoTokenizer.from_pretrained(smollm_path)
-        config = LlamaConfig(**{
-            "vocab_size": len(tokenizer), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024, "tie_word_embeddings": True,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
-            **overrides,
-        })
+        config = LlamaConfig(
+            **{
+                "vocab_size": len(tokenizer),
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 1024,
+                "tie_word_embeddings": True,
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+                **overrides,
+            }
+        )
         return LlamaForCausalLM(config), tokenizer
 
     return build
@@ -78,7 +89,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180, give_up=pytest.fail) -> None:
+def wait_healthy(
+    url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float = 180, give_up=pytest.fail
+) -> None:
     """Wait until `url` answers 200; `give_up` (pytest.fail or pytest.skip) with the log's tail when the server
     process exits first, or with `what` when it does not answer within `timeout` seconds (the process then killed)."""
     deadline = time.time() + timeout
@@ -109,7 +122,8 @@ def openai_server(smollm_path, tmp_path_factory):
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [str(exe), "serve", str(smollm_path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-            stdout=fh, stderr=subprocess.STDOUT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     wait_healthy(f"{url}/health", proc, log, "transformers serve")

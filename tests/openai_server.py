@@ -30,14 +30,24 @@ class ScriptedServer:
             def _send(self, status: int, payload: dict, headers: dict | None = None):
                 body = json.dumps(payload).encode()
                 self.send_response(status)
-                for key, value in {"Content-Type": "application/json", "Content-Length": str(len(body)), **(headers or {})}.items():
+                for key, value in {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(body)),
+                    **(headers or {}),
+                }.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "test"}]})
+                    self._send(
+                        200,
+                        {
+                            "object": "list",
+                            "data": [{"id": model, "object": "model", "created": 0, "owned_by": "test"}],
+                        },
+                    )
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -58,11 +68,24 @@ class ScriptedServer:
                         status, message, *headers = out
                         self._send(status, {"error": {"message": message, "type": "invalid_request_error"}}, *headers)
                     else:
-                        self._send(200, {
-                            "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0, "model": request["model"],
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": out}, "finish_reason": "stop", "logprobs": None}],
-                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                        })
+                        self._send(
+                            200,
+                            {
+                                "id": f"chatcmpl-{len(server.requests)}",
+                                "object": "chat.completion",
+                                "created": 0,
+                                "model": request["model"],
+                                "choices": [
+                                    {
+                                        "index": 0,
+                                        "message": {"role": "assistant", "content": out},
+                                        "finish_reason": "stop",
+                                        "logprobs": None,
+                                    }
+                                ],
+                                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                            },
+                        )
                 finally:
                     with server.lock:
                         server.in_flight -= 1

@@ -33,19 +33,32 @@ def sft_examples(n: int = 8) -> list:
     from kdagent.records import Provenance, SFTExample
 
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
-    return [SFTExample(id=str(i), prompt=[{"role": "user", "content": f"What is {i} + {3 * i}?"}],
-                       completion=[{"role": "assistant", "content": f"{i} + {3 * i} = {4 * i}." + " Done." * (i % 3)}], provenance=prov)
-            for i in range(n)]
+    return [
+        SFTExample(
+            id=str(i),
+            prompt=[{"role": "user", "content": f"What is {i} + {3 * i}?"}],
+            completion=[{"role": "assistant", "content": f"{i} + {3 * i} = {4 * i}." + " Done." * (i % 3)}],
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
 
 
 def preference_pairs(n: int = 8) -> list:
     from kdagent.records import PreferencePair, Provenance
 
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
-    return [PreferencePair(id=f"p{i}", prompt=[{"role": "user", "content": f"What is {i} plus {i}?"}],
-                           chosen=[{"role": "assistant", "content": f"The answer is {2 * i}."}],
-                           rejected=[{"role": "assistant", "content": "Banana kettle moon." + " Moon." * i}], margin=1.0, provenance=prov)
-            for i in range(n)]
+    return [
+        PreferencePair(
+            id=f"p{i}",
+            prompt=[{"role": "user", "content": f"What is {i} plus {i}?"}],
+            chosen=[{"role": "assistant", "content": f"The answer is {2 * i}."}],
+            rejected=[{"role": "assistant", "content": "Banana kettle moon." + " Moon." * i}],
+            margin=1.0,
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
 
 
 def make_job(method: str, model_dir: Path, out: Path, epochs: float = 1):
@@ -53,14 +66,32 @@ def make_job(method: str, model_dir: Path, out: Path, epochs: float = 1):
     from kdagent.recipe import Recipe
     from kdagent.update.updater import UpdateJob, options_for
 
-    recipe = Recipe.model_validate({
-        "name": "launch", "student": {"model": str(model_dir), "max_length": 128}, "feedback": {"preferences": True},
-        "update": {"method": method, "epochs": epochs, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_steps": 1},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "launch",
+            "student": {"model": str(model_dir), "max_length": 128},
+            "feedback": {"preferences": True},
+            "update": {
+                "method": method,
+                "epochs": epochs,
+                "batch_size": 4,
+                "learning_rate": 1e-3,
+                "checkpoint_steps": 1,
+            },
+        }
+    )
     plugins = build_plugins()
     updater = plugins.updaters[method].obj
-    job = UpdateJob(recipe=recipe, options=options_for(recipe.update, method, updater), student=Path(model_dir), out=Path(out), seed=1,
-                    examples=sft_examples(), pairs=preference_pairs(), plugins=plugins)
+    job = UpdateJob(
+        recipe=recipe,
+        options=options_for(recipe.update, method, updater),
+        student=Path(model_dir),
+        out=Path(out),
+        seed=1,
+        examples=sft_examples(),
+        pairs=preference_pairs(),
+        plugins=plugins,
+    )
     return updater, job
 
 
@@ -115,7 +146,9 @@ def sft_one_process(fp32, tiny_model_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_two_processes_train_as_one_with_the_same_global_batch(method, sft_one_process, tiny_model_dir, tmp_path, capfd):
+def test_two_processes_train_as_one_with_the_same_global_batch(
+    method, sft_one_process, tiny_model_dir, tmp_path, capfd
+):
     from kdagent.update.launch import train
 
     if method == "sft":
@@ -160,7 +193,11 @@ def test_a_run_killed_midway_resumes_from_rank_zeros_checkpoint(sft_one_process,
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
     deadline, ranks = time.time() + 600, []
-    while time.time() < deadline and proc.poll() is None and not (trainer_dir / "checkpoint-2" / "trainer_state.json").exists():
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and not (trainer_dir / "checkpoint-2" / "trainer_state.json").exists()
+    ):
         ranks = _launched(proc.pid) or ranks
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed:\n" + log.read_text()[-3000:]
@@ -178,12 +215,18 @@ def test_a_run_killed_midway_resumes_from_rank_zeros_checkpoint(sft_one_process,
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    step = [int(line.rsplit("step ", 1)[1].rstrip(")")) for line in resumed.stderr.splitlines() if line.startswith("resuming training from")]
+    step = [
+        int(line.rsplit("step ", 1)[1].rstrip(")"))
+        for line in resumed.stderr.splitlines()
+        if line.startswith("resuming training from")
+    ]
     assert step and step[0] >= 2, resumed.stderr[-3000:]
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
     one, out_one = sft_one_process
     diff = assert_same_training(one, report, out_one, out)
-    print(f"resumed at step {step[0]}: losses {report['losses']}, 1 process {one['losses']}, largest difference {diff:.4f}")
+    print(
+        f"resumed at step {step[0]}: losses {report['losses']}, 1 process {one['losses']}, largest difference {diff:.4f}"
+    )
     only_the_student(out)
 
 
@@ -226,7 +269,9 @@ def test_an_fsdp_config_is_refused_by_the_ranks_with_one_line(tiny_model_dir, tm
     config.write_text(FSDP_CONFIG)
     out = tmp_path / "round" / "student"
     launcher = SimpleNamespace(kind="accelerate", num_processes=None, config_file=str(config))
-    with pytest.raises(UserError, match=r"^update.launcher.config_file: FSDP is not wired yet .*use a DDP config") as caught:
+    with pytest.raises(
+        UserError, match=r"^update.launcher.config_file: FSDP is not wired yet .*use a DDP config"
+    ) as caught:
         train(*make_job("sft", tiny_model_dir, out), launcher=launcher)
     assert "\n" not in str(caught.value)
     assert "accelerate launch on the processes of its config file" in capfd.readouterr().err
@@ -238,12 +283,16 @@ def test_run_flags_set_the_recipes_launcher(tmp_path):
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: flags\n")
-    result = run_cli("run", str(recipe), "--launcher", "none", "--num-processes", "2", "--run-dir", str(tmp_path / "run"))
+    result = run_cli(
+        "run", str(recipe), "--launcher", "none", "--num-processes", "2", "--run-dir", str(tmp_path / "run")
+    )
     assert result.returncode == 2 and "--num-processes is for --launcher accelerate" in result.stderr
     from kdagent.recipe_io import load_recipe
 
     # what `--launcher accelerate --num-processes 2` adds to the recipe's --set list
-    launcher = load_recipe(recipe, ["update.launcher.kind=accelerate", "update.launcher.num_processes=2"]).update.launcher
+    launcher = load_recipe(
+        recipe, ["update.launcher.kind=accelerate", "update.launcher.num_processes=2"]
+    ).update.launcher
     assert (launcher.kind, launcher.num_processes, launcher.config_file) == ("accelerate", 2, None)
 
 

@@ -1,7 +1,6 @@
 """The Python API: docs/api.md's examples run as written (on the embedded model), `import kdagent` stays light,
 and overrides merge into the sections they name."""
 
-import os
 import re
 import subprocess
 import sys
@@ -41,5 +40,7 @@ def test_the_documented_example_runs(tmp_path, smollm_path, monkeypatch):
         exec(compile(block, "docs/api.md", "exec"), namespace)
     assert (tmp_path / "runs" / "api-example" / "report.html").is_file()
     student = (tmp_path / namespace["student"]).resolve()
-    assert not student.is_relative_to(tmp_path) or (student / "README.md").is_file()  # a student the run trained has its card
+    assert (
+        not student.is_relative_to(tmp_path) or (student / "README.md").is_file()
+    )  # a student the run trained has its card
     assert namespace["summary"]["n"] == 2

@@ -23,18 +23,26 @@ def numeric(i: int) -> Task:
 
 def example(task: Task, n: int = 0) -> SFTExample:
     return SFTExample(
-        id=f"{task.id}-{n}", prompt=[{"role": "user", "content": task.prompt}], completion=[{"role": "assistant", "content": task.answer}],
+        id=f"{task.id}-{n}",
+        prompt=[{"role": "user", "content": task.prompt}],
+        completion=[{"role": "assistant", "content": task.answer}],
         provenance=Provenance(round=1, teacher="reference", skill="label", domain="test", task_id=task.id),
     )
 
 
 def labels(examples, tasks) -> Counter:
-    return Counter(tasks[ex.provenance.task_id].answer for ex in examples if tasks[ex.provenance.task_id].kind == "choice")
+    return Counter(
+        tasks[ex.provenance.task_id].answer for ex in examples if tasks[ex.provenance.task_id].kind == "choice"
+    )
 
 
 @pytest.fixture
 def lopsided():
-    tasks = [choice(i, "yes") for i in range(7)] + [choice(7, "no"), choice(8, "no"), choice(9, "maybe")] + [numeric(i) for i in range(3)]
+    tasks = (
+        [choice(i, "yes") for i in range(7)]
+        + [choice(7, "no"), choice(8, "no"), choice(9, "maybe")]
+        + [numeric(i) for i in range(3)]
+    )
     examples = [example(t) for t in tasks] + [example(tasks[0], 1)]  # two completions of one task
     return examples, {t.id: t for t in tasks}
 
@@ -42,14 +50,20 @@ def lopsided():
 def test_upsample_keeps_every_example_and_equalises_the_labels(lopsided):
     examples, tasks = lopsided
     out, counts = balance_examples(examples, tasks, "upsample", seed=1)
-    assert out[:len(examples)] == examples  # nothing dropped, order kept, copies after
-    assert counts == {"labels_in": {"maybe": 1, "no": 2, "yes": 8}, "labels_out": {"maybe": 8, "no": 8, "yes": 8}, "mode": "upsample"}
+    assert out[: len(examples)] == examples  # nothing dropped, order kept, copies after
+    assert counts == {
+        "labels_in": {"maybe": 1, "no": 2, "yes": 8},
+        "labels_out": {"maybe": 8, "no": 8, "yes": 8},
+        "mode": "upsample",
+    }
     assert labels(out, tasks) == Counter(counts["labels_out"])
     assert len({ex.id for ex in out}) == len(out) == len(examples) + 7 + 6
     # the rarer labels' examples repeat in turn: c7 and c8 three times each, c9 seven times
-    copies = Counter(ex.provenance.task_id for ex in out[len(examples):])
+    copies = Counter(ex.provenance.task_id for ex in out[len(examples) :])
     assert copies == {"c7": 3, "c8": 3, "c9": 7}
-    assert [ex for ex in out if ex.provenance.task_id.startswith("n")] == [ex for ex in examples if ex.provenance.task_id.startswith("n")]
+    assert [ex for ex in out if ex.provenance.task_id.startswith("n")] == [
+        ex for ex in examples if ex.provenance.task_id.startswith("n")
+    ]
     again, _ = balance_examples(examples, tasks, "upsample", seed=2)
     assert [ex.id for ex in again] == [ex.id for ex in out]  # deterministic
 
@@ -91,14 +105,24 @@ def test_each_accepted_completion_is_taught_under_every_training_prompt():
 
     class TwoPhrasings(Label):
         def training_prompts(self, task, passages=None):
-            return [self.messages(task, passages), [{"role": "user", "content": f"{task.prompt}\nReply with yes, no or maybe."}]]
+            return [
+                self.messages(task, passages),
+                [{"role": "user", "content": f"{task.prompt}\nReply with yes, no or maybe."}],
+            ]
 
-    recipe = Recipe.model_validate({"name": "r", "feedback": {"fallback_to_reference": True}, "curation": {"max_per_task": 1}})
+    recipe = Recipe.model_validate(
+        {"name": "r", "feedback": {"fallback_to_reference": True}, "curation": {"max_per_task": 1}}
+    )
     plugins = build_plugins(load_entry_points=False)
     solved, unsolved = choice(0, "no"), choice(1, "yes")
-    gens = [Generation(id=f"g{k}", task_id=solved.id, round=1, sample=k, teacher="t", skill="label", messages=[], text="no")
-            for k in range(2)]
-    verdicts = [Feedback(generation_id=g.id, task_id=solved.id, verifier="label/reference", passed=True, score=1.0) for g in gens]
+    gens = [
+        Generation(id=f"g{k}", task_id=solved.id, round=1, sample=k, teacher="t", skill="label", messages=[], text="no")
+        for k in range(2)
+    ]
+    verdicts = [
+        Feedback(generation_id=g.id, task_id=solved.id, verifier="label/reference", passed=True, score=1.0)
+        for g in gens
+    ]
     grounded = [GroundedTask(task=solved), GroundedTask(task=unsolved)]
     one, _ = curate(Label(), recipe, plugins, 1, grounded, gens, verdicts)
     two, counts = curate(TwoPhrasings(), recipe, plugins, 1, grounded, gens, verdicts)
@@ -119,7 +143,9 @@ def test_a_tasks_rationale_is_taught_beside_its_answer():
     recipe = Recipe.model_validate({"name": "r", "feedback": {"fallback_to_reference": True}})
     task = choice(0, "no").model_copy(update={"solution": "The trial found no effect."})
     plain, _ = curate(Label(), recipe, build_plugins(load_entry_points=False), 1, [GroundedTask(task=task)], [], [])
-    both, counts = curate(Label(rationales=True), recipe, build_plugins(load_entry_points=False), 1, [GroundedTask(task=task)], [], [])
+    both, counts = curate(
+        Label(rationales=True), recipe, build_plugins(load_entry_points=False), 1, [GroundedTask(task=task)], [], []
+    )
     assert counts == {"reference_fallback": 1, "auxiliary": 1} and both[0] == plain[0] and len(both) == 2
     assert both[1].completion[0]["content"] == "The trial found no effect.\nSo the answer is: no"
     assert both[1].provenance.feedback == {"verifier": "reference-auxiliary"} and both[1].id != both[0].id
@@ -143,8 +169,10 @@ class Parity(Domain):
     name = "parity"
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
-        return [Task(id=f"parity-{i}", prompt=p, choices=["Yes", "No"], answer=a, kind="choice", domain="parity")
-                for i, (p, a) in enumerate(SEEDS[:n])]
+        return [
+            Task(id=f"parity-{i}", prompt=p, choices=["Yes", "No"], answer=a, kind="choice", domain="parity")
+            for i, (p, a) in enumerate(SEEDS[:n])
+        ]
 
     def eval_tasks(self, n: int) -> list[Task]:
         return []
@@ -162,23 +190,31 @@ def test_a_round_with_a_lopsided_choice_domain_teaches_every_label(tmp_path, tin
     from kdagent.recipe import Recipe
 
     evaluation = tmp_path / "eval.jsonl"
-    write_jsonl(evaluation, [Task(id=f"e{i}", prompt=f"Is {n} an odd count of apples?", choices=["Yes", "No"], answer=a, kind="choice")
-                             for i, (n, a) in enumerate([(7, "Yes"), (14, "No")])])  # evaluation.data: the domain holds none out
+    write_jsonl(
+        evaluation,
+        [
+            Task(id=f"e{i}", prompt=f"Is {n} an odd count of apples?", choices=["Yes", "No"], answer=a, kind="choice")
+            for i, (n, a) in enumerate([(7, "Yes"), (14, "No")])
+        ],
+    )  # evaluation.data: the domain holds none out
     plugins = build_plugins(load_entry_points=False)
     plugins.pm.register(Registrations(), name="registrations")
     plugins.domains.clear()
     _collect(plugins, "domains")
-    recipe = Recipe.model_validate({
-        "name": "lopsided", "seed": 1,
-        "student": {"model": str(tiny_model_dir), "max_length": 128},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 8},
-        "domain": {"name": "parity", "seed_tasks": 8, "eval_tasks": 2},
-        "skills": ["label"],
-        "retrieval": {"enabled": False},
-        "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3},
-        "evaluation": {"data": str(evaluation), "max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "lopsided",
+            "seed": 1,
+            "student": {"model": str(tiny_model_dir), "max_length": 128},
+            "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 8},
+            "domain": {"name": "parity", "seed_tasks": 8, "eval_tasks": 2},
+            "skills": ["label"],
+            "retrieval": {"enabled": False},
+            "feedback": {"fallback_to_reference": True},
+            "update": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3},
+            "evaluation": {"data": str(evaluation), "max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0},
+        }
+    )
     metrics = run_recipe(recipe, tmp_path / "run", plugins)
     round_dir = tmp_path / "run" / "round-01"
     examples = read_jsonl(round_dir / "sft.jsonl", SFTExample)

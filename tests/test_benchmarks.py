@@ -16,11 +16,36 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     table.write_text("# Benchmarks\n\nintro kept\n")
     results.write_text(json.dumps({"budget": "small", "domains": {"law": {"skipped": "data folder x is absent"}}}))
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--domain", "finance", "--data", str(shared_data),
-         "--work", str(tmp_path / "work"), "--markdown", str(table), "--json", str(results), "--bootstrap", "50", "--readme", str(readme),
-         "--set", f"student.model={tiny_model_dir}", "--set", "domain.seed_tasks=6", "--set", "domain.eval_tasks=4",
-         "--set", "retrieval.enabled=false"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "distill_quality.py"),
+            "--domain",
+            "finance",
+            "--data",
+            str(shared_data),
+            "--work",
+            str(tmp_path / "work"),
+            "--markdown",
+            str(table),
+            "--json",
+            str(results),
+            "--bootstrap",
+            "50",
+            "--readme",
+            str(readme),
+            "--set",
+            f"student.model={tiny_model_dir}",
+            "--set",
+            "domain.seed_tasks=6",
+            "--set",
+            "domain.eval_tasks=4",
+            "--set",
+            "retrieval.enabled=false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
@@ -34,7 +59,11 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     assert finance["sft"]["examples"] == 6 and sum(finance["sft"]["labels"].values()) == 6
     assert finance["rounds"][0]["sft_examples"] > 6
     merged = json.loads(results.read_text())
-    assert merged["domains"]["law"] == {"skipped": "data folder x is absent"} and merged["domains"]["finance"]["n"] == 4 and merged["commit"]
+    assert (
+        merged["domains"]["law"] == {"skipped": "data folder x is absent"}
+        and merged["domains"]["finance"]["n"] == 4
+        and merged["commit"]
+    )
     text = table.read_text()
     assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | 4 | macro_f1 |" in text
     assert "<!-- distill_quality -->" in text and "Runs: `python benchmarks/distill_quality.py --domain finance" in text
@@ -44,16 +73,42 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
 
 def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir):
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "speed.py"), "--model", str(tiny_model_dir), "--threads", "1", "--prompts", "2", "--passages", "0", "1",
-         "--n", "2", "--max-new-tokens", "8", "--train-steps", "2", "--train-dpo-steps", "2", "--train-batch-size", "2"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "speed.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--threads",
+            "1",
+            "--prompts",
+            "2",
+            "--passages",
+            "0",
+            "1",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--train-steps",
+            "2",
+            "--train-dpo-steps",
+            "2",
+            "--train-batch-size",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     bare, grounded = out["generation"]
     for generation in (bare, grounded):
         assert generation["kdagent"]["tokens_per_s"] > 0 and generation["hf"]["tokens_per_s"] > 0
-        assert generation["speedup"] == round(generation["kdagent"]["tokens_per_s"] / generation["hf"]["tokens_per_s"], 2)
+        assert generation["speedup"] == round(
+            generation["kdagent"]["tokens_per_s"] / generation["hf"]["tokens_per_s"], 2
+        )
         # greedy replies of the two backends, compared in the same run: equal on the CPU in fp32
         assert generation["greedy_check"] == {"prompts": 2, "max_new_tokens": 8, "equal": 2, "first_difference_at": []}
     assert (bare["passages"], grounded["passages"]) == (0, 1)

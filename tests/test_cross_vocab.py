@@ -27,9 +27,17 @@ def other_vocab_student(tmp_path_factory, smollm_path):
     tokenizer = AutoTokenizer.from_pretrained(smollm_path).train_new_from_iterator(texts, vocab_size=600)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     out = tmp_path_factory.mktemp("other-vocab")
     LlamaForCausalLM(config).save_pretrained(out)
@@ -38,26 +46,47 @@ def other_vocab_student(tmp_path_factory, smollm_path):
 
 
 def _recipe(teacher, student, method="sft"):
-    return Recipe.model_validate({
-        "name": "cross-vocab", "seed": 2,
-        "student": {"model": str(student), "max_length": 384},
-        "teacher": {"kind": "hf", "model": str(teacher), "samples": 8, "temperature": 0.7, "max_new_tokens": 64, "batch_size": 12},
-        "domain": {"name": "arithmetic", "seed_tasks": 12, "eval_tasks": 2},  # 96 samples: some pass (about 1 in 12)
-        "skills": ["cot"],
-        "retrieval": {"enabled": False},
-        "feedback": {"fallback_to_reference": False},
-        "update": {"method": method, "epochs": 2, "batch_size": 2, "learning_rate": 1e-3},
-        "evaluation": {"max_new_tokens": 8},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "cross-vocab",
+            "seed": 2,
+            "student": {"model": str(student), "max_length": 384},
+            "teacher": {
+                "kind": "hf",
+                "model": str(teacher),
+                "samples": 8,
+                "temperature": 0.7,
+                "max_new_tokens": 64,
+                "batch_size": 12,
+            },
+            "domain": {
+                "name": "arithmetic",
+                "seed_tasks": 12,
+                "eval_tasks": 2,
+            },  # 96 samples: some pass (about 1 in 12)
+            "skills": ["cot"],
+            "retrieval": {"enabled": False},
+            "feedback": {"fallback_to_reference": False},
+            "update": {"method": method, "epochs": 2, "batch_size": 2, "learning_rate": 1e-3},
+            "evaluation": {"max_new_tokens": 8},
+        }
+    )
 
 
 def test_white_box_distillation_is_refused_before_anything_runs(tmp_path, smollm_path, other_vocab_student):
     size_t, size_s, differ = vocabulary_difference(smollm_path, other_vocab_student)
     assert size_t == 49152 and size_s <= 600 and differ > 49000
-    with pytest.raises(UserError, match=r"needs teacher and student to share a vocabulary: the teacher has 49152 tokens.*use text-level distillation"):
+    with pytest.raises(
+        UserError,
+        match=r"needs teacher and student to share a vocabulary: the teacher has 49152 tokens.*use text-level distillation",
+    ):
         require_shared_vocabulary(smollm_path, other_vocab_student)
     with pytest.raises(UserError, match="share a vocabulary"):
-        run_recipe(_recipe(smollm_path, other_vocab_student, method="distill"), tmp_path / "run", build_plugins(load_entry_points=False))
+        run_recipe(
+            _recipe(smollm_path, other_vocab_student, method="distill"),
+            tmp_path / "run",
+            build_plugins(load_entry_points=False),
+        )
     assert not (tmp_path / "run").exists()
 
 
@@ -65,7 +94,9 @@ def test_white_box_distillation_is_refused_before_anything_runs(tmp_path, smollm
 def test_text_level_distillation_across_vocabularies(tmp_path, smollm_path, other_vocab_student):
     from transformers import AutoTokenizer
 
-    metrics = run_recipe(_recipe(smollm_path, other_vocab_student), tmp_path / "run", build_plugins(load_entry_points=False))
+    metrics = run_recipe(
+        _recipe(smollm_path, other_vocab_student), tmp_path / "run", build_plugins(load_entry_points=False)
+    )
     (entry,) = metrics["rounds"]
     examples = read_jsonl(tmp_path / "run" / "round-01" / "sft.jsonl", SFTExample)
     assert examples and entry["counts"]["passed"] >= len(examples)

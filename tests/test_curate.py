@@ -25,21 +25,31 @@ def _prov(i: int = 0) -> Provenance:
 
 
 def sft(prompt: str, reply: str, i: int = 0, context: str | None = None) -> SFTExample:
-    messages = [SYSTEM] + ([{"role": "user", "content": context}] if context else []) + [{"role": "user", "content": prompt}]
-    return SFTExample(id=f"e{i}", prompt=messages, completion=[{"role": "assistant", "content": reply}], provenance=_prov(i))
+    messages = (
+        [SYSTEM] + ([{"role": "user", "content": context}] if context else []) + [{"role": "user", "content": prompt}]
+    )
+    return SFTExample(
+        id=f"e{i}", prompt=messages, completion=[{"role": "assistant", "content": reply}], provenance=_prov(i)
+    )
 
 
 def pair(prompt: str, chosen: str, rejected: str, i: int = 0) -> PreferencePair:
     return PreferencePair(
-        id=f"p{i}", prompt=[SYSTEM, {"role": "user", "content": prompt}], chosen=[{"role": "assistant", "content": chosen}],
-        rejected=[{"role": "assistant", "content": rejected}], margin=1.0, provenance=_prov(i),
+        id=f"p{i}",
+        prompt=[SYSTEM, {"role": "user", "content": prompt}],
+        chosen=[{"role": "assistant", "content": chosen}],
+        rejected=[{"role": "assistant", "content": rejected}],
+        margin=1.0,
+        provenance=_prov(i),
     )
 
 
 def text(seed: int, words: int = 60) -> str:
     """A deterministic text of made-up words, unrelated to any other seed's."""
     rng = random.Random(seed)
-    return " ".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8))) for _ in range(words))
+    return " ".join(
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8))) for _ in range(words)
+    )
 
 
 def ids(examples) -> list[str]:
@@ -48,14 +58,19 @@ def ids(examples) -> list[str]:
 
 # --- texts -----------------------------------------------------------------------------------------
 
+
 def test_example_texts_sft_and_pair():
     ex = sft("What is 2+2?", "It is 4.", context="Some passage.")
     assert example_texts(ex) == ("What is 2+2?", "It is 4.")
-    assert "Some passage." in example_texts(ex, full_prompt=True)[0] and SYSTEM["content"] in example_texts(ex, full_prompt=True)[0]
+    assert (
+        "Some passage." in example_texts(ex, full_prompt=True)[0]
+        and SYSTEM["content"] in example_texts(ex, full_prompt=True)[0]
+    )
     assert example_texts(pair("Q?", "good", "bad")) == ("Q?", "good")
 
 
 # --- exact dedup -----------------------------------------------------------------------------------
+
 
 def test_dedupe_exact_drops_and_counts_ignoring_case_and_whitespace():
     examples = [
@@ -79,6 +94,7 @@ def test_dedupe_exact_uses_last_user_message():
 
 
 # --- near dedup ------------------------------------------------------------------------------------
+
 
 def test_dedupe_near_drops_one_word_change_keeps_different_text():
     base = text(1)
@@ -106,8 +122,12 @@ def test_dedupe_near_needs_prompt_and_reply_both_close():
 def test_dedupe_near_keeps_one_reply_taught_under_several_phrasings():
     context = text(20, 80)  # a long shared context makes the two phrasings' prompts near-identical
     first = sft(f"{context}\nDoes the study say yes?", "yes", 0)
-    rephrased = SFTExample(id="e0b", prompt=[SYSTEM, {"role": "user", "content": f"{context}\nQuestion: does the study say yes?"}],
-                           completion=first.completion, provenance=first.provenance)
+    rephrased = SFTExample(
+        id="e0b",
+        prompt=[SYSTEM, {"role": "user", "content": f"{context}\nQuestion: does the study say yes?"}],
+        completion=first.completion,
+        provenance=first.provenance,
+    )
     other_task = SFTExample(id="e1", prompt=rephrased.prompt, completion=first.completion, provenance=_prov(1))
     kept, counts = dedupe_near([first, rephrased, other_task])
     assert ids(kept) == ["e0", "e0b"] and counts == {"duplicate_near": 1}  # another task's near-copy still goes
@@ -134,7 +154,9 @@ def test_decontaminate_drops_planted_items_and_keeps_clean():
     examples = [sft(text(100 + i, 20), text(200 + i, 40), i) for i in range(20)]
     examples[3] = sft(f"Solve this. {EVAL[0]} How far does it go?", text(203), 3)  # verbatim in the prompt
     examples[7] = sft(text(107, 20), f"Recall that {EVAL[1]} Helicase.", 7)  # verbatim in the reply
-    examples[11] = sft("Answer from the passage.", text(211), 11, context=f"Passage: {EVAL[2]}")  # in another prompt message
+    examples[11] = sft(
+        "Answer from the passage.", text(211), 11, context=f"Passage: {EVAL[2]}"
+    )  # in another prompt message
     changed = EVAL[3].upper().replace(" ", "  ").replace("value", "value,").rstrip("?.") + "!!"
     examples[15] = sft(changed, text(215), 15)  # case and punctuation changed
     kept, counts = decontaminate(examples, EVAL)
@@ -171,6 +193,7 @@ def test_contaminated_ids_for_seed_tasks():
 
 # --- length and quality ----------------------------------------------------------------------------
 
+
 def test_length_quality_reasons():
     good = "First add the two numbers, then divide by three to get the mean, which is 7."
     examples = [
@@ -194,6 +217,7 @@ def test_repeat_ratio():
 
 # --- preference pairs and the whole chain ----------------------------------------------------------
 
+
 def test_preference_pairs_use_the_chosen_reply():
     pairs = [
         pair("Q1?", "Chosen answer one is fine.", "bad", 0),
@@ -204,7 +228,14 @@ def test_preference_pairs_use_the_chosen_reply():
     ]
     kept, counts = curate_examples(pairs, EVAL)
     assert ids(kept) == ["p0", "p4"]
-    assert counts == {"too_short": 1, "too_long": 0, "repetitive": 0, "duplicate_exact": 1, "duplicate_near": 0, "contaminated": 1}
+    assert counts == {
+        "too_short": 1,
+        "too_long": 0,
+        "repetitive": 0,
+        "duplicate_exact": 1,
+        "duplicate_near": 0,
+        "contaminated": 1,
+    }
     assert all(isinstance(p, PreferencePair) for p in kept)
 
 
@@ -223,7 +254,14 @@ def test_curate_examples_order_and_counts():
     ]
     kept, counts = curate_examples(examples, EVAL)
     assert ids(kept) == ["e0", "e1", "e7"]
-    assert counts == {"too_short": 1, "too_long": 0, "repetitive": 1, "duplicate_exact": 1, "duplicate_near": 1, "contaminated": 1}
+    assert counts == {
+        "too_short": 1,
+        "too_long": 0,
+        "repetitive": 1,
+        "duplicate_exact": 1,
+        "duplicate_near": 1,
+        "contaminated": 1,
+    }
     kept, counts = curate_examples(examples, EVAL, FilterConfig(near_dup_threshold=None))
     assert ids(kept) == ["e0", "e1", "e3", "e7"] and "duplicate_near" not in counts
 

@@ -11,7 +11,10 @@ def test_kdagent_plugins_lists_the_domain_packages_with_their_distributions():
     assert result.returncode == 0, result.stderr
     domains = {e["name"]: e["distribution"] for e in json.loads(result.stdout)["registered"] if e["kind"] == "domain"}
     assert {name: domains.get(name) for name in ("law", "medicine", "finance")} == {
-        "law": "kdagent-law", "medicine": "kdagent-medicine", "finance": "kdagent-finance"}
+        "law": "kdagent-law",
+        "medicine": "kdagent-medicine",
+        "finance": "kdagent-finance",
+    }
     text = run_cli("plugins").stdout
     assert "kdagent-law" in text and "kdagent-medicine" in text and "kdagent-finance" in text
 

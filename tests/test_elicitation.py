@@ -11,8 +11,14 @@ from kdagent.plugins import build_plugins
 from kdagent.recipe_io import load_recipe
 from kdagent.records import Feedback, Generation, PreferencePair, SFTExample, Task
 
-SMALL = ["domain.seed_tasks=3", "domain.eval_tasks=2", "teacher.samples=2", "teacher.max_new_tokens=32",
-         "synthesis.expansion.n_new=2", "evaluation.max_new_tokens=16"]
+SMALL = [
+    "domain.seed_tasks=3",
+    "domain.eval_tasks=2",
+    "teacher.samples=2",
+    "teacher.max_new_tokens=32",
+    "synthesis.expansion.n_new=2",
+    "evaluation.max_new_tokens=16",
+]
 
 
 def check_run(run_dir, teacher_prefix: str):
@@ -32,7 +38,11 @@ def check_run(run_dir, teacher_prefix: str):
     expanded = [t for t in tasks if getattr(t, "origin", None)]
     assert all(t.id.startswith("exp-") and t.parent_ids for t in expanded)
     counts = json.loads((run_dir / "metrics.json").read_text())["rounds"][0]["counts"]
-    assert counts["generations"] == len(gens) and counts["sft_examples"] == len(sft) and counts["preference_pairs"] == len(pairs)
+    assert (
+        counts["generations"] == len(gens)
+        and counts["sft_examples"] == len(sft)
+        and counts["preference_pairs"] == len(pairs)
+    )
     assert counts["expansion"]["generated"] == 2 and "contaminated_task" in counts["dropped"]
     return counts
 
@@ -58,13 +68,27 @@ def test_planted_evaluation_items_never_reach_training(tmp_path, tiny_model_dir)
     seeds = Arithmetic().seed_tasks(6, seed=1 * 1000 + 1)  # the seeds round 1 of a seed-1 recipe takes
     planted = seeds[:2]
     eval_file = tmp_path / "eval.jsonl"
-    write_jsonl(eval_file, [{"id": f"e{i}", "prompt": t.prompt, "answer": t.answer, "kind": "numeric"} for i, t in enumerate(planted)]
-                + [{"id": "e9", "prompt": "What is 2 + 2?", "answer": "4", "kind": "numeric"}])
-    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [
-        f"student.model={tiny_model_dir}", "seed=1", "domain.seed_tasks=6", f"evaluation.data={eval_file}",
-        "teacher.samples=1", "teacher.temperature=1.0", "teacher.max_new_tokens=8", "retrieval.enabled=false",
-        "feedback.fallback_to_reference=true", "update.method=none", "evaluation.max_new_tokens=4",
-    ])
+    write_jsonl(
+        eval_file,
+        [{"id": f"e{i}", "prompt": t.prompt, "answer": t.answer, "kind": "numeric"} for i, t in enumerate(planted)]
+        + [{"id": "e9", "prompt": "What is 2 + 2?", "answer": "4", "kind": "numeric"}],
+    )
+    recipe = load_recipe(
+        REPO / "recipes" / "quickstart.yaml",
+        [
+            f"student.model={tiny_model_dir}",
+            "seed=1",
+            "domain.seed_tasks=6",
+            f"evaluation.data={eval_file}",
+            "teacher.samples=1",
+            "teacher.temperature=1.0",
+            "teacher.max_new_tokens=8",
+            "retrieval.enabled=false",
+            "feedback.fallback_to_reference=true",
+            "update.method=none",
+            "evaluation.max_new_tokens=4",
+        ],
+    )
     metrics = run_recipe(recipe, tmp_path / "run", build_plugins(load_entry_points=False))
     sft = read_jsonl(tmp_path / "run" / "round-01" / "sft.jsonl", SFTExample)
     assert len(sft) == 4  # every clean seed gives its reference solution

@@ -27,7 +27,9 @@ def test_greedy_equals_model_generate_with_padding_and_callers_order(tiny):
     assert len({tuple(row[0]) for row in got}) == len(PROMPTS)
     for prompt, row in zip(PROMPTS, got):  # a left-padded prompt decodes as it does alone
         assert ours.generate_tokens([prompt], max_new_tokens=12) == [row]
-    assert ours.generate(PROMPTS, max_new_tokens=12, batch_size=3) == plain.generate(PROMPTS, max_new_tokens=12, batch_size=3)
+    assert ours.generate(PROMPTS, max_new_tokens=12, batch_size=3) == plain.generate(
+        PROMPTS, max_new_tokens=12, batch_size=3
+    )
 
 
 def test_finished_rows_leave_the_batch_and_the_rest_is_unchanged(tiny):
@@ -100,13 +102,13 @@ def test_stop_strings_end_a_reply_and_are_kept(tiny):
 
     ours, _ = engines(*tiny)
     model, tokenizer = tiny
-    (full,), = ours.generate_tokens(PROMPTS[:1], max_new_tokens=12)
+    ((full,),) = ours.generate_tokens(PROMPTS[:1], max_new_tokens=12)
     text = tokenizer.decode(full, skip_special_tokens=True)
     stop = tokenizer.decode(full[5:6])  # a token in the middle of the reply
     assert stop.strip() and text.index(stop) > 0
-    (short,), = ours.generate_tokens(PROMPTS[:1], max_new_tokens=12, stop=[stop])
+    ((short,),) = ours.generate_tokens(PROMPTS[:1], max_new_tokens=12, stop=[stop])
     assert len(short) < len(full) and full[: len(short)] == short
-    (reply,), = ours.generate(PROMPTS[:1], max_new_tokens=12, stop=[stop])
+    ((reply,),) = ours.generate(PROMPTS[:1], max_new_tokens=12, stop=[stop])
     assert reply == _cut(text, [stop]).strip() and reply.endswith(stop.strip())
 
 
@@ -145,8 +147,18 @@ def test_samples_share_their_prompt_in_attention_and_sample_as_with_a_repeated_c
     monkeypatch.setitem(AttentionInterface._global_mapping, decoding.SHARED_PREFIX, spy)
 
     def sample(eos_ids, stopped=None):
-        return decoding.decode(model, ids, n=4, temperature=0.8, top_p=0.9, max_new_tokens=10, eos_ids=eos_ids,
-                               pad_id=tokenizer.pad_token_id, generator=torch.Generator().manual_seed(3), stopped=stopped)
+        return decoding.decode(
+            model,
+            ids,
+            n=4,
+            temperature=0.8,
+            top_p=0.9,
+            max_new_tokens=10,
+            eos_ids=eos_ids,
+            pad_id=tokenizer.pad_token_id,
+            generator=torch.Generator().manual_seed(3),
+            stopped=stopped,
+        )
 
     full = sample(set())
     assert calls and all(c == (len(PROMPTS), len(PROMPTS) * 4, False) for c in calls)
@@ -184,8 +196,17 @@ def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(tiny):
     mask[2, :1] = 0
 
     class Cache:
-        layers = [type("Layer", (), {"keys": torch.randn(prompts, kv_heads, width, dim),
-                                     "values": torch.randn(prompts, kv_heads, width, dim)})() for _ in range(2)]
+        layers = [
+            type(
+                "Layer",
+                (),
+                {
+                    "keys": torch.randn(prompts, kv_heads, width, dim),
+                    "values": torch.randn(prompts, kv_heads, width, dim),
+                },
+            )()
+            for _ in range(2)
+        ]
 
     prefix = SharedPrefix(Cache, mask, copies)
     # all rows; some finished (prompt 1's all), in order and in the order `fill_holes` leaves; two of one prompt
@@ -195,8 +216,9 @@ def test_shared_prefix_attention_equals_sdpa_over_the_whole_sequence(tiny):
         query = torch.randn(len(rows), heads, 1, dim)
         key, value = torch.randn(len(rows), kv_heads, own, dim), torch.randn(len(rows), kv_heads, own, dim)
         got, _ = _shared_prefix_attention(module, query, key, value, None, scaling=0.25, shared_prefix=prefix)
-        fallback, _ = _shared_prefix_attention(module, query, key, value, None, scaling=0.25, shared_prefix=prefix,
-                                               sliding_window=4096)
+        fallback, _ = _shared_prefix_attention(
+            module, query, key, value, None, scaling=0.25, shared_prefix=prefix, sliding_window=4096
+        )
         source = torch.tensor(rows) // copies
         keys = torch.cat([Cache.layers[1].keys[source], key], 2)
         values = torch.cat([Cache.layers[1].values[source], value], 2)
@@ -319,7 +341,9 @@ def test_teacher_dtype_loads_the_sampling_weights_in_it(tiny_model_dir):
     from kdagent.teachers.hf import HFTeacher
 
     for dtype, expected in (("auto", torch.float32), ("bfloat16", torch.bfloat16)):
-        teacher = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", samples=2, max_new_tokens=6, dtype=dtype), label="t")
+        teacher = HFTeacher(
+            tiny_model_dir, TeacherConfig(kind="hf", samples=2, max_new_tokens=6, dtype=dtype), label="t"
+        )
         try:
             assert teacher.engine.model.dtype == expected
             replies = teacher.generate(PROMPTS[:2], seed=0)
@@ -395,6 +419,12 @@ def test_sampling_lays_weights_out_column_major_and_restores_them(tiny, monkeypa
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert ours.generate_tokens(prompts, batch_size=2, seed=5, **kwargs) == got and not entered
     monkeypatch.setattr(decoding, "column_major", lambda model: contextlib.nullcontext())
-    expected = decoding.decode(model, ids[:2], eos_ids=ours._eos_ids(), pad_id=ours._pad_id,
-                               generator=torch.Generator().manual_seed(_batch_seed(5, 0)), **kwargs)
+    expected = decoding.decode(
+        model,
+        ids[:2],
+        eos_ids=ours._eos_ids(),
+        pad_id=ours._pad_id,
+        generator=torch.Generator().manual_seed(_batch_seed(5, 0)),
+        **kwargs,
+    )
     assert got[:2] == expected

@@ -34,11 +34,17 @@ def embedder():
         ("**Question:** Ana has 5 cats. How many legs do they have?", "Ana has 5 cats. How many legs do they have?"),
         ("Sure! Here is a new question:\nMia has 4 eggs. How many eggs?", "Mia has 4 eggs. How many eggs?"),
         ("#Rewritten Question#:\nLiam buys 3 bags. How many?", "Liam buys 3 bags. How many?"),
-        ("1.5 liters cost 3 dollars. What is the price per liter?", "1.5 liters cost 3 dollars. What is the price per liter?"),
+        (
+            "1.5 liters cost 3 dollars. What is the price per liter?",
+            "1.5 liters cost 3 dollars. What is the price per liter?",
+        ),
         ("Here are some ideas.\n\n1. What is 3 + 3?\n2. What is 4 + 4?", "What is 3 + 3?"),
         ("Q: Calculate 5 times 6.", "Calculate 5 times 6."),
         ("(2) Find the sum of 4 and 5. Solution: 9", "Find the sum of 4 and 5."),
-        ("Nora lost 3 shells.\n\nRewrite it to have one answer:\n\nHow many shells are left?", "How many shells are left?"),
+        (
+            "Nora lost 3 shells.\n\nRewrite it to have one answer:\n\nHow many shells are left?",
+            "How many shells are left?",
+        ),
         ("What a task! Here's a possible answer:\n\nWhat is 9 - 4?\n**Answer:** 5", "What is 9 - 4?"),
         ("", ""),
     ],
@@ -115,7 +121,9 @@ def teacher(smollm_path):
     from kdagent.recipe import TeacherConfig
     from kdagent.teachers.hf import HFTeacher
 
-    config = TeacherConfig(kind="hf", model=str(smollm_path), samples=1, temperature=0.7, max_new_tokens=48, batch_size=8)
+    config = TeacherConfig(
+        kind="hf", model=str(smollm_path), samples=1, temperature=0.7, max_new_tokens=48, batch_size=8
+    )
     t = HFTeacher(smollm_path, config, label=f"hf:{smollm_path.name}")
     yield t
     t.close()

@@ -8,7 +8,14 @@ import pytest
 
 from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.feedback import (
-    DEFAULT_RUBRIC, JudgeStats, consistency_feedback, judge_replies, judge_with_stats, majority_vote, rank_pairs, self_consistency,
+    DEFAULT_RUBRIC,
+    JudgeStats,
+    consistency_feedback,
+    judge_replies,
+    judge_with_stats,
+    majority_vote,
+    rank_pairs,
+    self_consistency,
 )
 from kdagent.feedback.judge import judge_messages, parse_verdict
 from kdagent.recipe import TeacherConfig
@@ -17,7 +24,9 @@ from kdagent.teachers.chat import openai_teacher
 from openai_server import ScriptedServer
 
 BROKEN = '{"score": 7, "passed": tru'
-GOOD = 'Here is my verdict:\n```json\n{"score": 8, "passed": true, "reason": "correct and clear"}\n```\nHope that helps.'
+GOOD = (
+    'Here is my verdict:\n```json\n{"score": 8, "passed": true, "reason": "correct and clear"}\n```\nHope that helps.'
+)
 
 
 def make_task(i: int = 0, answer: str = "5") -> Task:
@@ -26,8 +35,15 @@ def make_task(i: int = 0, answer: str = "5") -> Task:
 
 def make_gen(task: Task, k: int, text: str, teacher: str = "hf:test") -> Generation:
     return Generation(
-        id=f"{task.id}-g{k}", task_id=task.id, round=1, sample=k, teacher=teacher, skill="cot",
-        messages=[{"role": "user", "content": task.prompt}], passage_ids=[f"p{k}"], text=text,
+        id=f"{task.id}-g{k}",
+        task_id=task.id,
+        round=1,
+        sample=k,
+        teacher=teacher,
+        skill="cot",
+        messages=[{"role": "user", "content": task.prompt}],
+        passage_ids=[f"p{k}"],
+        text=text,
     )
 
 
@@ -54,8 +70,9 @@ class JudgeServer(ScriptedServer):
         super().__init__(reply, model="judge")
 
     def teacher(self):
-        config = TeacherConfig(kind="openai", model="judge", base_url=self.url, samples=1,
-                               max_retries=0, timeout_s=5, max_new_tokens=64)
+        config = TeacherConfig(
+            kind="openai", model="judge", base_url=self.url, samples=1, max_retries=0, timeout_s=5, max_new_tokens=64
+        )
         return openai_teacher(config, None)
 
 
@@ -92,7 +109,10 @@ def test_malformed_judge_output_is_retried_then_a_failed_check_never_a_pass():
 
 
 def test_a_verdict_in_a_fence_with_text_around_passes_on_the_second_attempt():
-    items = [(make_task(0), make_gen(make_task(0), 0, "The answer is 5.")), (make_task(1), make_gen(make_task(1), 0, "The answer is 5."))]
+    items = [
+        (make_task(0), make_gen(make_task(0), 0, "The answer is 5.")),
+        (make_task(1), make_gen(make_task(1), 0, "The answer is 5.")),
+    ]
     with JudgeServer(lambda item, call: BROKEN if call == 1 else GOOD) as server:
         feedback, stats = judge_with_stats(server.teacher(), items, seed=0, max_attempts=3)
     assert server.calls == {"item-0": 2, "item-1": 2}
@@ -121,7 +141,10 @@ def test_judge_with_a_real_local_teacher(smollm_path, score):
     teacher = HFTeacher(smollm_path, config, label="hf:smollm")
     try:
         tasks = [make_task(0), make_task(1, answer="7")]
-        items = [(tasks[0], make_gen(tasks[0], 0, "2 + 3 = 5. The answer is 5.")), (tasks[1], make_gen(tasks[1], 0, "The answer is 9."))]
+        items = [
+            (tasks[0], make_gen(tasks[0], 0, "2 + 3 = 5. The answer is 5.")),
+            (tasks[1], make_gen(tasks[1], 0, "The answer is 9.")),
+        ]
         feedback, stats = judge_with_stats(teacher, items, DEFAULT_RUBRIC, seed=0, max_attempts=2, score=score)
     finally:
         teacher.close()
@@ -132,7 +155,7 @@ def test_judge_with_a_real_local_teacher(smollm_path, score):
     # expected: nothing is decoded; the verdict's first two values are read off the judge's probabilities.
     assert stats.item_attempts == [1, 1] and not any(f.failed for f in feedback)
     assert all(f.raw.startswith('{"score":') and parse_verdict(f.raw)[0] is not None for f in feedback)
-    for f, (task, gen) in zip(feedback, items):
+    for f, (_task, gen) in zip(feedback, items):
         assert f.generation_id == gen.id and f.verifier == "judge" and 0.1 <= f.score <= 1.0
     if score == "expected":  # a score between the integers, and no text decoded to get it
         assert stats.expected_scores == 2 and all(round(f.score * 10, 6) != round(f.score * 10) for f in feedback)
@@ -159,7 +182,9 @@ def test_an_expected_verdict_is_read_off_the_judge_s_joint_distribution(tiny_mod
     got = expected_verdicts(teacher, prompts)
     model, tok = teacher.engine.model, teacher.engine.tokenizer
     for messages, (score, p_pass) in zip(prompts, got):
-        head = tok.apply_chat_template(messages + [{"role": "assistant", "content": '{"score":'}], tokenize=False, continue_final_message=True)
+        head = tok.apply_chat_template(
+            messages + [{"role": "assistant", "content": '{"score":'}], tokenize=False, continue_final_message=True
+        )
         n = len(tok(head, add_special_tokens=False).input_ids)
         rows = []
         for s in range(1, 11):
@@ -195,7 +220,9 @@ def test_parse_verdict_tolerates_fences_and_text_and_rejects_bad_verdicts():
     assert "extra" in parse_verdict('{"score": 5, "passed": true, "reason": "x", "extra": 1}')[1].lower()
     # cut off inside its reason (out of tokens): closed and kept; cut off anywhere else: still malformed
     assert parse_verdict('{"score":5, "passed": false, "reason": "The answer is 5. The answer is')[0].score == 5
-    assert parse_verdict('{"score":5, "passed": fal')[0] is None and parse_verdict('{"score":5, "reason": "x')[0] is None
+    assert (
+        parse_verdict('{"score":5, "passed": fal')[0] is None and parse_verdict('{"score":5, "reason": "x')[0] is None
+    )
 
 
 def test_judge_prompt_delimits_the_reply_and_includes_the_reference():
@@ -260,8 +287,13 @@ def test_consistency_feedback_takes_a_parser_and_checks_its_inputs():
 
 def test_self_consistency_over_many_tasks_keeps_order():
     t0, t1 = make_task(0), make_task(1)
-    gens = [make_gen(t0, 0, "The answer is 5."), make_gen(t1, 0, "The answer is 2."), make_gen(t0, 1, "The answer is 5."),
-            make_gen(t1, 1, "The answer is 3."), make_gen(t1, 2, "The answer is 3.")]
+    gens = [
+        make_gen(t0, 0, "The answer is 5."),
+        make_gen(t1, 0, "The answer is 2."),
+        make_gen(t0, 1, "The answer is 5."),
+        make_gen(t1, 1, "The answer is 3."),
+        make_gen(t1, 2, "The answer is 3."),
+    ]
     feedback = self_consistency(ChainOfThought(), {"t0": t0, "t1": t1}, gens)
     assert [f.generation_id for f in feedback] == [g.id for g in gens]
     assert [f.passed for f in feedback] == [True, False, True, True, True]
@@ -272,8 +304,10 @@ def test_self_consistency_over_many_tasks_keeps_order():
 
 def scored(task, texts_scores, failed=()):
     gens = [make_gen(task, k, t) for k, (t, _) in enumerate(texts_scores)]
-    fbs = [Feedback(generation_id=g.id, task_id=task.id, verifier="judge", passed=s >= 0.5, score=s, failed=k in failed)
-           for k, (g, (_, s)) in enumerate(zip(gens, texts_scores))]
+    fbs = [
+        Feedback(generation_id=g.id, task_id=task.id, verifier="judge", passed=s >= 0.5, score=s, failed=k in failed)
+        for k, (g, (_, s)) in enumerate(zip(gens, texts_scores))
+    ]
     return gens, fbs
 
 
@@ -340,10 +374,16 @@ def test_the_judge_stage_resumes_after_its_last_finished_chunk(tmp_path, tiny_mo
     from kdagent.loop.rundir import RunDir
     from kdagent.teachers.hf import HFTeacher
 
-    recipe = SimpleNamespace(seed=4, teacher=SimpleNamespace(batch_size=1), feedback=SimpleNamespace(judge_attempts=2, judge_score="expected"))
+    recipe = SimpleNamespace(
+        seed=4,
+        teacher=SimpleNamespace(batch_size=1),
+        feedback=SimpleNamespace(judge_attempts=2, judge_score="expected"),
+    )
     tasks = {make_task(i).id: make_task(i) for i in range(10)}
     gens = [make_gen(t, 0, f"The answer is {i}.") for i, t in enumerate(tasks.values())]
-    real = HFTeacher(tiny_model_dir, TeacherConfig(kind="hf", model=str(tiny_model_dir), max_new_tokens=6, batch_size=8), "hf:tiny")
+    real = HFTeacher(
+        tiny_model_dir, TeacherConfig(kind="hf", model=str(tiny_model_dir), max_new_tokens=6, batch_size=8), "hf:tiny"
+    )
     prompts_sent = []
 
     class Counting:  # the real teacher, counting what it is asked

@@ -46,4 +46,7 @@ def test_bootstrap_ci_resamples_items_with_a_fixed_seed():
     assert 0.59 < low < 2 / 3 < high < 0.74
     assert bootstrap_ci(correct, [True] * 300, accuracy, resamples=1000, seed=0) == [low, high]
     assert bootstrap_ci(correct, [True] * 300, accuracy, resamples=1000, seed=1) != [low, high]
-    assert bootstrap_ci([], [], accuracy) == [0.0, 0.0] and bootstrap_ci(correct, correct, accuracy, resamples=0) == [0.0, 0.0]
+    assert bootstrap_ci([], [], accuracy) == [0.0, 0.0] and bootstrap_ci(correct, correct, accuracy, resamples=0) == [
+        0.0,
+        0.0,
+    ]

@@ -73,7 +73,14 @@ def test_every_hook_has_a_test():
     for name in SPECS:
         pattern = re.compile(rf"def {name}\(|\.hook\.{name}\(")
         assert any(pattern.search(text) for text in sources.values()), f"no test implements or calls {name}"
-    own = "".join(inspect.getsource(f) for f in (test_every_hook_has_a_section_in_hooks_md, test_hooks_md_examples_are_valid_implementations, test_every_hook_has_a_test))
+    own = "".join(
+        inspect.getsource(f)
+        for f in (
+            test_every_hook_has_a_section_in_hooks_md,
+            test_hooks_md_examples_are_valid_implementations,
+            test_every_hook_has_a_test,
+        )
+    )
     assert not [name for name in SPECS if name in own]
 
 
@@ -90,7 +97,9 @@ class Tiny(Domain):
         return [Document("tiny.txt", "Two and two make four.")]
 
     def seed_tasks(self, n, seed):
-        return [Task(id=f"s{i}", prompt=f"{i} + {seed % 10}?", answer=str(i + seed % 10)) for i in range(min(n, self.size))]
+        return [
+            Task(id=f"s{i}", prompt=f"{i} + {seed % 10}?", answer=str(i + seed % 10)) for i in range(min(n, self.size))
+        ]
 
     def eval_tasks(self, n):
         return [Task(id=f"e{i}", prompt=f"{i} + 100?", answer=str(i + 100)) for i in range(n)]
@@ -196,9 +205,22 @@ def test_an_argument_the_spec_lacks_is_refused():
 def example_site(tmp_path_factory):
     """examples/kdagent-example-skill installed by pip into a folder that tests put on the path."""
     target = tmp_path_factory.mktemp("example-site")
-    source = tmp_path_factory.mktemp("example-src") / EXAMPLE.name  # build from a copy: nothing written into the repository
+    source = (
+        tmp_path_factory.mktemp("example-src") / EXAMPLE.name
+    )  # build from a copy: nothing written into the repository
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(source),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert list(target.glob("kdagent_example_skill-*.dist-info"))
     return target
@@ -228,14 +250,28 @@ def test_example_is_listed_by_kdagent_plugins(example_site):
 
 
 def test_recipe_names_the_example_skill(example_site):
-    args = ("validate", str(QUICKSTART), "--set", "skills.0.name=last_word", "--set", "skills.0.options.instruction=End with it.")
+    args = (
+        "validate",
+        str(QUICKSTART),
+        "--set",
+        "skills.0.name=last_word",
+        "--set",
+        "skills.0.options.instruction=End with it.",
+    )
     ok = run_cli(*args, env={"PYTHONPATH": str(example_site)})
     assert ok.returncode == 0, ok.stderr
     assert "name: last_word" in ok.stdout and "End with it." in ok.stdout
     missing = run_cli(*args)  # not installed
     assert missing.returncode == 2 and "unknown skill 'last_word'" in missing.stderr
-    wrong = run_cli("validate", str(QUICKSTART), "--set", "skills.0.name=last_word", "--set", "skills.0.options.colour=red",
-                    env={"PYTHONPATH": str(example_site)})
+    wrong = run_cli(
+        "validate",
+        str(QUICKSTART),
+        "--set",
+        "skills.0.name=last_word",
+        "--set",
+        "skills.0.options.colour=red",
+        env={"PYTHONPATH": str(example_site)},
+    )
     assert wrong.returncode == 2 and "skills[0].options: last_word:" in wrong.stderr
 
 
@@ -276,7 +312,12 @@ def test_example_skill_prompt_and_verifier(example_plugins):
 
 def _sft(prompt: str, completion: str) -> SFTExample:
     prov = Provenance(round=1, teacher="self", skill="last_word", domain="arithmetic", task_id="t")
-    return SFTExample(id="e", prompt=[{"role": "user", "content": prompt}], completion=[{"role": "assistant", "content": completion}], provenance=prov)
+    return SFTExample(
+        id="e",
+        prompt=[{"role": "user", "content": prompt}],
+        completion=[{"role": "assistant", "content": completion}],
+        provenance=prov,
+    )
 
 
 def test_example_pii_veto(example_plugins):
@@ -287,11 +328,20 @@ def test_example_pii_veto(example_plugins):
     assert example_plugins.veto_reasons(email, recipe=None) == ["pii_filter: an email address in the completion"]
     for phone in ("Call +44 20 7946 0958 first.", "Ring (555) 123-4567.", "Ring 555-123-4567."):
         assert veto(_sft(phone, "4")) == "pii_filter: a phone number in the prompt", phone
-    clean = _sft("Tom has 12 + 30 apples, bought on 2024-01-15. How many?", "12 + 30 = 42, so 1,042 - 1,000 = 42. The answer is 42.")
+    clean = _sft(
+        "Tom has 12 + 30 apples, bought on 2024-01-15. How many?",
+        "12 + 30 = 42, so 1,042 - 1,000 = 42. The answer is 42.",
+    )
     assert veto(clean) is None
     assert example_plugins.veto_reasons(clean, recipe=None) == []
-    pair = PreferencePair(id="p", prompt=clean.prompt, chosen=clean.completion, rejected=[{"role": "assistant", "content": "Ask bob@corp.io"}],
-                          margin=1.0, provenance=clean.provenance)
+    pair = PreferencePair(
+        id="p",
+        prompt=clean.prompt,
+        chosen=clean.completion,
+        rejected=[{"role": "assistant", "content": "Ask bob@corp.io"}],
+        margin=1.0,
+        provenance=clean.provenance,
+    )
     assert example_plugins.veto_reasons(pair, recipe=None) == ["pii_filter: an email address in the rejected"]
 
 
@@ -302,7 +352,10 @@ def test_example_round_log(example_plugins, tmp_path, monkeypatch):
     example_plugins.pm.hook.kdagent_round_start(round=1, run_dir=tmp_path, recipe=recipe)
     example_plugins.pm.hook.kdagent_round_end(round=1, run_dir=tmp_path, recipe=recipe, metrics=metrics)
     lines = [json.loads(line) for line in (tmp_path / "round_log.jsonl").read_text().splitlines()]
-    assert [(x["event"], x["round"], x["recipe"]) for x in lines] == [("round_start", 1, "quickstart"), ("round_end", 1, "quickstart")]
+    assert [(x["event"], x["round"], x["recipe"]) for x in lines] == [
+        ("round_start", 1, "quickstart"),
+        ("round_end", 1, "quickstart"),
+    ]
     assert lines[1]["accuracy"] == 0.25 and lines[1]["metrics"] == metrics
 
     elsewhere = tmp_path / "logs" / "rounds.jsonl"

@@ -40,7 +40,17 @@ def test_the_cli_evaluates_a_cached_hub_model(hub_cache, tmp_path):
     cache, snapshot = hub_cache
     data = tmp_path / "d.jsonl"
     data.write_text('{"id": "1", "prompt": "Is it?", "choices": ["yes", "no"], "answer": "yes", "kind": "choice"}\n')
-    result = run_cli("eval", "--model", "kdagent-test/tiny", "--data", str(data), "--json", "--bootstrap", "0", env={"HF_HUB_CACHE": str(cache)})
+    result = run_cli(
+        "eval",
+        "--model",
+        "kdagent-test/tiny",
+        "--data",
+        str(data),
+        "--json",
+        "--bootstrap",
+        "0",
+        env={"HF_HUB_CACHE": str(cache)},
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["model"] == str(snapshot.resolve())
     missing = run_cli("eval", "--model", "kdagent-test/absent", "--data", str(data), env={"HF_HUB_CACHE": str(cache)})
@@ -51,14 +61,35 @@ def test_the_cli_evaluates_a_cached_hub_model(hub_cache, tmp_path):
 def finished_run(tmp_path, tiny_model_dir):
     run = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run / "round-01" / "student")
-    recipe = {"name": "hubby", "student": {"model": "kdagent-test/tiny"}, "teacher": {"kind": "self"}, "skills": [{"name": "label"}],
-              "domain": {"name": "finance"}, "update": {"method": "sft"}}
+    recipe = {
+        "name": "hubby",
+        "student": {"model": "kdagent-test/tiny"},
+        "teacher": {"kind": "self"},
+        "skills": [{"name": "label"}],
+        "domain": {"name": "finance"},
+        "update": {"method": "sft"},
+    }
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     score = {"n": 40, "accuracy": 0.5, "macro_f1": 0.4, "ci": {"accuracy": [0.35, 0.65], "macro_f1": [0.3, 0.5]}}
-    counts = {"tasks": 30, "generations": 120, "passed": 70, "sft_examples": 60, "preference_pairs": 0,
-              "dropped": {"rejected_by_verifier": 50, "prompt_too_long": 0}}
-    metrics = {"baseline": score, "rounds": [{"round": 1, "student": str(run / "round-01" / "student"),
-                                              "eval": {**score, "accuracy": 0.6, "ci": {"accuracy": [0.45, 0.75]}}, "counts": counts}]}
+    counts = {
+        "tasks": 30,
+        "generations": 120,
+        "passed": 70,
+        "sft_examples": 60,
+        "preference_pairs": 0,
+        "dropped": {"rejected_by_verifier": 50, "prompt_too_long": 0},
+    }
+    metrics = {
+        "baseline": score,
+        "rounds": [
+            {
+                "round": 1,
+                "student": str(run / "round-01" / "student"),
+                "eval": {**score, "accuracy": 0.6, "ci": {"accuracy": [0.45, 0.75]}},
+                "counts": counts,
+            }
+        ],
+    }
     (run / "metrics.json").write_text(json.dumps(metrics))
     return run
 
@@ -85,8 +116,12 @@ def test_push_refuses_bad_input_and_offline_uploads(finished_run, tmp_path):
     assert run_cli("push", str(finished_run), "no-owner").returncode == 2
     (tmp_path / "empty").mkdir()
     assert "no metrics.json" in run_cli("push", str(tmp_path / "empty"), "me/x").stderr
-    offline = run_cli("push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "1"})  # the real upload path, stopped at the network
+    offline = run_cli(
+        "push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "1"}
+    )  # the real upload path, stopped at the network
     assert offline.returncode == 2 and "HF_HUB_OFFLINE=1" in offline.stderr
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the upload's first request fails to connect
-    unreachable = run_cli("push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": closed, "HF_TOKEN": "hf_unused"})
+    unreachable = run_cli(
+        "push", str(finished_run), "me/x", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": closed, "HF_TOKEN": "hf_unused"}
+    )
     assert unreachable.returncode == 2 and "cannot reach the Hub" in unreachable.stderr, unreachable.stderr

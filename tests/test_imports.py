@@ -33,7 +33,10 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(parent + ([base] if base else []))
-                targets |= {resolve(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else resolve(base) for alias in node.names}
+                targets |= {
+                    resolve(f"{base}.{alias.name}") if f"{base}.{alias.name}" in modules else resolve(base)
+                    for alias in node.names
+                }
         graph[name] = {t for t in targets if t and t != name}
     return graph
 
@@ -75,6 +78,10 @@ def test_the_walk_finds_a_circle():
 
 def test_kdagent_has_no_import_circle():
     graph = import_graph()
-    assert "kdagent.update.updater" in graph["kdagent.recipe_io"]  # imported inside check_names: the walk sees lazy imports too
-    assert graph["kdagent.recipe"] == set()  # the recipe models import no other kdagent module; reading a recipe is recipe_io
+    assert (
+        "kdagent.update.updater" in graph["kdagent.recipe_io"]
+    )  # imported inside check_names: the walk sees lazy imports too
+    assert (
+        graph["kdagent.recipe"] == set()
+    )  # the recipe models import no other kdagent module; reading a recipe is recipe_io
     assert circles(graph) == []

@@ -48,7 +48,13 @@ def test_unknown_constraint_never_passes():
 
 def test_verify_names_every_failed_constraint_and_scores_the_share_met():
     skill = Instruct()
-    task = Task(id="t", prompt="p", answer="comply", kind="refusal", constraints={"max_words": 3, "lowercase": True, "bullets": 1})
+    task = Task(
+        id="t",
+        prompt="p",
+        answer="comply",
+        kind="refusal",
+        constraints={"max_words": 3, "lowercase": True, "bullets": 1},
+    )
     v = skill.verify(task, "Far Too Many Words Here")
     assert not v.passed and v.score == pytest.approx(0.0)
     assert v.reason.count(";") == 2 and "max_words" in v.reason and "lowercase" in v.reason and "bullets" in v.reason
@@ -64,13 +70,26 @@ def test_verify_names_every_failed_constraint_and_scores_the_share_met():
 
 
 def test_constraints_are_read_from_the_instruction():
-    assert constraints_from_text('Answer in fewer than 15 words, starting with "Because".') == {"max_words": 14, "starts_with": "Because"}
+    assert constraints_from_text('Answer in fewer than 15 words, starting with "Because".') == {
+        "max_words": 14,
+        "starts_with": "Because",
+    }
     assert constraints_from_text("In no more than 20 words, say it.") == {"max_words": 20}
     assert constraints_from_text("Write more than 25 words.") == {"min_words": 26}
-    assert constraints_from_text('Give it as JSON with the keys "a", "b" and "c".') == {"json": True, "json_keys": ["a", "b", "c"]}
+    assert constraints_from_text('Give it as JSON with the keys "a", "b" and "c".') == {
+        "json": True,
+        "json_keys": ["a", "b", "c"],
+    }
     assert constraints_from_text('Use the words "x" and "y", end with "Bye." and do not use the word "z".') == {
-        "include": ["x", "y"], "ends_with": "Bye.", "exclude": ["z"]}
-    assert constraints_from_text("Give four bullet points, all lowercase, in 3 paragraphs.") == {"bullets": 4, "paragraphs": 3, "lowercase": True}
+        "include": ["x", "y"],
+        "ends_with": "Bye.",
+        "exclude": ["z"],
+    }
+    assert constraints_from_text("Give four bullet points, all lowercase, in 3 paragraphs.") == {
+        "bullets": 4,
+        "paragraphs": 3,
+        "lowercase": True,
+    }
     assert constraints_from_text("What is the capital of France?") == {}
 
 
@@ -98,7 +117,9 @@ def test_domain_gives_disjoint_deterministic_tasks_in_the_evaluation_format():
     with pytest.raises(ValueError, match="has 4 seed tasks"):
         Instructions(kinds=["max_words"]).seed_tasks(5, seed=0)
     with pytest.raises(UserError, match="unknown constraint kind 'rhyme'"):
-        build_plugins(load_entry_points=False).instantiate("domains", "instructions", "domain.options", {"kinds": ["rhyme"]})
+        build_plugins(load_entry_points=False).instantiate(
+            "domains", "instructions", "domain.options", {"kinds": ["rhyme"]}
+        )
 
 
 def test_expanded_tasks_get_the_constraints_their_instruction_states():
@@ -116,7 +137,9 @@ def test_expanded_tasks_get_the_constraints_their_instruction_states():
 def tiny_teacher(tiny_model_dir):
     from kdagent.teachers.hf import HFTeacher
 
-    config = TeacherConfig(kind="hf", model=str(tiny_model_dir), samples=2, temperature=1.0, max_new_tokens=6, batch_size=4)
+    config = TeacherConfig(
+        kind="hf", model=str(tiny_model_dir), samples=2, temperature=1.0, max_new_tokens=6, batch_size=4
+    )
     teacher = HFTeacher(tiny_model_dir, config, "hf:tiny")
     yield teacher
     teacher.close()
@@ -142,16 +165,19 @@ def test_multi_turn_elicitation_alternates_assistant_and_user(tiny_teacher):
 
 
 def test_a_tiny_multi_turn_round_trains_on_each_assistant_turn_only(tmp_path, tiny_model_dir):
-    recipe = Recipe.model_validate({
-        "name": "tiny-instruct", "seed": 1,
-        "student": {"model": str(tiny_model_dir), "max_length": 256},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 4},
-        "domain": {"name": "instructions", "seed_tasks": 3, "eval_tasks": 2, "options": {"kinds": ["max_words"]}},
-        "skills": [{"name": "instruct", "options": {"turns": 2}}],
-        "retrieval": {"enabled": False},
-        "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
-        "evaluation": {"max_new_tokens": 4},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "tiny-instruct",
+            "seed": 1,
+            "student": {"model": str(tiny_model_dir), "max_length": 256},
+            "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 4},
+            "domain": {"name": "instructions", "seed_tasks": 3, "eval_tasks": 2, "options": {"kinds": ["max_words"]}},
+            "skills": [{"name": "instruct", "options": {"turns": 2}}],
+            "retrieval": {"enabled": False},
+            "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+            "evaluation": {"max_new_tokens": 4},
+        }
+    )
     metrics = run_recipe(recipe, tmp_path / "run", build_plugins(load_entry_points=False))
     (entry,) = metrics["rounds"]
     assert 0 <= metrics["baseline"]["accuracy"] <= 1 and entry["eval"]["n"] == 2
@@ -173,5 +199,9 @@ def test_split_dialogue_makes_one_example_per_assistant_turn():
     a1, u2, a2 = ({"role": r, "content": c} for r, c in (("assistant", "A1"), ("user", "U2"), ("assistant", "A2")))
     assert split_dialogue([a1, u2, a2]) == [([], [a1]), ([a1, u2], [a2])]
     assert split_dialogue([a1, u2]) == [([], [a1])]  # a trailing user turn without an answer teaches nothing
-    calls = [{"role": "assistant", "content": "<tool_call>..."}, {"role": "tool", "content": "5"}, {"role": "assistant", "content": "5"}]
+    calls = [
+        {"role": "assistant", "content": "<tool_call>..."},
+        {"role": "tool", "content": "5"},
+        {"role": "assistant", "content": "5"},
+    ]
     assert split_dialogue(calls) == [([], calls)]  # tool calls and results stay one example

@@ -3,8 +3,14 @@ from kdagent.plugins import build_plugins
 from kdagent.records import Passage, Task
 from kdagent.skill import plain_messages
 
-CHOICE = Task(id="c", prompt="Is the news good for investors?", context="Profit doubled.", choices=["positive", "negative", "neutral"],
-              answer="positive", kind="choice")
+CHOICE = Task(
+    id="c",
+    prompt="Is the news good for investors?",
+    context="Profit doubled.",
+    choices=["positive", "negative", "neutral"],
+    answer="positive",
+    kind="choice",
+)
 NUMERIC = Task(id="n", prompt="Revenue rose from 80 to 100. By what percent?", answer="25", kind="numeric")
 
 
@@ -19,7 +25,13 @@ def test_label_prompts_as_the_evaluation_scores():
 
 def test_label_verifies_the_named_option():
     skill = Label()
-    for reply in ["positive", "Positive.", "- positive", "The answer is: positive", "Positive, because profit doubled."]:
+    for reply in [
+        "positive",
+        "Positive.",
+        "- positive",
+        "The answer is: positive",
+        "Positive, because profit doubled.",
+    ]:
         verdict = skill.verify(CHOICE, reply)
         assert verdict.passed and verdict.predicted == "positive", reply
         assert skill.completion(CHOICE, reply) == "positive"

@@ -27,9 +27,17 @@ def sequences(teacher_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    words = ["profit rose", "the company lost its biggest client", "sales were flat", "shares fell sharply after the report"]
+    words = [
+        "profit rose",
+        "the company lost its biggest client",
+        "sales were flat",
+        "shares fell sharply after the report",
+    ]
     examples = [
-        ([{"role": "user", "content": f"Sentiment of: {words[i % 4]} (item {i})"}], [{"role": "assistant", "content": ["positive", "negative", "neutral"][i % 3] * (1 + i % 2)}])
+        (
+            [{"role": "user", "content": f"Sentiment of: {words[i % 4]} (item {i})"}],
+            [{"role": "assistant", "content": ["positive", "negative", "neutral"][i % 3] * (1 + i % 2)}],
+        )
         for i in range(10)
     ]
     return logit_cache.tokenize_examples(tokenizer, examples, max_length=256)
@@ -76,11 +84,13 @@ def test_stored_topk_is_the_teachers(teacher_dir, sequences, tmp_path):
         row = cache.sequence(i)
         assert row["input_ids"].tolist() == ids and row["start"] == start
         with torch.no_grad():  # unpadded, one sequence at a time: the direct computation
-            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)[start - 1: len(ids) - 1]
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)[start - 1 : len(ids) - 1]
         stored_ids = torch.from_numpy(row["topk_ids"])
         assert stored_ids.shape == (len(ids) - start, K)
         real_values, real_ids = logp.topk(K, dim=-1)
-        torch.testing.assert_close(torch.from_numpy(row["topk_logp"]), logp.gather(-1, stored_ids), atol=1e-2, rtol=1e-3)
+        torch.testing.assert_close(
+            torch.from_numpy(row["topk_logp"]), logp.gather(-1, stored_ids), atol=1e-2, rtol=1e-3
+        )
         torch.testing.assert_close(torch.from_numpy(row["tail"]), 1 - real_values.exp().sum(-1), atol=2e-3, rtol=1e-2)
         for a, b in zip(stored_ids.tolist(), real_ids.tolist()):
             agree += len(set(a) & set(b))

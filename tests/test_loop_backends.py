@@ -33,28 +33,48 @@ def test_the_loop_gives_the_same_greedy_results_on_both_backends(tmp_path, wide_
     tiny_model_dir = wide_tiny_dir
     runs = {}
     for backend in ("kdagent", "hf"):
-        r = Recipe.model_validate({
-            "name": "tiny", "seed": 3,
-            "student": {"model": str(tiny_model_dir), "max_length": 256},
-            # greedy, one sample, several prompts of different lengths in a batch (the engines pad differently)
-            "teacher": {"kind": "self", "samples": 1, "temperature": 0.0, "max_new_tokens": 12, "batch_size": 4, "backend": backend},
-            "domain": {"name": "arithmetic", "seed_tasks": 6, "eval_tasks": 4, "options": {"corpus_examples": 4}},
-            "retrieval": {"enabled": False},
-            "feedback": {"fallback_to_reference": True},
-            "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
-            "evaluation": {"max_new_tokens": 10, "skill_tasks": 4, "batch_size": 3, "backend": backend},
-        })
+        r = Recipe.model_validate(
+            {
+                "name": "tiny",
+                "seed": 3,
+                "student": {"model": str(tiny_model_dir), "max_length": 256},
+                # greedy, one sample, several prompts of different lengths in a batch (the engines pad differently)
+                "teacher": {
+                    "kind": "self",
+                    "samples": 1,
+                    "temperature": 0.0,
+                    "max_new_tokens": 12,
+                    "batch_size": 4,
+                    "backend": backend,
+                },
+                "domain": {"name": "arithmetic", "seed_tasks": 6, "eval_tasks": 4, "options": {"corpus_examples": 4}},
+                "retrieval": {"enabled": False},
+                "feedback": {"fallback_to_reference": True},
+                "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+                "evaluation": {"max_new_tokens": 10, "skill_tasks": 4, "batch_size": 3, "backend": backend},
+            }
+        )
         runs[backend] = (run_recipe(r, tmp_path / backend, build_plugins(load_entry_points=False)), tmp_path / backend)
 
     (fast, fast_dir), (plain, plain_dir) = runs["kdagent"], runs["hf"]
     assert fast_dir != plain_dir
-    for name in ("round-01/tasks.jsonl", "round-01/generations.jsonl", "round-01/feedback.jsonl", "round-01/sft.jsonl",
-                 "baseline-predictions.jsonl", "baseline-predictions.cot.jsonl",
-                 "round-01/eval-predictions.jsonl", "round-01/eval-predictions.cot.jsonl"):
+    for name in (
+        "round-01/tasks.jsonl",
+        "round-01/generations.jsonl",
+        "round-01/feedback.jsonl",
+        "round-01/sft.jsonl",
+        "baseline-predictions.jsonl",
+        "baseline-predictions.cot.jsonl",
+        "round-01/eval-predictions.jsonl",
+        "round-01/eval-predictions.cot.jsonl",
+    ):
         assert _rows(fast_dir / name) == _rows(plain_dir / name), name
     texts = [g["text"] for g in _rows(fast_dir / "round-01/generations.jsonl")]
     assert len(texts) == 6 and len(set(texts)) > 1  # real, varied replies (not all empty)
-    strip = lambda entry: {k: v for k, v in entry.items() if k not in ("seconds", "student")}
+
+    def strip(entry):
+        return {k: v for k, v in entry.items() if k not in ("seconds", "student")}
+
     assert strip(fast["baseline"]) == strip(plain["baseline"])
     (a,), (b,) = fast["rounds"], plain["rounds"]
     assert a["eval"] == b["eval"] and a["counts"] == b["counts"]

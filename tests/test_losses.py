@@ -50,7 +50,9 @@ def test_full_vocabulary_divergences_match_the_direct_computation(name, temperat
     p = torch.softmax(teacher / temperature, -1).reshape(-1, V).tolist()
     q = torch.softmax(student / temperature, -1).reshape(-1, V).tolist()
     for beta, skew in [(0.5, 0.1), (0.3, 0.4)]:
-        got = losses.token_loss(name, student, mask, teacher_logits=teacher, beta=beta, skew=skew, temperature=temperature)
+        got = losses.token_loss(
+            name, student, mask, teacher_logits=teacher, beta=beta, skew=skew, temperature=temperature
+        )
         assert got.item() == pytest.approx(_direct_mean(name, p, q, mask, beta=beta, skew=skew), rel=1e-5, abs=1e-7)
 
 
@@ -60,7 +62,9 @@ def test_jsd_is_trl_generalised_jsd(beta):
 
     student, teacher, mask = _random(1)
     labels = torch.where(mask, 0, -100)
-    trl = _gkd().GKDTrainer.generalized_jsd_loss(student.float(), teacher.float(), labels=labels, beta=beta, reduction="batchmean")
+    trl = _gkd().GKDTrainer.generalized_jsd_loss(
+        student.float(), teacher.float(), labels=labels, beta=beta, reduction="batchmean"
+    )
     ours = losses.token_loss("jsd", student.float(), mask, teacher_logits=teacher.float(), beta=beta)
     assert ours.item() == pytest.approx(trl.item(), rel=1e-5)
 
@@ -102,14 +106,18 @@ def test_topk_of_the_whole_vocabulary_is_the_full_divergence():
     ids, values, tail = _topk(teacher, V)
     for name in losses.DIVERGENCES:
         got = losses.token_loss(name, student, mask, topk_ids=ids, topk_logp=values, tail_mass=tail.clamp(min=0))
-        assert got.item() == pytest.approx(losses.token_loss(name, student, mask, teacher_logits=teacher).item(), rel=1e-4, abs=1e-6)
+        assert got.item() == pytest.approx(
+            losses.token_loss(name, student, mask, teacher_logits=teacher).item(), rel=1e-4, abs=1e-6
+        )
 
 
 def test_topk_loss_from_fp16_values_has_a_finite_gradient():
     student, teacher, mask = _random(5)
     ids, values, tail = _topk(teacher.float(), 3)
     student = student.float().requires_grad_()
-    loss = losses.token_loss("skew_reverse_kl", student, mask, topk_ids=ids.to(torch.int32), topk_logp=values.half(), tail_mass=tail.half())
+    loss = losses.token_loss(
+        "skew_reverse_kl", student, mask, topk_ids=ids.to(torch.int32), topk_logp=values.half(), tail_mass=tail.half()
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all() and student.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="temperature"):
@@ -131,8 +139,12 @@ def test_feature_loss_with_a_layer_map_and_a_projection():
     direct = 0.0
     for s, t in mapping.items():
         w = projector.maps[str(s)].weight.detach()
-        errors = [((student_hidden[s][b, i] @ w.T - teacher_hidden[t][b, i]) ** 2).mean().item()
-                  for b in range(B) for i in range(T) if mask[b, i]]
+        errors = [
+            ((student_hidden[s][b, i] @ w.T - teacher_hidden[t][b, i]) ** 2).mean().item()
+            for b in range(B)
+            for i in range(T)
+            if mask[b, i]
+        ]
         direct += sum(errors) / len(errors)
     assert loss.item() == pytest.approx(direct / len(mapping), rel=1e-5)
     loss.backward()

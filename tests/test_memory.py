@@ -1,8 +1,6 @@
 """The memory plan (kdagent/memory.py): parameters read from safetensors headers, a plan per stage, and a
 run that cannot fit refused with the numbers before any model loads."""
 
-import json
-
 import pytest
 import yaml
 
@@ -36,9 +34,17 @@ def test_the_plan_grows_with_what_each_stage_holds(tiny_model_dir):
 
 
 def test_a_plan_over_the_limit_is_refused_unless_turned_off(monkeypatch):
-    plan = {"device": "cpu", "stages_mb": {"update (sft)": 900}, "peak_stage": "update (sft)", "peak_mb": 900,
-            "available_mb": 500, "available_from": "MemAvailable"}
-    with pytest.raises(UserError, match=r"memory plan: update \(sft\) needs about 900 MiB but 500 MiB is available .*update.batch_size"):
+    plan = {
+        "device": "cpu",
+        "stages_mb": {"update (sft)": 900},
+        "peak_stage": "update (sft)",
+        "peak_mb": 900,
+        "available_mb": 500,
+        "available_from": "MemAvailable",
+    }
+    with pytest.raises(
+        UserError, match=r"memory plan: update \(sft\) needs about 900 MiB but 500 MiB is available .*update.batch_size"
+    ):
         check_plan(plan)
     monkeypatch.setenv("KDAGENT_MEMORY_PLAN", "off")
     check_plan(plan)
@@ -46,10 +52,16 @@ def test_a_plan_over_the_limit_is_refused_unless_turned_off(monkeypatch):
 
 def test_a_run_that_cannot_fit_exits_2_before_any_model_loads(tmp_path, tiny_model_dir):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "huge", "student": {"model": str(tiny_model_dir), "max_length": 8192},
-        "update": {"batch_size": 100000}, "retrieval": {"enabled": False},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "huge",
+                "student": {"model": str(tiny_model_dir), "max_length": 8192},
+                "update": {"batch_size": 100000},
+                "retrieval": {"enabled": False},
+            }
+        )
+    )
     result = run_cli("run", str(recipe), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("Error:")]
@@ -88,7 +100,9 @@ def test_a_stage_peak_starts_again_after_a_reset():
 
 def test_a_bf16_teacher_is_planned_at_two_bytes_a_weight(tiny_model_dir):
     def elicit(dtype):
-        recipe = Recipe.model_validate({"name": "p", "student": {"model": str(tiny_model_dir)}, "teacher": {"dtype": dtype}})
+        recipe = Recipe.model_validate(
+            {"name": "p", "student": {"model": str(tiny_model_dir)}, "teacher": {"dtype": dtype}}
+        )
         return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")["stages_mb"]["elicit (teacher)"]
 
     assert elicit("auto") == elicit("float32") > elicit("bfloat16") == elicit("float16")

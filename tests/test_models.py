@@ -72,7 +72,9 @@ def test_gguf_conversion_is_atomic_even_when_killed(tmp_path):
     assert (config.model_type, config.num_hidden_layers, config.vocab_size) == ("llama", 30, 49152)
     assert not hasattr(config, "quantization_config")
     tokenizer = AutoTokenizer.from_pretrained(final)
-    assert "<|im_start|>assistant" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert "<|im_start|>assistant" in tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_alias_table_is_complete():
@@ -84,11 +86,17 @@ def test_models_shrink_cli(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-
     tok_src = resolve_model("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(tok_src)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     src = tmp_path / "four"
     LlamaForCausalLM(config).save_pretrained(src)

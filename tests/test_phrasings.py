@@ -9,8 +9,14 @@ from kdagent.skill import plain_messages
 
 
 def task(**extra) -> Task:
-    return Task(id="t1", prompt="Sentence: Profit rose 5%.\nSentiment for an investor?", choices=["positive", "negative", "neutral"],
-                answer="positive", kind="choice", **extra)
+    return Task(
+        id="t1",
+        prompt="Sentence: Profit rose 5%.\nSentiment for an investor?",
+        choices=["positive", "negative", "neutral"],
+        answer="positive",
+        kind="choice",
+        **extra,
+    )
 
 
 def test_the_first_training_phrasing_is_the_evaluation_prompt():
@@ -27,13 +33,19 @@ def test_phrasings_are_distinct_deterministic_and_use_the_domain_wordings():
 
 
 def test_the_reserved_phrasing_is_never_a_training_prompt():
-    t = task(context="Q3 report.", rephrasings=["Good or bad: profit rose 5%."], unseen_question="Is this positive, negative or neutral?")
+    t = task(
+        context="Q3 report.",
+        rephrasings=["Good or bad: profit rose 5%."],
+        unseen_question="Is this positive, negative or neutral?",
+    )
     unseen = unseen_content(t)
     assert "Is this positive, negative or neutral?" in unseen and "Q3 report." in unseen
     taught = training_contents(t, 16)
     assert unseen not in taught
     assert not any("The possible answers are" in c or "positive, negative or neutral?" in c for c in taught)
-    assert "Sentiment for an investor?" in unseen_content(task())  # without a reserved wording, the prompt in the reserved layout
+    assert "Sentiment for an investor?" in unseen_content(
+        task()
+    )  # without a reserved wording, the prompt in the reserved layout
 
 
 def test_label_skill_teaches_choice_tasks_under_several_phrasings():
@@ -51,14 +63,23 @@ def test_evaluation_scores_choice_tasks_under_the_reserved_phrasing(tiny_model_d
     from kdagent.evaluate.runner import evaluate
     from kdagent.generation.engine import Engine
 
-    tasks = [task(unseen_question="Is this positive, negative or neutral?"),
-             Task(id="t2", prompt="Sentence: Costs fell.\nSentiment for an investor?", choices=["positive", "negative", "neutral"],
-                  answer="neutral", kind="choice")]
+    tasks = [
+        task(unseen_question="Is this positive, negative or neutral?"),
+        Task(
+            id="t2",
+            prompt="Sentence: Costs fell.\nSentiment for an investor?",
+            choices=["positive", "negative", "neutral"],
+            answer="neutral",
+            kind="choice",
+        ),
+    ]
     engine = Engine(tiny_model_dir)
     try:
         own, own_rows = evaluate(engine, tasks, Label(), bootstrap=0)
         unseen, unseen_rows = evaluate(engine, tasks, Label(), bootstrap=0, phrasing="unseen")
-        direct = engine.choice_logprobs([[{"role": "user", "content": unseen_content(t)}] for t in tasks], [t.choices for t in tasks])
+        direct = engine.choice_logprobs(
+            [[{"role": "user", "content": unseen_content(t)}] for t in tasks], [t.choices for t in tasks]
+        )
     finally:
         engine.close()
     assert own["n"] == unseen["n"] == 2 and "histogram" in unseen
@@ -75,7 +96,7 @@ def test_a_tasks_rule_opens_every_phrasing_and_the_evaluation_prompt():
 
 def test_label_skill_teaches_a_rationale_beside_the_answer_when_asked():
     t = task(solution="Profit growth is good news for shareholders.")
-    (prompt, completion), = Label(rationales=True).auxiliary_examples(t)
+    ((prompt, completion),) = Label(rationales=True).auxiliary_examples(t)
     assert "Explain briefly" in prompt[0]["content"] and "Answer with one of the options." not in prompt[0]["content"]
     assert prompt[0]["content"].startswith("Sentence: Profit rose 5%.")
     assert completion[0]["content"] == "Profit growth is good news for shareholders.\nSo the answer is: positive"

@@ -22,8 +22,18 @@ def installed_plugins(tmp_path_factory):
     names = ["kdagent-hello", "kdagent-broken", "kdagent-misspelt"]
     for name in names:
         shutil.copytree(FIXTURES / name, sources / name, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-           *[str(sources / name) for name in names]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        *[str(sources / name) for name in names],
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert list(target.glob("kdagent_hello-*.dist-info"))
     return target
@@ -38,7 +48,16 @@ def plugins_json(env):
 def test_builtins_are_listed_with_their_distribution():
     data = plugins_json({"KDAGENT_PLUGINS": ""})
     rows = {(r["kind"], r["name"]): r for r in data["registered"]}
-    for key in [("skill", "cot"), ("domain", "arithmetic"), ("teacher", "self"), ("teacher", "hf"), ("teacher", "openai"), ("teacher", "langchain"), ("skill", "qa"), ("tool", "calculator")]:
+    for key in [
+        ("skill", "cot"),
+        ("domain", "arithmetic"),
+        ("teacher", "self"),
+        ("teacher", "hf"),
+        ("teacher", "openai"),
+        ("teacher", "langchain"),
+        ("skill", "qa"),
+        ("tool", "calculator"),
+    ]:
         assert rows[key]["distribution"] == "kdagent"
     text = run_cli("plugins", env={"KDAGENT_PLUGINS": ""}).stdout
     assert "cot" in text and "kdagent (kdagent.default_plugins.cot)" in text
@@ -55,12 +74,23 @@ def test_entry_point_plugin_is_discovered_and_broken_one_reported(installed_plug
     assert "kdagent_this_module_does_not_exist" in failures["broken (kdagent-broken)"]
     assert "kdagent_registr_skills" in failures["misspelt (kdagent-misspelt)"]  # unknown hook, named
     # the CLI keeps working with a broken plugin installed
-    assert run_cli("validate", str(REPO / "recipes" / "quickstart.yaml"), env={"PYTHONPATH": str(installed_plugins)}).returncode == 0
+    assert (
+        run_cli(
+            "validate", str(REPO / "recipes" / "quickstart.yaml"), env={"PYTHONPATH": str(installed_plugins)}
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     "allow, hello, broken",
-    [("", False, False), ("hello", True, False), ("kdagent-hello", True, False), ("broken,hello", True, True), ("other", False, False)],
+    [
+        ("", False, False),
+        ("hello", True, False),
+        ("kdagent-hello", True, False),
+        ("broken,hello", True, True),
+        ("other", False, False),
+    ],
 )
 def test_allowlist(installed_plugins, allow, hello, broken):
     data = plugins_json({"PYTHONPATH": str(installed_plugins), "KDAGENT_PLUGINS": allow})
@@ -81,7 +111,12 @@ def _imports_after(args):
         f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
         "print('HEAVY=' + ','.join(m for m in ('torch', 'transformers', 'trl', 'chromadb') if m in sys.modules))"
     )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.strip().splitlines()[-1].removeprefix("HEAVY=")
+    return (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        .stdout.strip()
+        .splitlines()[-1]
+        .removeprefix("HEAVY=")
+    )
 
 
 def test_help_plugins_and_validate_do_not_import_heavy_libraries():
@@ -110,9 +145,19 @@ def test_transform_chain_and_veto_through_real_hooks():
     task = Task(id="t", prompt="Q", answer="1")
     assert plugins.transform_task(task, recipe=None).prompt == "Q (again) (again)"
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
-    short = SFTExample(id="e", prompt=[{"role": "user", "content": "Q"}], completion=[{"role": "assistant", "content": "1"}], provenance=prov)
+    short = SFTExample(
+        id="e",
+        prompt=[{"role": "user", "content": "Q"}],
+        completion=[{"role": "assistant", "content": "1"}],
+        provenance=prov,
+    )
     assert plugins.veto_reasons(short, recipe=None) == ["too short"]
-    assert plugins.veto_reasons(short.model_copy(update={"completion": [{"role": "assistant", "content": "long enough"}]}), None) == []
+    assert (
+        plugins.veto_reasons(
+            short.model_copy(update={"completion": [{"role": "assistant", "content": "long enough"}]}), None
+        )
+        == []
+    )
 
 
 def test_duplicate_registration_is_reported_not_fatal():

@@ -21,8 +21,14 @@ from kdagent.recipe_io import load_recipe
 from kdagent.records import Generation, Task
 
 REPO = Path(__file__).resolve().parent.parent
-CUT = ["domain.seed_tasks=4", "domain.eval_tasks=2", "evaluation.skill_tasks=2", "teacher.max_new_tokens=64",
-       "evaluation.max_new_tokens=24", "update.epochs=1"]
+CUT = [
+    "domain.seed_tasks=4",
+    "domain.eval_tasks=2",
+    "evaluation.skill_tasks=2",
+    "teacher.max_new_tokens=64",
+    "evaluation.max_new_tokens=24",
+    "update.epochs=1",
+]
 POLICIES = ["star", "spin", "self_rewarding", "teacher_distill", "mixed", "failure_mining"]
 
 
@@ -43,10 +49,12 @@ def _run(name: str, tmp_path: Path, smollm_path: Path, extra: list[str]) -> tupl
 @pytest.mark.integration
 @pytest.mark.parametrize("name", POLICIES)
 def test_policy_recipe_runs_two_rounds_on_the_embedded_model(name, tmp_path, smollm_path):
-    extra = {"failure_mining": ["synthesis.expansion.n_new=2"],
-             # the judge's prompts are the slow part, and the 135M judge rarely parses on a second try either
-             "self_rewarding": ["domain.seed_tasks=3", "feedback.judge_attempts=1"],
-             "teacher_distill": ["domain.seed_tasks=3", "feedback.judge_attempts=1"]}.get(name, [])
+    extra = {
+        "failure_mining": ["synthesis.expansion.n_new=2"],
+        # the judge's prompts are the slow part, and the 135M judge rarely parses on a second try either
+        "self_rewarding": ["domain.seed_tasks=3", "feedback.judge_attempts=1"],
+        "teacher_distill": ["domain.seed_tasks=3", "feedback.judge_attempts=1"],
+    }.get(name, [])
     recipe, metrics, run_dir = _run(name, tmp_path, smollm_path, extra)
     rounds = metrics["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]

@@ -56,7 +56,10 @@ def test_unknown_names_list_what_is_registered(tmp_path):
     for text, pattern in [
         ("skills: [nope]", r"skills\[0\]\.name: unknown skill 'nope' \(registered: .*cot"),
         ("domain: {name: nope}", r"domain\.name: unknown domain 'nope' \(registered: .*arithmetic"),
-        ("teacher: {kind: nope}", r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, langchain, openai, self"),
+        (
+            "teacher: {kind: nope}",
+            r"teacher\.kind: unknown teacher kind 'nope' \(registered: hf, langchain, openai, self",
+        ),
     ]:
         recipe = load_recipe(write(tmp_path, f"name: x\n{text}\n"))
         with pytest.raises(UserError, match=pattern):
@@ -66,7 +69,16 @@ def test_unknown_names_list_what_is_registered(tmp_path):
 
 
 def test_set_overrides(tmp_path):
-    result = run_cli("validate", str(QUICKSTART), "--set", "teacher.samples=8", "--set", "update.lora={r: 4}", "--set", "skills.0.name=cot")
+    result = run_cli(
+        "validate",
+        str(QUICKSTART),
+        "--set",
+        "teacher.samples=8",
+        "--set",
+        "update.lora={r: 4}",
+        "--set",
+        "skills.0.name=cot",
+    )
     assert result.returncode == 0, result.stderr
     recipe = Recipe.model_validate(__import__("yaml").safe_load(result.stdout))
     assert recipe.teacher.samples == 8 and recipe.update.lora.r == 4
@@ -125,8 +137,18 @@ def test_validate_catches_what_run_would_reject(tmp_path):
 def test_secrets_are_masked_in_the_written_recipe(tmp_path):
     from kdagent.recipe_io import recipe_to_yaml
 
-    recipe = load_recipe(write(tmp_path, "name: x\nteacher: {kind: openai, model: m, base_url: 'https://user:s3cret@host/v1?api-key=s3cret2', api_key_env: MY_KEY}\n"
-                               "domain: {options: {api_token: s3cret3, operations: [add]}}\n"))
+    recipe = load_recipe(
+        write(
+            tmp_path,
+            "name: x\nteacher: {kind: openai, model: m, base_url: 'https://user:s3cret@host/v1?api-key=s3cret2', api_key_env: MY_KEY}\n"
+            "domain: {options: {api_token: s3cret3, operations: [add]}}\n",
+        )
+    )
     text = recipe_to_yaml(recipe)
-    assert "s3cret" not in text and "https://***@host/v1?api-key=***" in text and "MY_KEY" in text and "api_token: '***'" in text
+    assert (
+        "s3cret" not in text
+        and "https://***@host/v1?api-key=***" in text
+        and "MY_KEY" in text
+        and "api_token: '***'" in text
+    )
     assert "s3cret" in recipe_to_yaml(recipe, mask=False)

@@ -50,8 +50,12 @@ def examples(n: int = 8) -> list[SFTExample]:
     prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
     labels = ["positive", "negative", "neutral"]
     return [
-        SFTExample(id=f"e{i}", prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
-                   completion=[{"role": "assistant", "content": labels[i % 3]}], provenance=prov)
+        SFTExample(
+            id=f"e{i}",
+            prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
+            completion=[{"role": "assistant", "content": labels[i % 3]}],
+            provenance=prov,
+        )
         for i in range(n)
     ]
 
@@ -71,11 +75,19 @@ def vllm_prompt_logprobs(model, tokenizer, ids: list[int], k: int) -> list:
     for p in range(1, len(ids)):
         row = logp[p - 1]
         values, top = row.topk(k)
-        entry = {str(int(t)): {"logprob": float(v), "rank": r + 1, "decoded_token": tokenizer.decode([int(t)])}
-                 for r, (v, t) in enumerate(zip(values, top))}
+        entry = {
+            str(int(t)): {"logprob": float(v), "rank": r + 1, "decoded_token": tokenizer.decode([int(t)])}
+            for r, (v, t) in enumerate(zip(values, top))
+        }
         own = ids[p]
-        entry.setdefault(str(own), {"logprob": float(row[own]), "rank": int((row > row[own]).sum()) + 1,
-                                    "decoded_token": tokenizer.decode([own])})
+        entry.setdefault(
+            str(own),
+            {
+                "logprob": float(row[own]),
+                "rank": int((row > row[own]).sum()) + 1,
+                "decoded_token": tokenizer.decode([own]),
+            },
+        )
         out.append(entry)
     return json.loads(json.dumps(out))  # as it crosses the wire: string keys
 
@@ -87,7 +99,9 @@ def served_answers(teacher_dir, sequences):
     return {tuple(ids): vllm_prompt_logprobs(model, tokenizer, ids, K) for ids, _ in sequences}
 
 
-def test_served_log_probs_fill_the_cache_the_local_teacher_would(teacher_dir, tiny_model_dir, sequences, served_answers, tmp_path):
+def test_served_log_probs_fill_the_cache_the_local_teacher_would(
+    teacher_dir, tiny_model_dir, sequences, served_answers, tmp_path
+):
     from contextlib import contextmanager
 
     vocab = len(AutoTokenizer.from_pretrained(tiny_model_dir))
@@ -98,6 +112,7 @@ def test_served_log_probs_fill_the_cache_the_local_teacher_would(teacher_dir, ti
         def score(ids, k):
             asked.append(k)
             return served_answers[tuple(ids)]
+
         yield lambda part: remote_chunk(score, part, K, vocab, workers=4)
 
     remote = logit_cache.fill_cache(tmp_path / "remote", sequences, K, 3, f"openai:{SERVED}", served)
@@ -111,7 +126,9 @@ def test_served_log_probs_fill_the_cache_the_local_teacher_would(teacher_dir, ti
         assert np.array_equal(r["topk_ids"], c["topk_ids"])  # the teacher's own top-k, in its order
         assert np.allclose(r["topk_logp"], c["topk_logp"], atol=2e-3) and np.allclose(r["tail"], c["tail"], atol=2e-3)
         assert (r["tail"] > 0.01).all()  # k = 8 of a 49k vocabulary leaves mass outside
-    assert logit_cache.fill_cache(tmp_path / "remote", sequences, K, 3, f"openai:{SERVED}", None).hit  # complete: no server asked
+    assert logit_cache.fill_cache(
+        tmp_path / "remote", sequences, K, 3, f"openai:{SERVED}", None
+    ).hit  # complete: no server asked
 
 
 def test_top_rows_keeps_the_top_k_and_refuses_what_cannot_feed_the_cache(sequences, served_answers):
@@ -119,7 +136,9 @@ def test_top_rows_keeps_the_top_k_and_refuses_what_cannot_feed_the_cache(sequenc
     answer = served_answers[tuple(ids)]
     top_ids, top_logp, tails = top_rows(answer, ids, start, K, vocab=49152)
     assert len(top_ids) == len(ids) - start and all(len(row) == K for row in top_ids)
-    assert all(a >= b for row in top_logp for a, b in zip(row, row[1:]))  # the prompt's own token, ranked below k, is left out
+    assert all(
+        a >= b for row in top_logp for a, b in zip(row, row[1:])
+    )  # the prompt's own token, ranked below k, is left out
     assert all(0 < t < 1 for t in tails)
     fewer = top_rows(answer, ids, start, K - 2, vocab=49152)
     assert fewer[0] == [row[: K - 2] for row in top_ids]
@@ -131,32 +150,56 @@ def test_top_rows_keeps_the_top_k_and_refuses_what_cannot_feed_the_cache(sequenc
         top_rows(answer, ids, start, K, vocab=10)
 
 
-def test_distill_cached_trains_from_a_served_teachers_cache_without_the_teacher(tiny_model_dir, sequences, served_answers, tmp_path):
+def test_distill_cached_trains_from_a_served_teachers_cache_without_the_teacher(
+    tiny_model_dir, sequences, served_answers, tmp_path
+):
     """The recipe's teacher is a pool of two servers that are never reached: the cache of what they serve is
     complete, keyed by the served model's name, the student's tokenizer, the data and k."""
     from contextlib import contextmanager
 
     root = tmp_path / "cache"
-    key = logit_cache.cache_key(remote_teacher_hash(SERVED), logit_cache.tokenizer_hash(tiny_model_dir),
-                                logit_cache.data_hash(sequences), K)
+    key = logit_cache.cache_key(
+        remote_teacher_hash(SERVED), logit_cache.tokenizer_hash(tiny_model_dir), logit_cache.data_hash(sequences), K
+    )
 
     @contextmanager
     def served():
         yield lambda part: remote_chunk(lambda ids, k: served_answers[tuple(ids)], part, K, 49152, workers=2)
 
     logit_cache.fill_cache(root / key, sequences, K, 4, f"openai:{SERVED}", served)
-    recipe = Recipe.model_validate({
-        "name": "remote", "student": {"model": str(tiny_model_dir), "max_length": 64},
-        "teacher": {"kind": "openai", "model": SERVED, "base_url": ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"]},
-        "update": {"method": "distill_cached", "epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "warmup_ratio": 0.0,
-                   "options": {"distill_cached": {"top_k": K, "cache_dir": str(root), "chunk_size": 4}}},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "remote",
+            "student": {"model": str(tiny_model_dir), "max_length": 64},
+            "teacher": {
+                "kind": "openai",
+                "model": SERVED,
+                "base_url": ["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"],
+            },
+            "update": {
+                "method": "distill_cached",
+                "epochs": 4,
+                "batch_size": 4,
+                "learning_rate": 3e-3,
+                "warmup_ratio": 0.0,
+                "options": {"distill_cached": {"top_k": K, "cache_dir": str(root), "chunk_size": 4}},
+            },
+        }
+    )
     plugins = build_plugins(load_entry_points=False)
     check_names(recipe, plugins)  # a served teacher passes the updater's check
     updater = plugins.updaters["distill_cached"].obj
     updater.check_models(recipe, options_for(recipe.update, "distill_cached", updater), tiny_model_dir)
-    report = updater.train(UpdateJob(recipe, options_for(recipe.update, "distill_cached", updater), tiny_model_dir,
-                                     tmp_path / "student", seed=0, examples=examples()))
+    report = updater.train(
+        UpdateJob(
+            recipe,
+            options_for(recipe.update, "distill_cached", updater),
+            tiny_model_dir,
+            tmp_path / "student",
+            seed=0,
+            examples=examples(),
+        )
+    )
     assert report["cache"]["hit"] is True and report["cache"]["path"] == str(root / key)
     assert report["steps"] == 8 and report["losses"][-1] < report["losses"][0]
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "student").config.num_hidden_layers == 2
@@ -166,8 +209,14 @@ def test_a_teacher_without_endpoints_or_weights_is_refused(tiny_model_dir):
     from kdagent.errors import UserError
 
     plugins = build_plugins(load_entry_points=False)
-    recipe = Recipe.model_validate({"name": "d", "student": {"model": str(tiny_model_dir)}, "teacher": {"kind": "self"},
-                                    "update": {"method": "distill_cached"}})
+    recipe = Recipe.model_validate(
+        {
+            "name": "d",
+            "student": {"model": str(tiny_model_dir)},
+            "teacher": {"kind": "self"},
+            "update": {"method": "distill_cached"},
+        }
+    )
     with pytest.raises(UserError, match="or one served at OpenAI-compatible endpoints that return prompt_logprobs"):
         check_names(recipe, plugins)
 
@@ -176,7 +225,9 @@ def test_transformers_serve_cannot_feed_the_cache_and_is_refused_in_one_line(ope
     """A real `transformers serve`: it answers the `prompt_logprobs` request with a 4xx and has no /tokenize."""
     url, model = openai_server
     tokenizer = AutoTokenizer.from_pretrained(model)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], tokenize=False
+    )
     ids = tokenizer(text, add_special_tokens=False).input_ids
     with pytest.raises(RemoteLogitsError, match=r"refused a prompt_logprobs request \(HTTP 4\d\d") as refused:
         PromptScorer(f"{url}/v1", model, "EMPTY", 60.0).invoke(ids, K)
@@ -184,8 +235,14 @@ def test_transformers_serve_cannot_feed_the_cache_and_is_refused_in_one_line(ope
     with pytest.raises(RemoteLogitsError, match="has no /tokenize"):
         check_server_tokenizer(f"{url}/v1", model, "EMPTY", text, ids, 30.0)
     config = TeacherConfig(kind="openai", model=model, base_url=f"{url}/v1")
-    start = len(tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "2+2?"}], add_generation_prompt=True,
-                                                        tokenize=False), add_special_tokens=False).input_ids)
+    start = len(
+        tokenizer(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": "2+2?"}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        ).input_ids
+    )
     with pytest.raises(RemoteLogitsError):
         build_remote_cache(config, model, [(ids, start)], (text, ids), K, tmp_path / "cache")
     assert not list((tmp_path / "cache").rglob(logit_cache.MANIFEST))
@@ -207,8 +264,11 @@ def test_a_rank_that_is_not_the_builder_waits_for_its_cache(sequences, served_an
         yield
 
     found = {}
-    waiter = threading.Thread(target=lambda: found.update(cache=logit_cache.fill_cache(
-        tmp_path / "c", sequences, K, 4, "openai:t", never, builder=False, poll_s=0.05)))
+    waiter = threading.Thread(
+        target=lambda: found.update(
+            cache=logit_cache.fill_cache(tmp_path / "c", sequences, K, 4, "openai:t", never, builder=False, poll_s=0.05)
+        )
+    )
     waiter.start()
     waiter.join(timeout=0.5)
     assert waiter.is_alive() and not (tmp_path / "c" / logit_cache.MANIFEST).exists()

@@ -28,11 +28,14 @@ window.addEventListener("load", () => {
 
 def tiny_recipe(model_dir) -> dict:
     return {
-        "name": "tiny-report", "seed": 1,
+        "name": "tiny-report",
+        "seed": 1,
         "student": {"model": str(model_dir), "max_length": 256},
         "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 4},
         "domain": {"name": "arithmetic", "seed_tasks": 4, "eval_tasks": 3, "options": {"corpus_examples": 5}},
-        "skills": ["cot"], "retrieval": {"top_k": 1}, "feedback": {"fallback_to_reference": True},
+        "skills": ["cot"],
+        "retrieval": {"top_k": 1},
+        "feedback": {"fallback_to_reference": True},
         "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
         "evaluation": {"max_new_tokens": 8, "skill_tasks": 0},
     }
@@ -54,23 +57,45 @@ def chromium() -> str:
         if shutil.which(name):
             return shutil.which(name)
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, timeout=900,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"],
+            capture_output=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         if shutil.which("chromium"):
             return shutil.which("chromium")
     pytest.skip("no Chromium: install Debian's `chromium` (apt-get install chromium) to check the report in a browser")
 
 
 def browse(exe: str, page: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=5000",
-                           "--force-device-scale-factor=1", *args, page.as_uri()], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+            "--force-device-scale-factor=1",
+            *args,
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_run_writes_report_and_model_card_and_plain_lines(tiny_run):
     run_dir, metrics, result = tiny_run
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["report"] == str(run_dir / "report.html") and summary["model_card"].endswith("round-01/student/README.md")
-    assert "\r" not in result.stderr and "{'loss'" not in result.stderr and "FutureWarning" not in result.stderr  # a log, not a terminal
+    assert summary["report"] == str(run_dir / "report.html") and summary["model_card"].endswith(
+        "round-01/student/README.md"
+    )
+    assert (
+        "\r" not in result.stderr and "{'loss'" not in result.stderr and "FutureWarning" not in result.stderr
+    )  # a log, not a terminal
     assert "[kdagent] round 1: update (sft): step 2/2, loss" in result.stderr
     html = (run_dir / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') >= 4  # scores, losses, funnel, time, memory: no outside file

@@ -21,7 +21,8 @@ DATASETS = ["tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.json
 
 def write_recipe(path: Path, model_dir: Path) -> Path:
     recipe = {
-        "name": "resume", "seed": 3,
+        "name": "resume",
+        "seed": 3,
         "student": {"model": str(model_dir), "max_length": 256},
         "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 24, "batch_size": 1},
         "domain": {"name": "arithmetic", "seed_tasks": 40, "eval_tasks": 2, "options": {"corpus_examples": 6}},
@@ -35,11 +36,15 @@ def write_recipe(path: Path, model_dir: Path) -> Path:
 
 
 def run(recipe: Path, run_dir: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([KDAGENT, "run", str(recipe), "--run-dir", str(run_dir), *extra], capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [KDAGENT, "run", str(recipe), "--run-dir", str(run_dir), *extra], capture_output=True, text=True, timeout=900
+    )
 
 
 def kill_when(recipe: Path, run_dir: Path, ready, what: str) -> None:
-    proc = subprocess.Popen([KDAGENT, "run", str(recipe), "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [KDAGENT, "run", str(recipe), "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.005)

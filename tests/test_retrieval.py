@@ -22,8 +22,13 @@ def test_chunk_packs_paragraphs_and_cuts_long_ones():
 
 
 def test_embeddings_are_normalised_and_meaningful(embedder):
-    a, b, c = embedder.embed(["Tom has 5 apples and buys 3 more.", "Ana has 7 pears and gets 2 more.", "The statute defines a dependent."])
-    dot = lambda x, y: sum(i * j for i, j in zip(x, y))
+    a, b, c = embedder.embed(
+        ["Tom has 5 apples and buys 3 more.", "Ana has 7 pears and gets 2 more.", "The statute defines a dependent."]
+    )
+
+    def dot(x, y):
+        return sum(i * j for i, j in zip(x, y))
+
     assert abs(dot(a, a) - 1) < 1e-4
     assert dot(a, b) > dot(a, c)
 
@@ -60,10 +65,21 @@ def test_task_index_gives_nearest_similarity(tmp_path, embedder):
     index.add_texts(["Tom has 5 apples and buys 3 more. How many apples does he have?"], source="seed")
     index.add_texts(["Tom has 5 apples and buys 3 more. How many apples does he have?"], source="seed")  # idempotent
     assert index.count() == 1
-    near, far = index.max_similarity(["Tom has 5 apples and buys 3 more apples. How many does he have?", "Which court hears appeals?"])
+    near, far = index.max_similarity(
+        ["Tom has 5 apples and buys 3 more apples. How many does he have?", "Which court hears appeals?"]
+    )
     assert near > 0.9 > far
     from kdagent.synth.expand import filter_novel
 
-    kept, counts = filter_novel(["Tom has 5 apples and he buys 3 more. How many apples does he have now?", "A train leaves at 3 pm; when does it arrive?"], [], embedder, 0.9, index=index)
+    kept, counts = filter_novel(
+        [
+            "Tom has 5 apples and he buys 3 more. How many apples does he have now?",
+            "A train leaves at 3 pm; when does it arrive?",
+        ],
+        [],
+        embedder,
+        0.9,
+        index=index,
+    )
     assert kept == ["A train leaves at 3 pm; when does it arrive?"] and counts["not_novel"] == 1
     index.release()

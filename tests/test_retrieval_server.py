@@ -35,8 +35,11 @@ def chroma_server(tmp_path_factory):
     port = free_port()
     log = folder / "chroma.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([str(CHROMA), "run", "--path", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(CHROMA), "run", "--path", str(folder / "data"), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_healthy(f"{url}/api/v2/heartbeat", proc, log, "`chroma run`", timeout=60, give_up=pytest.skip)
     yield url
@@ -99,8 +102,12 @@ WRITER = textwrap.dedent("""
 
 
 def _writer(folder: Path, server: str, lease_s: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(folder), server, str(lease_s)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(folder), server, str(lease_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
     assert proc.stdout.readline().strip() == "holding"
     return proc
 
@@ -129,8 +136,12 @@ def test_one_writer_at_a_time_on_a_server_and_a_dead_writer_frees_the_store(chro
     # a writer on another machine that died: its lease has to run out
     store = ChromaStore(folder, "locked", embedder, server=chroma_server)
     locks = store.client.get_collection("kdagent-writers")
-    locks.add(ids=[store.collection.name], embeddings=[[1.0]], documents=["x"],
-              metadatas=[{"token": "elsewhere", "host": "other-machine", "pid": 1, "expires": time.time() + 2}])
+    locks.add(
+        ids=[store.collection.name],
+        embeddings=[[1.0]],
+        documents=["x"],
+        metadatas=[{"token": "elsewhere", "host": "other-machine", "pid": 1, "expires": time.time() + 2}],
+    )
     with pytest.raises(UserError, match=r"\(pid 1 on other-machine\)"):
         store.add_texts(["too early"], source="test")
     time.sleep(2.2)
@@ -160,21 +171,26 @@ def test_a_run_with_retrieval_server_keeps_its_passages_on_the_server(chroma_ser
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe
 
-    recipe = Recipe.model_validate({
-        "name": "served", "seed": 0,
-        "student": {"model": str(tiny_model_dir), "max_length": 128},
-        "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
-        "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2, "options": {"corpus_examples": 8}},
-        "skills": ["cot"],
-        "retrieval": {"embedder": "minilm-l6", "top_k": 1, "server": chroma_server},
-        "update": {"method": "none"},
-        "evaluation": {"max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "served",
+            "seed": 0,
+            "student": {"model": str(tiny_model_dir), "max_length": 128},
+            "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
+            "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2, "options": {"corpus_examples": 8}},
+            "skills": ["cot"],
+            "retrieval": {"embedder": "minilm-l6", "top_k": 1, "server": chroma_server},
+            "update": {"method": "none"},
+            "evaluation": {"max_new_tokens": 4, "skill_tasks": 0, "bootstrap": 0},
+        }
+    )
     run_recipe(recipe, tmp_path / "run", build_plugins(load_entry_points=False))
     assert not list((tmp_path / "run").rglob("chroma.sqlite3"))  # nothing embedded
     host, port = chroma_server.rsplit(":", 1)
     client = chromadb.HttpClient(host=host.split("//")[1], port=int(port))
     ours = [c for c in client.list_collections() if getattr(c, "name", c).startswith("kdagent-arithmetic-")]
     assert ours and max(client.get_collection(getattr(c, "name", c)).count() for c in ours) > 0
-    grounded = [json.loads(line) for line in (tmp_path / "run" / "round-01" / "grounded.jsonl").read_text().splitlines()]
+    grounded = [
+        json.loads(line) for line in (tmp_path / "run" / "round-01" / "grounded.jsonl").read_text().splitlines()
+    ]
     assert len(grounded) == 3 and all(g["passages"] for g in grounded)

@@ -63,8 +63,19 @@ def test_round_writes_the_run_directory(tiny_run):
     assert entry["update"]["steps"] >= 1 and entry["update"]["losses"]
     assert yaml.safe_load((run_dir / "recipe.yaml").read_text())["name"] == "tiny"
     round_dir = run_dir / "round-01"
-    for name in ("tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl", "metrics.json",
-                 "update.json", "tasks.counts.json", "generations.counts.json", "feedback.counts.json", "sft.counts.json"):
+    for name in (
+        "tasks.jsonl",
+        "grounded.jsonl",
+        "generations.jsonl",
+        "feedback.jsonl",
+        "sft.jsonl",
+        "metrics.json",
+        "update.json",
+        "tasks.counts.json",
+        "generations.counts.json",
+        "feedback.counts.json",
+        "sft.counts.json",
+    ):
         assert (round_dir / name).is_file(), name
     assert json.loads((round_dir / "metrics.json").read_text()) == entry
     assert not (run_dir / "runs").exists()

@@ -18,8 +18,16 @@ def run_dir(tmp_path_factory, tiny_model_dir):
     """A run directory whose one round kept its student (the files `kdagent serve RUN_DIR` reads)."""
     run = tmp_path_factory.mktemp("served") / "run"
     shutil.copytree(tiny_model_dir, run / "round-01" / "student")
-    (run / "metrics.json").write_text(json.dumps({"baseline": {"n": 1, "accuracy": 0.0},
-                                                  "rounds": [{"round": 1, "student": str(run / "round-01" / "student"), "eval": {"n": 1, "accuracy": 0.0}}]}))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "baseline": {"n": 1, "accuracy": 0.0},
+                "rounds": [
+                    {"round": 1, "student": str(run / "round-01" / "student"), "eval": {"n": 1, "accuracy": 0.0}}
+                ],
+            }
+        )
+    )
     return run
 
 
@@ -28,13 +36,17 @@ def test_serve_answers_an_openai_client(run_dir, tmp_path):
 
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([KDAGENT, "serve", str(run_dir), "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [KDAGENT, "serve", str(run_dir), "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/health", proc, tmp_path / "serve.log", "kdagent serve")
         client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         (model,) = client.models.list().data
         assert model.id == str((run_dir / "round-01" / "student").resolve())
-        reply = client.chat.completions.create(model=model.id, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0)
+        reply = client.chat.completions.create(
+            model=model.id, messages=[{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0
+        )
         assert reply.choices[0].message.content is not None and reply.usage.completion_tokens >= 1
     finally:
         proc.terminate()  # kdagent exec'd transformers serve: the same process
@@ -68,8 +80,13 @@ def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
 
 def test_chat_answers_a_line_on_a_terminal(tiny_model_dir):
     primary, secondary = os.openpty()
-    proc = subprocess.Popen([KDAGENT, "chat", str(tiny_model_dir), "--max-new-tokens", "4", "--temperature", "0"],
-                            stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    proc = subprocess.Popen(
+        [KDAGENT, "chat", str(tiny_model_dir), "--max-new-tokens", "4", "--temperature", "0"],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        close_fds=True,
+    )
     os.close(secondary)
     try:
         banner = _read_until(primary, b"you> ", 120)

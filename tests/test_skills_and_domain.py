@@ -68,7 +68,9 @@ def test_math_domain_reads_gsm8k_and_svamp(shared_data):
     seeds, evals = domain.seed_tasks(50, seed=1), domain.eval_tasks(40)
     check_tasks(seeds, "seeds") or check_tasks(evals, "eval")
     assert seeds == domain.seed_tasks(50, seed=1) and seeds != domain.seed_tasks(50, seed=2)
-    assert {t.id.split("-")[0] for t in evals} == {"svamp", "gsm8k"} and evals == MathWordProblems(str(shared_data)).eval_tasks(40)
+    assert {t.id.split("-")[0] for t in evals} == {"svamp", "gsm8k"} and evals == MathWordProblems(
+        str(shared_data)
+    ).eval_tasks(40)
     assert not {t.prompt for t in evals} & {t.prompt for t in domain._train}
     for task in seeds:  # the worked solution ends at the reference answer
         assert numbers_match(last_number(task.solution), task.answer)

@@ -14,17 +14,20 @@ from kdagent.synth.elicit import elicit
 
 
 def tiny_recipe(model_dir) -> Recipe:
-    return Recipe.model_validate({
-        "name": "stages", "seed": 2,
-        "student": {"model": str(model_dir), "max_length": 256},
-        "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 2},
-        "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2},
-        "skills": ["cot"],
-        "retrieval": {"enabled": False},
-        "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
-        "evaluation": {"max_new_tokens": 8},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "stages",
+            "seed": 2,
+            "student": {"model": str(model_dir), "max_length": 256},
+            "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 8, "batch_size": 2},
+            "domain": {"name": "arithmetic", "seed_tasks": 3, "eval_tasks": 2},
+            "skills": ["cot"],
+            "retrieval": {"enabled": False},
+            "feedback": {"fallback_to_reference": True},
+            "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+            "evaluation": {"max_new_tokens": 8},
+        }
+    )
 
 
 class Recorder:
@@ -52,7 +55,10 @@ def test_a_plugin_sees_every_stage_and_can_stop_the_run_which_resume_continues(t
     recipe, run_dir = tiny_recipe(tiny_model_dir), tmp_path / "run"
     plugins = build_plugins(load_entry_points=False)
     plugins.pm.register(StopAfterFeedback(), name="stop_after_feedback")
-    with pytest.raises(StageVetoed, match=r"round 1: plugin stop_after_feedback stopped the run after the feedback stage: \d+ of 6 samples passed"):
+    with pytest.raises(
+        StageVetoed,
+        match=r"round 1: plugin stop_after_feedback stopped the run after the feedback stage: \d+ of 6 samples passed",
+    ):
         run_recipe(recipe, run_dir, plugins)
     round_dir = run_dir / "round-01"
     assert (round_dir / "feedback.jsonl").is_file() and not (round_dir / "sft.jsonl").exists()
@@ -129,4 +135,11 @@ def test_the_memory_plan_names_stages_of_the_table_and_each_stage_has_its_own_fi
     plan = memory_plan(tiny_recipe(tiny_model_dir), tiny_model_dir, tiny_model_dir, "cpu")
     names = [s.name for s in STAGES]
     assert {entry.split(" (")[0] for entry in plan["stages_mb"]} == {"elicit", "evaluate", "update"} <= set(names)
-    assert len(set(names)) == len(names) and [s.file for s in STAGES if s.file] == ["tasks", "grounded", "generations", "feedback", "sft", "preferences"]
+    assert len(set(names)) == len(names) and [s.file for s in STAGES if s.file] == [
+        "tasks",
+        "grounded",
+        "generations",
+        "feedback",
+        "sft",
+        "preferences",
+    ]

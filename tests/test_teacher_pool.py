@@ -35,8 +35,12 @@ def _start_servers(model_dir: Path, logs: Path, count: int) -> list[tuple[str, s
     for i in range(count):
         port = free_port()
         with open(logs / f"serve-{i}.log", "w") as fh:
-            proc = subprocess.Popen([str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                                    stdout=fh, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         servers.append((f"http://127.0.0.1:{port}", proc))
     return servers
 
@@ -74,17 +78,41 @@ def two_servers(served_model, tmp_path):
 
 def _elicit(config: TeacherConfig, grounded, partial: Path):
     teacher = openai_teacher(config, None)
-    gens = elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": config.samples},
-                         partial=partial, chunk=4)
+    gens = elicit(
+        lambda: teacher,
+        ChainOfThought(),
+        grounded,
+        round_=1,
+        seed=7,
+        teacher_settings={"samples": config.samples},
+        partial=partial,
+        chunk=4,
+    )
     return teacher, gens
 
 
 def test_a_pool_member_killed_mid_round_loses_and_duplicates_nothing(two_servers, served_model, tmp_path):
     (url_a, url_b), (proc_a, _) = two_servers
-    grounded = [GroundedTask(task=Task(id=f"t{i}", prompt=f"Tom has {i} pens and gets {i + 3} more. How many pens does he have?", answer=str(2 * i + 3)))
-                for i in range(12)]
+    grounded = [
+        GroundedTask(
+            task=Task(
+                id=f"t{i}",
+                prompt=f"Tom has {i} pens and gets {i + 3} more. How many pens does he have?",
+                answer=str(2 * i + 3),
+            )
+        )
+        for i in range(12)
+    ]
     # greedy, so that any server gives a prompt the same reply
-    settings = dict(kind="openai", model=str(served_model), samples=1, temperature=0.0, max_new_tokens=24, timeout_s=30, max_retries=2)
+    settings = dict(
+        kind="openai",
+        model=str(served_model),
+        samples=1,
+        temperature=0.0,
+        max_new_tokens=24,
+        timeout_s=30,
+        max_retries=2,
+    )
     pool_config = TeacherConfig(**settings, base_url=[f"{url_a}/v1", f"{url_b}/v1"], concurrency=1)
 
     killed: dict = {}
@@ -102,8 +130,16 @@ def test_a_pool_member_killed_mid_round_loses_and_duplicates_nothing(two_servers
 
     teacher = openai_teacher(pool_config, None)
     threading.Thread(target=kill_a_while_it_answers, args=(teacher.chat,), daemon=True).start()
-    pooled = elicit(lambda: teacher, ChainOfThought(), grounded, round_=1, seed=7, teacher_settings={"samples": 1},
-                           partial=tmp_path / "pool.partial.jsonl", chunk=4)
+    pooled = elicit(
+        lambda: teacher,
+        ChainOfThought(),
+        grounded,
+        round_=1,
+        seed=7,
+        teacher_settings={"samples": 1},
+        partial=tmp_path / "pool.partial.jsonl",
+        chunk=4,
+    )
     pool_seconds = time.monotonic() - started
     stats = teacher.chat.stats()
     assert killed, "A was never caught holding a request"
@@ -114,14 +150,20 @@ def test_a_pool_member_killed_mid_round_loses_and_duplicates_nothing(two_servers
     assert any("taken out of rotation" in e for e in teacher.chat.events)
 
     started = time.monotonic()
-    single, reference = _elicit(TeacherConfig(**settings, base_url=f"{url_b}/v1", concurrency=2), grounded, tmp_path / "one.partial.jsonl")
+    single, reference = _elicit(
+        TeacherConfig(**settings, base_url=f"{url_b}/v1", concurrency=2), grounded, tmp_path / "one.partial.jsonl"
+    )
     one_seconds = time.monotonic() - started
     assert single.failures == []
     keys = [(g.task_id, g.sample) for g in pooled]
-    assert len(keys) == len(set(keys)) == 12 and {k for k, _ in keys} == {g.task.id for g in grounded}  # nothing lost, nothing twice
+    assert len(keys) == len(set(keys)) == 12 and {k for k, _ in keys} == {
+        g.task.id for g in grounded
+    }  # nothing lost, nothing twice
     assert [g.model_dump() for g in pooled] == [g.model_dump() for g in reference]  # the same records, text and ids
     assert len(read_jsonl(tmp_path / "pool.partial.jsonl", Generation)) == 12  # each finished chunk written once
-    print(f"pool with a kill: {pool_seconds:.1f}s; one healthy server: {one_seconds:.1f}s; A served {killed['served']} before the kill")
+    print(
+        f"pool with a kill: {pool_seconds:.1f}s; one healthy server: {one_seconds:.1f}s; A served {killed['served']} before the kill"
+    )
 
 
 class FlakyServer(ScriptedServer):
@@ -152,8 +194,16 @@ class FlakyServer(ScriptedServer):
 
 def test_a_failed_endpoint_is_probed_and_brought_back_and_each_keeps_its_cap():
     with FlakyServer("a") as a, FlakyServer("b") as b:
-        config = TeacherConfig(kind="openai", model="pooled", base_url=[a.url, b.url], samples=1, max_new_tokens=4, concurrency=3,
-                               timeout_s=5, max_retries=2)
+        config = TeacherConfig(
+            kind="openai",
+            model="pooled",
+            base_url=[a.url, b.url],
+            samples=1,
+            max_new_tokens=4,
+            concurrency=3,
+            timeout_s=5,
+            max_retries=2,
+        )
         teacher = openai_teacher(config, None)
         pool = teacher.chat
         assert teacher.max_in_flight == 6
@@ -176,8 +226,16 @@ def test_a_failed_endpoint_is_probed_and_brought_back_and_each_keeps_its_cap():
 
 
 def test_a_pool_with_every_endpoint_down_fails_each_request_fast_and_counts_it():
-    config = TeacherConfig(kind="openai", model="m", base_url=[f"http://127.0.0.1:{free_port()}/v1", f"http://127.0.0.1:{free_port()}/v1"],
-                           samples=1, max_new_tokens=4, timeout_s=2, max_retries=1, concurrency=2)
+    config = TeacherConfig(
+        kind="openai",
+        model="m",
+        base_url=[f"http://127.0.0.1:{free_port()}/v1", f"http://127.0.0.1:{free_port()}/v1"],
+        samples=1,
+        max_new_tokens=4,
+        timeout_s=2,
+        max_retries=1,
+        concurrency=2,
+    )
     teacher = openai_teacher(config, None)
     started = time.monotonic()
     replies = teacher.generate([[{"role": "user", "content": "x"}]] * 6, seed=0)
@@ -189,10 +247,23 @@ def test_a_pool_is_a_list_of_urls_in_the_recipe_and_each_is_masked_in_the_saved_
     from kdagent.recipe import Recipe
     from kdagent.recipe_io import masked_dump
 
-    recipe = Recipe.model_validate({"name": "x", "teacher": {"kind": "openai", "model": "m", "base_url": [
-        "http://user:s3cret@10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1?key=s3cret2"]}})
-    assert masked_dump(recipe)["teacher"]["base_url"] == ["http://***@10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1?key=***"]
+    recipe = Recipe.model_validate(
+        {
+            "name": "x",
+            "teacher": {
+                "kind": "openai",
+                "model": "m",
+                "base_url": ["http://user:s3cret@10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1?key=s3cret2"],
+            },
+        }
+    )
+    assert masked_dump(recipe)["teacher"]["base_url"] == [
+        "http://***@10.0.0.1:8000/v1",
+        "http://10.0.0.2:8000/v1?key=***",
+    ]
     with pytest.raises(ValueError, match="each endpoint once"):
         TeacherConfig(kind="openai", model="m", base_url=["http://a/v1", "http://a/v1"])
     teacher = openai_teacher(TeacherConfig(kind="openai", model="m", base_url=["http://127.0.0.1:1/v1"]), None)
-    assert not hasattr(teacher.chat, "endpoints")  # a list of one is a plain endpoint, with the chat model's own retries
+    assert not hasattr(
+        teacher.chat, "endpoints"
+    )  # a list of one is a plain endpoint, with the chat model's own retries

@@ -10,8 +10,15 @@ from kdagent.records import Provenance, SFTExample
 
 def examples(n=4):
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
-    return [SFTExample(id=str(i), prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
-                       completion=[{"role": "assistant", "content": f"The answer is {i + 1}."}], provenance=prov) for i in range(n)]
+    return [
+        SFTExample(
+            id=str(i),
+            prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
+            completion=[{"role": "assistant", "content": f"The answer is {i + 1}."}],
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
 
 
 def test_training_prints_labelled_plain_lines_and_warns_nothing_of_ours(tmp_path, tiny_model_dir, capfd, monkeypatch):
@@ -20,14 +27,23 @@ def test_training_prints_labelled_plain_lines_and_warns_nothing_of_ours(tmp_path
     monkeypatch.delenv("KDAGENT_QUIET", raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        train_sft(examples(), tiny_model_dir, tmp_path / "round-01" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0)
+        train_sft(
+            examples(),
+            tiny_model_dir,
+            tmp_path / "round-01" / "student",
+            UpdateConfig(epochs=1, batch_size=2),
+            128,
+            seed=0,
+        )
     assert not [w for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
     out, err = capfd.readouterr()
     assert "[kdagent] round 1: update (sft): step 1/2, loss" in err and "step 2/2" in err
     assert "{'loss'" not in out + err  # transformers' per-step dicts
 
     monkeypatch.setenv("KDAGENT_QUIET", "1")
-    train_sft(examples(), tiny_model_dir, tmp_path / "round-02" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0)
+    train_sft(
+        examples(), tiny_model_dir, tmp_path / "round-02" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0
+    )
     out, err = capfd.readouterr()
     assert "step" not in err and "{'loss'" not in out + err
 
@@ -38,5 +54,7 @@ def test_eval_off_a_terminal_and_quiet(tiny_model_dir, tmp_path):
     plain = run_cli("eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json")
     assert plain.returncode == 0, plain.stderr
     assert "\r" not in plain.stderr and "it/s" not in plain.stderr  # no progress bars in a log
-    quiet = run_cli("eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json", "--quiet")
+    quiet = run_cli(
+        "eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json", "--quiet"
+    )
     assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr

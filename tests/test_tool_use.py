@@ -25,7 +25,9 @@ def test_parse_call_reads_the_documented_format():
     assert parse_call('<tool_call>{"name": "calculator"').startswith("error: the tool call is not closed")
     assert parse_call("<tool_call>{name: calculator}</tool_call>").startswith("error: the tool call is not valid JSON")
     assert parse_call('<tool_call>{"arguments": {}}</tool_call>').startswith("error: a tool call needs")
-    assert parse_call('<tool_call>{"name": "c", "arguments": [1]}</tool_call>').startswith("error: the tool call's arguments")
+    assert parse_call('<tool_call>{"name": "c", "arguments": [1]}</tool_call>').startswith(
+        "error: the tool call's arguments"
+    )
 
 
 def test_run_tool_turns_every_failure_into_an_error_result():
@@ -48,7 +50,10 @@ def test_run_tool_turns_every_failure_into_an_error_result():
     assert run_tool(tools, "search", {}) == "error: unknown tool 'search' (available: broken, calculator, shout)"
     assert len(run_tool({"big": lambda: "x" * 10_000}, "big", {})) < 2100
     description = describe_tools(tools)
-    assert "- calculator(expression): Evaluate an arithmetic expression" in description and "- shout(text): Upper-case" in description
+    assert (
+        "- calculator(expression): Evaluate an arithmetic expression" in description
+        and "- shout(text): Upper-case" in description
+    )
 
 
 def test_run_agent_feeds_results_back_until_a_final_reply():
@@ -72,25 +77,41 @@ def test_run_agent_feeds_results_back_until_a_final_reply():
             elif last["content"].startswith("error"):
                 out.append(["I could not call the tool. The answer is 0."])
             else:
-                out.append([format_call("calculator", {"expression": "1 + 1"})] if prompt[1]["content"] == "loop" else [f"The answer is {last['content']}."])
+                out.append(
+                    [format_call("calculator", {"expression": "1 + 1"})]
+                    if prompt[1]["content"] == "loop"
+                    else [f"The answer is {last['content']}."]
+                )
         return out
 
     prompts = [[{"role": "system", "content": "s"}, {"role": "user", "content": q}] for q in ("6 * 7", "loop", "bad")]
     runs = run_agent(generate, prompts, {"calculator": calculator}, n=2, max_steps=3, seed=5)
     assert [len(r) for r in runs] == [2, 2, 2]
     (a, _), (b, _), (c, _) = runs
-    assert a == [{"role": "assistant", "content": format_call("calculator", {"expression": "6 * 7"})},  # cut after the call
-                 {"role": "tool", "content": "42"}, {"role": "assistant", "content": "The answer is 42."}]
+    assert a == [
+        {"role": "assistant", "content": format_call("calculator", {"expression": "6 * 7"})},  # cut after the call
+        {"role": "tool", "content": "42"},
+        {"role": "assistant", "content": "The answer is 42."},
+    ]
     assert [m["role"] for m in b] == ["assistant", "tool"] * 3 and final_reply(b) == ""  # out of steps
-    assert c[1]["content"].startswith("error: the tool call is not valid JSON") and final_reply(c) == "I could not call the tool. The answer is 0."
-    assert seen[0] == (3, 2, 5) and seen[1] == (6, 1, 6) and seen[2] == (2, 1, 7)  # n samples first, then one per trajectory
+    assert (
+        c[1]["content"].startswith("error: the tool call is not valid JSON")
+        and final_reply(c) == "I could not call the tool. The answer is 0."
+    )
+    assert (
+        seen[0] == (3, 2, 5) and seen[1] == (6, 1, 6) and seen[2] == (2, 1, 7)
+    )  # n samples first, then one per trajectory
 
 
 def test_tool_use_skill_verifies_and_builds_reference_trajectories(plugins):
     skill = plugins.create("skills", "tool_use")
     assert set(skill.tools) == {"calculator"}
     messages = skill.messages(Task(id="t", prompt="Tom has 3 pens and gets 4 more. How many?", answer="7"))
-    assert messages[0]["role"] == "system" and "<tool_call>" in messages[0]["content"] and "calculator(expression)" in messages[0]["content"]
+    assert (
+        messages[0]["role"] == "system"
+        and "<tool_call>" in messages[0]["content"]
+        and "calculator(expression)" in messages[0]["content"]
+    )
     assert messages[-1] == {"role": "user", "content": "Tom has 3 pens and gets 4 more. How many?"}
     task = Task(id="t", prompt="q", answer="31", solution="We subtract: 41 - 10 = 31. The answer is 31.")
     assert skill.verify(task, "41 - 10 = 31. The answer is 31.").passed
@@ -100,15 +121,25 @@ def test_tool_use_skill_verifies_and_builds_reference_trajectories(plugins):
         {"role": "tool", "content": "31"},
         {"role": "assistant", "content": "41 - 10 = 31. The answer is 31."},
     ]
-    gsm8k = Task(id="g", prompt="q", answer="72", solution="Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nIn all 48+24 = <<48+24=72>>72.\n#### 72")
+    gsm8k = Task(
+        id="g",
+        prompt="q",
+        answer="72",
+        solution="Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nIn all 48+24 = <<48+24=72>>72.\n#### 72",
+    )
     calls = [m for m in skill.reference_trajectory(gsm8k) if m["role"] == "assistant"][:-1]
-    assert [json.loads(m["content"][len("<tool_call>"):-len(CLOSE)])["arguments"]["expression"] for m in calls] == ["48 / 2", "48 + 24"]
+    assert [json.loads(m["content"][len("<tool_call>") : -len(CLOSE)])["arguments"]["expression"] for m in calls] == [
+        "48 / 2",
+        "48 + 24",
+    ]
     wrong = Task(id="w", prompt="q", answer="99", solution="41 - 10 = 31.")
     assert skill.reference_trajectory(wrong) is None  # its arithmetic does not reach the reference answer
 
 
 def test_a_skill_naming_an_unregistered_tool_is_a_user_error(plugins):
-    with pytest.raises(UserError, match=r"skills\[0\].options: tool_use: unknown tool 'search' \(registered: calculator"):
+    with pytest.raises(
+        UserError, match=r"skills\[0\].options: tool_use: unknown tool 'search' \(registered: calculator"
+    ):
         plugins.instantiate("skills", "tool_use", "skills[0].options", {"tools": ["search"]})
 
 
@@ -119,8 +150,8 @@ def test_engine_stops_after_a_stop_string(smollm_path):
     assert _cut("no stop here", [CLOSE]) == "no stop here"
     engine = Engine(smollm_path)
     prompt = [[{"role": "user", "content": "Write three sentences about the sea."}]]
-    (full,), = engine.generate(prompt, max_new_tokens=48)
-    (short,), = engine.generate(prompt, max_new_tokens=48, stop=["."])
+    ((full,),) = engine.generate(prompt, max_new_tokens=48)
+    ((short,),) = engine.generate(prompt, max_new_tokens=48, stop=["."])
     engine.close()
     assert "." in full[:-1] and short.endswith(".") and short.count(".") == 1 and full.startswith(short)
 
@@ -128,18 +159,21 @@ def test_engine_stops_after_a_stop_string(smollm_path):
 def _tool_recipe(model_dir, **extra):
     from kdagent.recipe import Recipe
 
-    return Recipe.model_validate({
-        "name": "tools", "seed": 3,
-        "student": {"model": str(model_dir), "max_length": 384},
-        "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 12, "batch_size": 4},
-        "domain": {"name": "arithmetic", "seed_tasks": 4, "eval_tasks": 3, "options": {"corpus_examples": 5}},
-        "skills": [{"name": "tool_use", "options": {"max_steps": 2}}],
-        "retrieval": {"enabled": False},
-        "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
-        "evaluation": {"max_new_tokens": 12},
-        **extra,
-    })
+    return Recipe.model_validate(
+        {
+            "name": "tools",
+            "seed": 3,
+            "student": {"model": str(model_dir), "max_length": 384},
+            "teacher": {"kind": "self", "samples": 2, "temperature": 1.0, "max_new_tokens": 12, "batch_size": 4},
+            "domain": {"name": "arithmetic", "seed_tasks": 4, "eval_tasks": 3, "options": {"corpus_examples": 5}},
+            "skills": [{"name": "tool_use", "options": {"max_steps": 2}}],
+            "retrieval": {"enabled": False},
+            "feedback": {"fallback_to_reference": True},
+            "update": {"epochs": 1, "batch_size": 2, "learning_rate": 1e-3},
+            "evaluation": {"max_new_tokens": 12},
+            **extra,
+        }
+    )
 
 
 def test_a_round_trains_on_tool_trajectories_and_scores_with_and_without_tools(tmp_path, tiny_model_dir):
@@ -185,7 +219,11 @@ def test_embedded_model_calls_the_real_calculator(smollm_path, plugins):
     # SmolLM2-135M writes a tool call in roughly one sample of 15 (measured over seeds with both generation
     # backends), so 72 samples make a run without one unlikely (about 1 in 100)
     tasks = plugins.create("domains", "arithmetic").seed_tasks(12, 11)
-    teacher = HFTeacher(smollm_path, TeacherConfig(kind="self", samples=6, temperature=0.7, max_new_tokens=48, batch_size=12), "self:test")
+    teacher = HFTeacher(
+        smollm_path,
+        TeacherConfig(kind="self", samples=6, temperature=0.7, max_new_tokens=48, batch_size=12),
+        "self:test",
+    )
     gens = elicit(lambda: teacher, skill, [GroundedTask(task=t) for t in tasks], 1, 0, {"samples": 6})
     teacher.close()
     calls = [(m, r) for g in gens for m, r in zip(g.trajectory, g.trajectory[1:]) if r["role"] == "tool"]
@@ -198,4 +236,6 @@ def test_embedded_model_calls_the_real_calculator(smollm_path, plugins):
             if set(parsed[1]) == {"expression"} and not result["content"].startswith("error"):
                 assert result["content"] == calculator(**parsed[1])
     # the loop went on after a result: the model's next turn saw it (whether it then answers right is sampling luck)
-    assert any(r["role"] == "tool" and n["role"] == "assistant" for g in gens for r, n in zip(g.trajectory, g.trajectory[1:]))
+    assert any(
+        r["role"] == "tool" and n["role"] == "assistant" for g in gens for r, n in zip(g.trajectory, g.trajectory[1:])
+    )

@@ -25,9 +25,17 @@ def _llama(out: Path, tokenizer, layers: int, seed: int, init: float = 0.02) -> 
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         initializer_range=init,
     )
     LlamaForCausalLM(config).save_pretrained(out)
@@ -86,7 +94,9 @@ def _direct(student, teacher, divergence, beta, temperature, mask):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 0.7])
-@pytest.mark.parametrize("divergence,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2), ("jsd", 0.9)])
+@pytest.mark.parametrize(
+    "divergence,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.5), ("jsd", 0.2), ("jsd", 0.9)]
+)
 def test_divergence_loss_matches_direct_computation(divergence, beta, temperature):
     from kdagent.update.distill import divergence_loss
 
@@ -100,7 +110,9 @@ def test_divergence_loss_matches_direct_computation(divergence, beta, temperatur
     assert abs(got.item() - want.item()) < 1e-5, (got.item(), want.item())
     # no mask: every token counts
     got_all = divergence_loss(student, teacher, divergence, beta=beta, temperature=temperature)
-    assert abs(got_all.item() - _direct(student, teacher, divergence, beta, temperature, torch.ones(2, 5)).item()) < 1e-5
+    assert (
+        abs(got_all.item() - _direct(student, teacher, divergence, beta, temperature, torch.ones(2, 5)).item()) < 1e-5
+    )
 
 
 def test_divergence_loss_is_what_the_distillation_trainer_computes():
@@ -215,8 +227,16 @@ def test_shrink_cuts_per_layer_config_fields(tmp_path, tokenizer):
     torch.manual_seed(2)
     types = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, layer_types=types, use_sliding_window=True, sliding_window=8, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        layer_types=types,
+        use_sliding_window=True,
+        sliding_window=8,
+        tie_word_embeddings=False,
     )
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "qwen")
     tokenizer.save_pretrained(tmp_path / "qwen")
@@ -251,7 +271,9 @@ def test_shrink_smollm2_to_six_layers(smollm_path, tmp_path):
 # ---------------------------------------------------------------- train_distill
 
 
-def _mean_divergence(student_dir: Path, teacher_dir: Path, tokenizer, divergence: str, temperature: float = 1.0) -> float:
+def _mean_divergence(
+    student_dir: Path, teacher_dir: Path, tokenizer, divergence: str, temperature: float = 1.0
+) -> float:
     """`divergence_loss` of the student against the teacher on the reference completions (completion tokens only)."""
     from transformers import AutoModelForCausalLM
 
@@ -268,7 +290,12 @@ def _mean_divergence(student_dir: Path, teacher_dir: Path, tokenizer, divergence
         mask = torch.zeros(ids.shape)
         mask[0, n_head - 1 : -1] = 1  # logits at i predict token i + 1: the completion tokens
         with torch.no_grad():
-            total += divergence_loss(student(ids).logits, teacher(ids).logits, divergence, temperature=temperature, mask=mask).item() * mask.sum().item()
+            total += (
+                divergence_loss(
+                    student(ids).logits, teacher(ids).logits, divergence, temperature=temperature, mask=mask
+                ).item()
+                * mask.sum().item()
+            )
         tokens += mask.sum().item()
     return total / tokens  # averaged over all completion tokens, as the trainer's batch loss is
 
@@ -285,8 +312,18 @@ def test_train_distill_off_policy_loss_decreases(teacher4, student2, tmp_path, t
     out = tmp_path / "distilled"
     before = _mean_divergence(student2, teacher4, tokenizer, "forward_kl", temperature=2.0)
     metrics = train_distill(
-        PROMPTS, teacher4, student2, out, _update(epochs=6.0), max_length=256, seed=0,
-        divergence="forward_kl", lmbda=0.0, temperature=2.0, max_completion_length=16, completions=COMPLETIONS,
+        PROMPTS,
+        teacher4,
+        student2,
+        out,
+        _update(epochs=6.0),
+        max_length=256,
+        seed=0,
+        divergence="forward_kl",
+        lmbda=0.0,
+        temperature=2.0,
+        max_completion_length=16,
+        completions=COMPLETIONS,
     )
     assert metrics["trainer"] == "gkd" and metrics["trl_beta"] == 0.0
     assert metrics["examples"] == 4 and metrics["skipped"] == 0
@@ -312,8 +349,18 @@ def test_train_distill_on_policy_each_divergence(teacher4, student2, tmp_path, d
 
     out = tmp_path / "on-policy"
     metrics = train_distill(
-        PROMPTS, teacher4, student2, out, _update(batch_size=2), max_length=128, seed=0,
-        divergence=divergence, beta=0.5, lmbda=1.0, temperature=1.2, max_completion_length=8,
+        PROMPTS,
+        teacher4,
+        student2,
+        out,
+        _update(batch_size=2),
+        max_length=128,
+        seed=0,
+        divergence=divergence,
+        beta=0.5,
+        lmbda=1.0,
+        temperature=1.2,
+        max_completion_length=8,
     )
     assert metrics["trainer"] == "distillation"
     assert metrics["steps"] == 2 and len(metrics["losses"]) == 2
@@ -329,8 +376,18 @@ def test_train_distill_mixed_without_completions(teacher4, student2, tmp_path):
 
     out = tmp_path / "mixed"
     metrics = train_distill(
-        PROMPTS[:3], teacher4, student2, out, _update(batch_size=8, epochs=2.0), max_length=128, seed=0,
-        divergence="jsd", beta=0.3, lmbda=0.5, temperature=0.8, max_completion_length=8,
+        PROMPTS[:3],
+        teacher4,
+        student2,
+        out,
+        _update(batch_size=8, epochs=2.0),
+        max_length=128,
+        seed=0,
+        divergence="jsd",
+        beta=0.3,
+        lmbda=0.5,
+        temperature=0.8,
+        max_completion_length=8,
     )
     assert metrics["trainer"] == "gkd" and metrics["trl_beta"] == 0.3
     assert metrics["steps"] == 2 and all(x > 0 for x in metrics["losses"])
@@ -342,12 +399,30 @@ def test_train_distill_skips_prompts_too_long(teacher4, student2, tmp_path):
 
     long_prompt = [{"role": "user", "content": "word " * 200}]
     metrics = train_distill(
-        [long_prompt, *PROMPTS[:2]], teacher4, student2, tmp_path / "s", _update(batch_size=2), max_length=64,
-        seed=0, divergence="reverse_kl", lmbda=1.0, max_completion_length=8,
+        [long_prompt, *PROMPTS[:2]],
+        teacher4,
+        student2,
+        tmp_path / "s",
+        _update(batch_size=2),
+        max_length=64,
+        seed=0,
+        divergence="reverse_kl",
+        lmbda=1.0,
+        max_completion_length=8,
     )
     assert metrics["examples"] == 2 and metrics["skipped"] == 1 and metrics["steps"] == 1
     with pytest.raises(UserError, match="longer than"):
-        train_distill([long_prompt], teacher4, student2, tmp_path / "t", _update(), max_length=64, seed=0, lmbda=1.0, max_completion_length=8)
+        train_distill(
+            [long_prompt],
+            teacher4,
+            student2,
+            tmp_path / "t",
+            _update(),
+            max_length=64,
+            seed=0,
+            lmbda=1.0,
+            max_completion_length=8,
+        )
 
 
 def test_train_distill_refuses_other_vocabulary(student2, tmp_path):
@@ -388,8 +463,18 @@ def test_distill_the_embedded_30_layer_model_into_a_shrunk_student(smollm_path, 
     out = tmp_path / "distilled"
     before = _mean_divergence(student, smollm_path, tokenizer, "jsd")
     metrics = train_distill(
-        PROMPTS, smollm_path, student, out, _update(learning_rate=1e-4, epochs=4.0, batch_size=2), max_length=128, seed=0,
-        divergence="jsd", beta=0.5, lmbda=0.0, max_completion_length=16, completions=COMPLETIONS,
+        PROMPTS,
+        smollm_path,
+        student,
+        out,
+        _update(learning_rate=1e-4, epochs=4.0, batch_size=2),
+        max_length=128,
+        seed=0,
+        divergence="jsd",
+        beta=0.5,
+        lmbda=0.0,
+        max_completion_length=16,
+        completions=COMPLETIONS,
     )
     assert metrics["examples"] == 4 and metrics["skipped"] == 0 and metrics["steps"] == 8
     losses = metrics["losses"]
@@ -411,8 +496,18 @@ def test_train_distill_with_lora_saves_a_merged_checkpoint(teacher4, student2, t
 
     out = tmp_path / "lora"
     metrics = train_distill(
-        PROMPTS, teacher4, student2, out, _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0), save_dtype="float32"), max_length=128,
-        seed=0, divergence="jsd", beta=0.5, lmbda=lmbda, max_completion_length=8, completions=COMPLETIONS if lmbda < 1 else None,
+        PROMPTS,
+        teacher4,
+        student2,
+        out,
+        _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0), save_dtype="float32"),
+        max_length=128,
+        seed=0,
+        divergence="jsd",
+        beta=0.5,
+        lmbda=lmbda,
+        max_completion_length=8,
+        completions=COMPLETIONS if lmbda < 1 else None,
     )
     assert metrics["steps"] == 2 and all(x == x for x in metrics["losses"])  # ran, no NaN
     with safe_open(str(out / "model.safetensors"), "pt") as f:

@@ -29,19 +29,32 @@ def examples(n: int = 8) -> list[SFTExample]:
     prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
     labels = ["positive", "negative", "neutral"]
     return [
-        SFTExample(id=f"e{i}", prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
-                   completion=[{"role": "assistant", "content": labels[i % 3]}], provenance=prov)
+        SFTExample(
+            id=f"e{i}",
+            prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
+            completion=[{"role": "assistant", "content": labels[i % 3]}],
+            provenance=prov,
+        )
         for i in range(n)
     ]
 
 
 def _recipe(student, teacher, cache_dir, **options):
-    return Recipe.model_validate({
-        "name": "distill_cached", "student": {"model": str(student), "max_length": 64},
-        "teacher": {"kind": "hf", "model": str(teacher)},
-        "update": {"method": "distill_cached", "epochs": 4, "batch_size": 4, "learning_rate": 3e-3, "warmup_ratio": 0.0,
-                   "options": {"distill_cached": {"top_k": 16, "cache_dir": str(cache_dir), "chunk_size": 4, **options}}},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "distill_cached",
+            "student": {"model": str(student), "max_length": 64},
+            "teacher": {"kind": "hf", "model": str(teacher)},
+            "update": {
+                "method": "distill_cached",
+                "epochs": 4,
+                "batch_size": 4,
+                "learning_rate": 3e-3,
+                "warmup_ratio": 0.0,
+                "options": {"distill_cached": {"top_k": 16, "cache_dir": str(cache_dir), "chunk_size": 4, **options}},
+            },
+        }
+    )
 
 
 def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tiny_model_dir, teacher_dir, tmp_path):
@@ -66,13 +79,25 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tin
 
     # another student (here: the same start, another loss, LoRA) of the same teacher on the same data: a cache hit
     other = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="tvd", ce_weight=0.0)
-    other = other.model_copy(update={"update": other.update.model_copy(update={"lora": LoraConfig(r=4, alpha=8), "epochs": 1})})
-    again = updater.train(UpdateJob(other, options_for(other.update, "distill_cached", updater), tiny_model_dir, tmp_path / "s2",
-                                    seed=0, examples=examples()))
+    other = other.model_copy(
+        update={"update": other.update.model_copy(update={"lora": LoraConfig(r=4, alpha=8), "epochs": 1})}
+    )
+    again = updater.train(
+        UpdateJob(
+            other,
+            options_for(other.update, "distill_cached", updater),
+            tiny_model_dir,
+            tmp_path / "s2",
+            seed=0,
+            examples=examples(),
+        )
+    )
     assert again["cache"]["hit"] is True and again["cache"]["path"] == report["cache"]["path"]
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "s2")
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert updater.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0)) is None  # nothing to train on
+    assert (
+        updater.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0)) is None
+    )  # nothing to train on
 
 
 def test_distill_cached_checks_the_recipe(tiny_model_dir, tmp_path):
@@ -81,5 +106,13 @@ def test_distill_cached_checks_the_recipe(tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="needs an 'hf' teacher"):
         check_names(Recipe.model_validate(base), plugins)
     with pytest.raises(UserError, match="update.options.distill_cached.loss"):
-        check_names(Recipe.model_validate({**base, "teacher": {"kind": "hf", "model": str(tiny_model_dir)},
-                                           "update": {"method": "distill_cached", "options": {"distill_cached": {"loss": "kl"}}}}), plugins)
+        check_names(
+            Recipe.model_validate(
+                {
+                    **base,
+                    "teacher": {"kind": "hf", "model": str(tiny_model_dir)},
+                    "update": {"method": "distill_cached", "options": {"distill_cached": {"loss": "kl"}}},
+                }
+            ),
+            plugins,
+        )

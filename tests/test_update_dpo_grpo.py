@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from kdagent.records import PreferencePair, Provenance
 from kdagent.recipe import LoraConfig, UpdateConfig
+from kdagent.records import PreferencePair, Provenance
 from kdagent.update.dpo import dpo_loss_types, train_dpo
 from kdagent.update.grpo import generation_batch_size, train_grpo
 
@@ -34,7 +34,9 @@ def _param(folder, name=PARAM) -> torch.Tensor:
 
 
 def _no_temp_left(out_dir) -> bool:
-    return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) and not list(out_dir.parent.glob(f".{out_dir.name}.partial"))
+    return not list(out_dir.parent.glob(f".{out_dir.name}.tmp-*")) and not list(
+        out_dir.parent.glob(f".{out_dir.name}.partial")
+    )
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge"])
@@ -96,8 +98,16 @@ def test_grpo_trains_on_varying_rewards(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in words]
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=8)
     metrics = train_grpo(
-        prompts, count_a, tiny_model_dir, out, update, max_length=128, seed=0,
-        num_generations=4, max_completion_length=16, extra_columns={"answer": words},
+        prompts,
+        count_a,
+        tiny_model_dir,
+        out,
+        update,
+        max_length=128,
+        seed=0,
+        num_generations=4,
+        max_completion_length=16,
+        extra_columns={"answer": words},
     )
     assert metrics["examples"] == 4 and metrics["skipped"] == 0
     assert metrics["steps"] == 2
@@ -121,8 +131,16 @@ def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
     update = UpdateConfig(learning_rate=5e-2, epochs=3, batch_size=8)
     metrics = train_grpo(
-        prompts, even_tokens, tiny_model_dir, tmp_path / "student", update, max_length=128, seed=0,
-        num_generations=4, max_completion_length=16, temperature=0.1,
+        prompts,
+        even_tokens,
+        tiny_model_dir,
+        tmp_path / "student",
+        update,
+        max_length=128,
+        seed=0,
+        num_generations=4,
+        max_completion_length=16,
+        temperature=0.1,
     )
     rewards = metrics["rewards"]
     assert metrics["steps"] == 6 and len(rewards) == 6
@@ -138,8 +156,18 @@ def test_grpo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "student"
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
     update = UpdateConfig(learning_rate=5e-2, epochs=1, batch_size=8, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
-    metrics = train_grpo(prompts, even_tokens, tiny_model_dir, out, update, max_length=128, seed=0,
-                         num_generations=4, max_completion_length=16, temperature=0.1)
+    metrics = train_grpo(
+        prompts,
+        even_tokens,
+        tiny_model_dir,
+        out,
+        update,
+        max_length=128,
+        seed=0,
+        num_generations=4,
+        max_completion_length=16,
+        temperature=0.1,
+    )
     assert metrics["steps"] == 2 and max(metrics["reward_stds"]) > 0
     from safetensors import safe_open
 
@@ -159,4 +187,13 @@ def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="max_completion_length"):
         train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=32, seed=0)
     with pytest.raises(ValueError, match="extra column"):
-        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=64, seed=0, extra_columns={"answer": []})
+        train_grpo(
+            prompts,
+            count_a,
+            tiny_model_dir,
+            tmp_path / "s",
+            UpdateConfig(),
+            max_length=64,
+            seed=0,
+            extra_columns={"answer": []},
+        )

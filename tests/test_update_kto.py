@@ -14,18 +14,33 @@ from kdagent.update.updater import UpdateJob, options_for
 def pairs(n: int = 4) -> list[PreferencePair]:
     prov = Provenance(round=1, teacher="test", skill="cot", domain="arithmetic", task_id="t")
     return [
-        PreferencePair(id=f"p{i}", prompt=[{"role": "user", "content": f"What is {i} plus {i}?"}],
-                       chosen=[{"role": "assistant", "content": f"The answer is {2 * i}."}],
-                       rejected=[{"role": "assistant", "content": "Banana kettle moon."}], margin=1.0, provenance=prov)
+        PreferencePair(
+            id=f"p{i}",
+            prompt=[{"role": "user", "content": f"What is {i} plus {i}?"}],
+            chosen=[{"role": "assistant", "content": f"The answer is {2 * i}."}],
+            rejected=[{"role": "assistant", "content": "Banana kettle moon."}],
+            margin=1.0,
+            provenance=prov,
+        )
         for i in range(n)
     ]
 
 
 def test_kto_trains_a_tiny_model_and_saves_a_checkpoint_that_loads(tiny_model_dir, tmp_path):
-    recipe = Recipe.model_validate({
-        "name": "kto", "student": {"model": str(tiny_model_dir), "max_length": 64}, "feedback": {"preferences": True},
-        "update": {"method": "kto", "epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "options": {"kto": {"beta": 0.2}}},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "kto",
+            "student": {"model": str(tiny_model_dir), "max_length": 64},
+            "feedback": {"preferences": True},
+            "update": {
+                "method": "kto",
+                "epochs": 1,
+                "batch_size": 4,
+                "learning_rate": 1e-3,
+                "options": {"kto": {"beta": 0.2}},
+            },
+        }
+    )
     plugins = build_plugins(load_entry_points=False)
     check_names(recipe, plugins)
     kto = plugins.updaters["kto"].obj
@@ -54,5 +69,13 @@ def test_kto_checks_the_recipe(tiny_model_dir):
     with pytest.raises(UserError, match="'kto' trains on preference pairs"):
         check_names(Recipe.model_validate(base), plugins)
     with pytest.raises(UserError, match="update.options.kto.loss_type"):
-        check_names(Recipe.model_validate({**base, "feedback": {"preferences": True},
-                                           "update": {"method": "kto", "options": {"kto": {"loss_type": "sigmoid"}}}}), plugins)
+        check_names(
+            Recipe.model_validate(
+                {
+                    **base,
+                    "feedback": {"preferences": True},
+                    "update": {"method": "kto", "options": {"kto": {"loss_type": "sigmoid"}}},
+                }
+            ),
+            plugins,
+        )

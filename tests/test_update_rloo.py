@@ -12,11 +12,19 @@ from kdagent.update.updater import UpdateJob, options_for
 
 
 def test_rloo_trains_a_tiny_model_and_saves_a_checkpoint_that_loads(tiny_model_dir, tmp_path):
-    recipe = Recipe.model_validate({
-        "name": "rloo", "student": {"model": str(tiny_model_dir), "max_length": 128},
-        "update": {"method": "rloo", "epochs": 1, "batch_size": 4, "learning_rate": 1e-3,
-                   "options": {"rloo": {"num_generations": 2, "max_completion_length": 8, "beta": 0.0}}},
-    })
+    recipe = Recipe.model_validate(
+        {
+            "name": "rloo",
+            "student": {"model": str(tiny_model_dir), "max_length": 128},
+            "update": {
+                "method": "rloo",
+                "epochs": 1,
+                "batch_size": 4,
+                "learning_rate": 1e-3,
+                "options": {"rloo": {"num_generations": 2, "max_completion_length": 8, "beta": 0.0}},
+            },
+        }
+    )
     plugins = build_plugins(load_entry_points=False)
     check_names(recipe, plugins)
     rloo = plugins.updaters["rloo"].obj
@@ -26,9 +34,14 @@ def test_rloo_trains_a_tiny_model_and_saves_a_checkpoint_that_loads(tiny_model_d
     out = tmp_path / "student"
     job = UpdateJob(recipe, options, tiny_model_dir, out, seed=0, tasks=tasks, skill=ChainOfThought(), plugins=plugins)
     report = rloo.train(job)
-    assert report["steps"] == 2 and report["examples"] == 4 and report["skipped"] == 0  # 4 prompts x 2 completions, batches of 4
+    assert (
+        report["steps"] == 2 and report["examples"] == 4 and report["skipped"] == 0
+    )  # 4 prompts x 2 completions, batches of 4
     assert 0.0 <= report["reward_mean"] <= 1.0
     model = AutoModelForCausalLM.from_pretrained(out)
     assert model.config.num_hidden_layers == 2
     assert not list(tmp_path.glob(".student.*"))
-    assert rloo.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0, skill=ChainOfThought())) is None
+    assert (
+        rloo.train(UpdateJob(recipe, options, tiny_model_dir, tmp_path / "none", seed=0, skill=ChainOfThought()))
+        is None
+    )

@@ -17,8 +17,15 @@ from kdagent.update.sft import train_sft
 
 def examples(n=4):
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
-    return [SFTExample(id=str(i), prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
-                       completion=[{"role": "assistant", "content": f"The answer is {i + 1}."}], provenance=prov) for i in range(n)]
+    return [
+        SFTExample(
+            id=str(i),
+            prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
+            completion=[{"role": "assistant", "content": f"The answer is {i + 1}."}],
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -39,7 +46,14 @@ def dtypes(folder) -> set[str]:
 def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(gguf_named_base, tmp_path):
     out = tmp_path / "round-01" / "student"
     out.parent.mkdir()
-    train_sft(examples(), gguf_named_base, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"), 64, seed=0)
+    train_sft(
+        examples(),
+        gguf_named_base,
+        out,
+        UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
+        64,
+        seed=0,
+    )
     assert dtypes(out) == {"BF16"}
     config = json.loads((out / "config.json").read_text())
     assert config["dtype"] == "bfloat16" and config["use_cache"] is True
@@ -52,7 +66,14 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
     assert {p.dtype for p in model.parameters()} == {torch.float32} and model.config.name_or_path == str(out)
     again = tmp_path / "round-02" / "student"
     again.parent.mkdir()
-    train_sft(examples(), out, again, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"), 64, seed=0)
+    train_sft(
+        examples(),
+        out,
+        again,
+        UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
+        64,
+        seed=0,
+    )
     assert json.loads((again / "config.json").read_text())["_name_or_path"] == "base"
 
     # evaluation on the CPU runs it in fp32

@@ -12,15 +12,21 @@ from kdagent.update.sft import train_sft
 def examples(n=8):
     prov = Provenance(round=1, teacher="t", skill="cot", domain="d", task_id="t")
     return [
-        SFTExample(id=str(i), prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
-                   completion=[{"role": "assistant", "content": f"{i} + 1 = {i + 1}. The answer is {i + 1}."}], provenance=prov)
+        SFTExample(
+            id=str(i),
+            prompt=[{"role": "user", "content": f"What is {i} + 1?"}],
+            completion=[{"role": "assistant", "content": f"{i} + 1 = {i + 1}. The answer is {i + 1}."}],
+            provenance=prov,
+        )
         for i in range(n)
     ]
 
 
 def test_sft_loss_decreases_and_checkpoint_loads(tmp_path, tiny_model_dir):
     out = tmp_path / "student"
-    report = train_sft(examples(), tiny_model_dir, out, UpdateConfig(learning_rate=3e-3, epochs=4, batch_size=4), 128, seed=0)
+    report = train_sft(
+        examples(), tiny_model_dir, out, UpdateConfig(learning_rate=3e-3, epochs=4, batch_size=4), 128, seed=0
+    )
     assert report["steps"] == 8 and report["examples"] == 8
     assert report["losses"][0] > report["losses"][-1]
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -30,7 +36,14 @@ def test_sft_loss_decreases_and_checkpoint_loads(tmp_path, tiny_model_dir):
 
 def test_sft_with_lora_saves_a_merged_checkpoint(tmp_path, tiny_model_dir):
     out = tmp_path / "student"
-    report = train_sft(examples(4), tiny_model_dir, out, UpdateConfig(learning_rate=1e-2, epochs=1, batch_size=2, lora=LoraConfig(r=4, alpha=8)), 128, seed=0)
+    report = train_sft(
+        examples(4),
+        tiny_model_dir,
+        out,
+        UpdateConfig(learning_rate=1e-2, epochs=1, batch_size=2, lora=LoraConfig(r=4, alpha=8)),
+        128,
+        seed=0,
+    )
     assert report["steps"] == 2
     model = AutoModelForCausalLM.from_pretrained(out)
     assert not any("lora" in name for name, _ in model.named_parameters())
@@ -97,8 +110,14 @@ def test_checkpoints_are_written_aside_and_renamed_into_place(tmp_path, tiny_mod
         return save_rng(self, output_dir)
 
     monkeypatch.setattr(Trainer, "_save_rng_state", watched)
-    report = train_sft(examples(), tiny_model_dir, tmp_path / "student",
-                       UpdateConfig(learning_rate=1e-3, epochs=2, batch_size=4, checkpoint_steps=1), 128, seed=0)
+    report = train_sft(
+        examples(),
+        tiny_model_dir,
+        tmp_path / "student",
+        UpdateConfig(learning_rate=1e-3, epochs=2, batch_size=4, checkpoint_steps=1),
+        128,
+        seed=0,
+    )
     assert report["steps"] == 4 and [s[0] for s in seen] == [1, 2, 3, 4]
     for step, output_dir, visible, problems in seen:
         assert output_dir == str(trainer_dir / ".staging" / f"checkpoint-{step}")

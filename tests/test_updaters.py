@@ -65,15 +65,18 @@ def plugins_with_copy():
 
 
 def recipe(model_dir="smollm2-135m-instruct", **update) -> Recipe:
-    return Recipe.model_validate({
-        "name": "tiny", "seed": 2,
-        "student": {"model": str(model_dir), "max_length": 256},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 4},
-        "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2, "options": {"corpus_examples": 4}},
-        "retrieval": {"enabled": False},
-        "update": {"epochs": 1, "batch_size": 2, **update},
-        "evaluation": {"max_new_tokens": 4, "bootstrap": 0},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "tiny",
+            "seed": 2,
+            "student": {"model": str(model_dir), "max_length": 256},
+            "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 4},
+            "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2, "options": {"corpus_examples": 4}},
+            "retrieval": {"enabled": False},
+            "update": {"epochs": 1, "batch_size": 2, **update},
+            "evaluation": {"max_new_tokens": 4, "bootstrap": 0},
+        }
+    )
 
 
 def test_the_built_in_updaters_register_through_the_hook():
@@ -81,7 +84,11 @@ def test_the_built_in_updaters_register_through_the_hook():
     assert {"sft", "dpo", "distill", "grpo"} <= set(plugins.updaters)
     for name in ("sft", "dpo", "distill", "grpo"):
         entry = plugins.updaters[name]
-        assert isinstance(entry.obj, Updater) and entry.plugin == f"kdagent.update.{name}" and entry.distribution == "kdagent"
+        assert (
+            isinstance(entry.obj, Updater)
+            and entry.plugin == f"kdagent.update.{name}"
+            and entry.distribution == "kdagent"
+        )
     rows = {(r["kind"], r["name"]) for r in plugins.as_rows()}
     assert ("updater", "dpo") in rows
 
@@ -96,7 +103,9 @@ def test_the_built_ins_options_keep_their_recipe_blocks():
     # the checks the built-ins make of the recipe
     with pytest.raises(UserError, match="set feedback.preferences: true"):
         check_names(recipe(method="dpo"), plugins)
-    with pytest.raises(UserError, match=r"update.grpo.max_completion_length: 300 must be below student.max_length \(256\)"):
+    with pytest.raises(
+        UserError, match=r"update.grpo.max_completion_length: 300 must be below student.max_length \(256\)"
+    ):
         check_names(recipe(method="grpo", grpo={"max_completion_length": 300}), plugins)
     with pytest.raises(UserError, match="'distill' is white-box and needs an 'hf' teacher"):
         check_names(recipe(method="distill"), plugins)
@@ -111,7 +120,9 @@ def test_a_plugin_updater_is_named_and_checked_by_the_recipe():
         check_names(recipe(method="copy", options={"copy": {"extra_mb": -1}}), plugins)
     with pytest.raises(UserError, match="update.options.copy.note: refused"):
         check_names(recipe(method="copy", options={"copy": {"note": "refuse"}}), plugins)
-    with pytest.raises(UserError, match=r"update.method: unknown updater 'cpy' \(registered: copy, .*dpo, grpo.*did you mean 'copy'\?"):
+    with pytest.raises(
+        UserError, match=r"update.method: unknown updater 'cpy' \(registered: copy, .*dpo, grpo.*did you mean 'copy'\?"
+    ):
         check_names(recipe(method=["sft", "cpy"]), plugins)
     with pytest.raises(UserError, match=r"update.options.kopy: unknown updater 'kopy'"):
         check_names(recipe(method="sft", options={"kopy": {}}), plugins)
@@ -121,7 +132,13 @@ def test_the_memory_plan_asks_each_updater(tiny_model_dir):
     plugins, copy = plugins_with_copy()
     updaters = {"copy": copy}
     small = memory_plan(recipe(tiny_model_dir, method="copy"), tiny_model_dir, None, "cpu", updaters)["stages_mb"]
-    big = memory_plan(recipe(tiny_model_dir, method="copy", options={"copy": {"extra_mb": 5000}}), tiny_model_dir, None, "cpu", updaters)["stages_mb"]
+    big = memory_plan(
+        recipe(tiny_model_dir, method="copy", options={"copy": {"extra_mb": 5000}}),
+        tiny_model_dir,
+        None,
+        "cpu",
+        updaters,
+    )["stages_mb"]
     assert big["update (copy)"] == small["update (copy)"] + 5000
 
 

@@ -22,8 +22,16 @@ class Short(Verifier):
 
     def verify(self, job, generations):
         self.jobs.append(job)
-        return [Feedback(generation_id=g.id, task_id=g.task_id, verifier="short", passed=len(g.text.split()) <= self.words,
-                         score=float(len(g.text.split()) <= self.words)) for g in generations]
+        return [
+            Feedback(
+                generation_id=g.id,
+                task_id=g.task_id,
+                verifier="short",
+                passed=len(g.text.split()) <= self.words,
+                score=float(len(g.text.split()) <= self.words),
+            )
+            for g in generations
+        ]
 
 
 class ShortPlugin:
@@ -45,16 +53,19 @@ def plugins_with_short():
 
 
 def recipe(model_dir="smollm2-135m-instruct", **feedback) -> Recipe:
-    return Recipe.model_validate({
-        "name": "tiny", "seed": 2,
-        "student": {"model": str(model_dir), "max_length": 256},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 4},
-        "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2, "options": {"corpus_examples": 4}},
-        "retrieval": {"enabled": False},
-        "feedback": feedback,
-        "update": {"method": "none"},
-        "evaluation": {"max_new_tokens": 4, "bootstrap": 0},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "tiny",
+            "seed": 2,
+            "student": {"model": str(model_dir), "max_length": 256},
+            "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 4, "batch_size": 4},
+            "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2, "options": {"corpus_examples": 4}},
+            "retrieval": {"enabled": False},
+            "feedback": feedback,
+            "update": {"method": "none"},
+            "evaluation": {"max_new_tokens": 4, "bootstrap": 0},
+        }
+    )
 
 
 def test_the_built_in_verifiers_register_through_the_hook():
@@ -81,4 +92,9 @@ def test_a_plugin_verifier_checks_the_samples_inside_the_loop(tmp_path, tiny_mod
     feedback = read_jsonl(tmp_path / "run" / "round-01" / "feedback.jsonl", Feedback)
     assert len(feedback) == 2 and {f.verifier for f in feedback} == {"short"}
     (job,) = short.jobs
-    assert job.skill.name == "cot" and job.round == 1 and set(job.tasks) == {f.task_id for f in feedback} and callable(job.judge)
+    assert (
+        job.skill.name == "cot"
+        and job.round == 1
+        and set(job.tasks) == {f.task_id for f in feedback}
+        and callable(job.judge)
+    )

@@ -16,7 +16,8 @@ def test_token_logprobs_are_per_token_and_sum_to_choice_scores(tiny_model_dir):
     sums = engine.choice_logprobs(prompts[:1], [["yes", "no thanks"]])[0]
     assert sums == pytest.approx([sum(per_token[0]), sum(per_token[1])], rel=1e-5)
     n_tokens = len(engine.tokenizer(engine.render(prompts[0]) + "no thanks", add_special_tokens=False).input_ids) - len(
-        engine.tokenizer(engine.render(prompts[0]), add_special_tokens=False).input_ids)
+        engine.tokenizer(engine.render(prompts[0]), add_special_tokens=False).input_ids
+    )
     assert len(per_token[1]) == n_tokens
     assert all(math.isfinite(lp) for row in per_token for lp in row)
 
@@ -30,15 +31,25 @@ def _direct_logprobs(engine, messages, reply):
     ids = engine.tokenizer(prefix + reply, add_special_tokens=False).input_ids
     with torch.inference_mode():
         logits = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
-    return logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)[cut - 1:].tolist()
+    return logits[:-1].log_softmax(-1).gather(-1, torch.tensor(ids[1:])[:, None]).squeeze(-1)[cut - 1 :].tolist()
 
 
 def test_shared_prompt_prefill_gives_the_direct_forward_log_probs(tiny_model_dir):
     """Prompts of different lengths (left-padded together), options of 1 to several tokens sharing each prompt's
     prefill, an empty reply, and pairs out of prompt order: each row equals a plain forward over prompt + reply."""
     engine = Engine(tiny_model_dir, device="cpu")
-    short, long = [{"role": "user", "content": "Pick one."}], [{"role": "user", "content": "Context: " + "the cat sat " * 30 + "\nPick one."}]
-    pairs = [(short, "yes"), (long, "no thanks, not today"), (short, "maybe so"), (long, "yes"), (short, ""), (long, "maybe")]
+    short, long = (
+        [{"role": "user", "content": "Pick one."}],
+        [{"role": "user", "content": "Context: " + "the cat sat " * 30 + "\nPick one."}],
+    )
+    pairs = [
+        (short, "yes"),
+        (long, "no thanks, not today"),
+        (short, "maybe so"),
+        (long, "yes"),
+        (short, ""),
+        (long, "maybe"),
+    ]
     got = engine.token_logprobs([m for m, _ in pairs], [r for _, r in pairs], batch_size=2)
     for (messages, reply), row in zip(pairs, got):
         assert row == pytest.approx(_direct_logprobs(engine, messages, reply), abs=1e-4)
@@ -52,8 +63,10 @@ def test_branches_packed_in_one_sequence_give_the_choice_log_probs(tiny_model_di
     stem + leaf equals `choice_logprobs` of that whole continuation, and so does the fallback, taken when a
     leaf is more than one token."""
     engine = Engine(tiny_model_dir, device="cpu")
-    prompts = [[{"role": "user", "content": "Grade it."}, {"role": "assistant", "content": '{"score":'}],
-               [{"role": "user", "content": "Context: " + "the cat sat " * 20 + "\nGrade it."}]]
+    prompts = [
+        [{"role": "user", "content": "Grade it."}, {"role": "assistant", "content": '{"score":'}],
+        [{"role": "user", "content": "Context: " + "the cat sat " * 20 + "\nGrade it."}],
+    ]
     stems = [' 1, "passed":', ' 10, "passed":', " 7"]
     leaves = [" true", " false"]
     assert all(len(engine.tokenizer(leaf, add_special_tokens=False).input_ids) == 1 for leaf in leaves)

@@ -23,7 +23,10 @@ def label_counts(tasks: Iterable[Task]) -> dict[str, int]:
 
 
 def balance_examples(
-    examples: list[SFTExample], tasks_by_id: Mapping[str, Task], mode: str, seed: int,
+    examples: list[SFTExample],
+    tasks_by_id: Mapping[str, Task],
+    mode: str,
+    seed: int,
 ) -> tuple[list[SFTExample], dict]:
     """Examples of choice tasks balanced by label.
 
@@ -52,7 +55,9 @@ def balance_examples(
         out = [ex for i, ex in enumerate(examples) if i not in dropped]
     elif mode not in ("upsample", "downsample", "off"):
         raise ValueError(f"unknown balance mode {mode!r} (known: upsample, downsample, off)")
-    labels_out = Counter(label for label in (task_label(tasks_by_id.get(ex.provenance.task_id)) for ex in out) if label is not None)
+    labels_out = Counter(
+        label for label in (task_label(tasks_by_id.get(ex.provenance.task_id)) for ex in out) if label is not None
+    )
     counts = {"labels_in": labels_in, "labels_out": dict(sorted(labels_out.items())), "mode": mode}
     missing = sorted(set(label_counts(tasks_by_id.values())) - set(groups))
     return out, counts | ({"missing": missing} if missing else {})

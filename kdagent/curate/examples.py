@@ -11,8 +11,18 @@ from kdagent.records import Feedback, Generation, GroundedTask, Message, Provena
 from kdagent.synth.elicit import token_counts
 
 
-def curate_stage(skill, recipe, plugins, round_: int, grounded: list[GroundedTask], generations: list[Generation],
-                 feedback: list[Feedback], tasks: dict[str, Task], student: Path, eval_texts: list[str]) -> tuple[list[SFTExample], dict]:
+def curate_stage(
+    skill,
+    recipe,
+    plugins,
+    round_: int,
+    grounded: list[GroundedTask],
+    generations: list[Generation],
+    feedback: list[Feedback],
+    tasks: dict[str, Task],
+    student: Path,
+    eval_texts: list[str],
+) -> tuple[list[SFTExample], dict]:
     """The round's SFT examples (`curate`), filtered (`filter_examples`), held to `student.max_length` (`limit_length`)
     and balanced over labels (after the filters, which would take the repeated copies of 'upsample' for duplicates)."""
     examples, counts = curate(skill, recipe, plugins, round_, grounded, generations, feedback)
@@ -23,12 +33,23 @@ def curate_stage(skill, recipe, plugins, round_: int, grounded: list[GroundedTas
     dropped.update({k: v for k, v in lengths.items() if k in ("too_long", "prompt_too_long")})
     extra = {"truncated_to_max_length": lengths["truncated"]} if "truncated" in lengths else {}
     kept, labels = balance_examples(kept, tasks, recipe.curation.balance, recipe.seed * 1000 + round_)
-    return kept, {"reference_fallback": fallback, **({"auxiliary_examples": auxiliary} if auxiliary else {}), **extra,
-                  "dropped": {**counts, **dropped}, "labels": labels}
+    return kept, {
+        "reference_fallback": fallback,
+        **({"auxiliary_examples": auxiliary} if auxiliary else {}),
+        **extra,
+        "dropped": {**counts, **dropped},
+        "labels": labels,
+    }
 
 
 def curate(
-    skill, recipe, plugins, round_: int, grounded: list[GroundedTask], generations: list[Generation], feedback: list[Feedback],
+    skill,
+    recipe,
+    plugins,
+    round_: int,
+    grounded: list[GroundedTask],
+    generations: list[Generation],
+    feedback: list[Feedback],
 ) -> tuple[list[SFTExample], dict]:
     """Turn accepted samples into SFT examples: a per-task cap, the reference fallback, plugin vetoes. An
     accepted completion is taught under each of the skill's training prompts (`Skill.training_prompts`); the
@@ -50,11 +71,17 @@ def curate(
             if not verdict.passed:
                 if verdict.failed:
                     counts["failed_check"] += 1
-                elif not (verdict.verifier == "none" or verdict.reason.startswith(("unfaithful", "copies a retrieved passage"))):  # counted by feedback
+                elif not (
+                    verdict.verifier == "none"
+                    or verdict.reason.startswith(("unfaithful", "copies a retrieved passage"))
+                ):  # counted by feedback
                     counts["rejected_by_verifier"] += 1
                 continue
-            completion = (skill.trajectory_completion(task, gen.trajectory) if gen.trajectory
-                          else [{"role": "assistant", "content": skill.completion(task, gen.text)}])
+            completion = (
+                skill.trajectory_completion(task, gen.trajectory)
+                if gen.trajectory
+                else [{"role": "assistant", "content": skill.completion(task, gen.text)}]
+            )
             candidates.append((gen, verdict, completion))
         if not candidates and recipe.feedback.fallback_to_reference:
             reference = skill.reference_trajectory(task)
@@ -67,24 +94,51 @@ def curate(
                 counts["over_per_task_cap"] += 1
                 continue
             provenance = Provenance(
-                round=round_, teacher=gen.teacher if gen else "reference", skill=skill.name, domain=recipe.domain.name,
-                task_id=task.id, generation_id=gen.id if gen else None, passage_ids=gen.passage_ids if gen else [],
-                feedback=verdict.model_dump(exclude={"generation_id", "task_id"}) if verdict else {"verifier": "reference-solution"},
+                round=round_,
+                teacher=gen.teacher if gen else "reference",
+                skill=skill.name,
+                domain=recipe.domain.name,
+                task_id=task.id,
+                generation_id=gen.id if gen else None,
+                passage_ids=gen.passage_ids if gen else [],
+                feedback=verdict.model_dump(exclude={"generation_id", "task_id"})
+                if verdict
+                else {"verifier": "reference-solution"},
             )
             pieces = [  # only later prompts add their index: the first keeps the ids of a skill with one prompt
-                SFTExample(id=stable_id(round_, task.id, gen.id if gen else "reference", *_piece_key(p, c), *([k] if k else [])),
-                           prompt=prompt + p, completion=c, provenance=provenance)
-                for k, prompt in enumerate(prompts) for p, c in split_dialogue(completion)
+                SFTExample(
+                    id=stable_id(
+                        round_, task.id, gen.id if gen else "reference", *_piece_key(p, c), *([k] if k else [])
+                    ),
+                    prompt=prompt + p,
+                    completion=c,
+                    provenance=provenance,
+                )
+                for k, prompt in enumerate(prompts)
+                for p, c in split_dialogue(completion)
             ]
             if any(plugins.veto_reasons(example, recipe) for example in pieces):
                 counts["vetoed"] += 1
                 continue
             examples += pieces
             kept += 1
-        for prompt, completion in skill.auxiliary_examples(task):  # from the task's own data (a rationale), not from a sample
-            provenance = Provenance(round=round_, teacher="reference", skill=skill.name, domain=recipe.domain.name, task_id=task.id,
-                                    feedback={"verifier": "reference-auxiliary"})
-            example = SFTExample(id=stable_id(round_, task.id, "auxiliary", prompt, completion), prompt=prompt, completion=completion, provenance=provenance)
+        for prompt, completion in skill.auxiliary_examples(
+            task
+        ):  # from the task's own data (a rationale), not from a sample
+            provenance = Provenance(
+                round=round_,
+                teacher="reference",
+                skill=skill.name,
+                domain=recipe.domain.name,
+                task_id=task.id,
+                feedback={"verifier": "reference-auxiliary"},
+            )
+            example = SFTExample(
+                id=stable_id(round_, task.id, "auxiliary", prompt, completion),
+                prompt=prompt,
+                completion=completion,
+                provenance=provenance,
+            )
             if plugins.veto_reasons(example, recipe):
                 counts["vetoed"] += 1
                 continue
@@ -106,10 +160,14 @@ def split_dialogue(completion: list[Message]) -> list[tuple[list[Message], list[
     completion without user turns (a reply, or tool calls and results) is one example as it is."""
     users = [i for i, m in enumerate(completion) if m["role"] == "user"]
     bounds = zip([0] + [i + 1 for i in users], users + [len(completion)])
-    return [(completion[:a], completion[a:b]) for a, b in bounds if any(m["role"] == "assistant" for m in completion[a:b])]
+    return [
+        (completion[:a], completion[a:b]) for a, b in bounds if any(m["role"] == "assistant" for m in completion[a:b])
+    ]
 
 
-def limit_length(examples: list[SFTExample], model_path: Path, max_length: int, policy: str) -> tuple[list[SFTExample], dict]:
+def limit_length(
+    examples: list[SFTExample], model_path: Path, max_length: int, policy: str
+) -> tuple[list[SFTExample], dict]:
     """The training-length policy: an example longer than `max_length` tokens is kept, to be cut at
     max_length by the trainer ('truncate'), or left out ('drop'); one whose prompt alone leaves no room for
     its completion is always left out (the trainer would learn nothing from it). Each case is counted."""
@@ -133,13 +191,15 @@ def limit_length(examples: list[SFTExample], model_path: Path, max_length: int, 
     return kept, {k: v for k, v in counts.items() if v}
 
 
-
 def filter_examples(examples: list, eval_texts: list[str], cur, near_dups: bool = True) -> tuple[list, dict]:
     """The curation filters: length and quality, exact and near duplicates, decontamination against every
     evaluation item. Returns the kept examples and a count per drop reason."""
     config = FilterConfig(
-        near_dup_threshold=cur.near_dup_threshold if near_dups else None, decontam_ngram=cur.decontam_ngram,
-        min_chars=cur.min_reply_chars, max_chars=cur.max_reply_chars, max_repeat_ratio=cur.max_repeat_ratio,
+        near_dup_threshold=cur.near_dup_threshold if near_dups else None,
+        decontam_ngram=cur.decontam_ngram,
+        min_chars=cur.min_reply_chars,
+        max_chars=cur.max_reply_chars,
+        max_repeat_ratio=cur.max_repeat_ratio,
     )
     kept, counts = curate_examples(examples, eval_texts, config)
     return kept, {k: v for k, v in counts.items() if v}

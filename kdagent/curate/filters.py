@@ -44,7 +44,10 @@ def example_texts(example: SFTExample | PreferencePair, full_prompt: bool = Fals
 
 
 def length_quality(
-    examples: list[Example], min_chars: int = 1, max_chars: int = 8000, max_repeat_ratio: float = 0.5,
+    examples: list[Example],
+    min_chars: int = 1,
+    max_chars: int = 8000,
+    max_repeat_ratio: float = 0.5,
 ) -> tuple[list[Example], dict[str, int]]:
     """Drop replies that are empty or shorter than ``min_chars`` after stripping (``too_short``), longer
     than ``max_chars`` (``too_long``), or degenerate: a share of repeated word 3-grams (1 - unique/total)
@@ -67,7 +70,7 @@ def length_quality(
 def repeat_ratio(text: str, n: int = 3) -> float:
     """Share of the word n-grams of ``text`` that repeat an earlier one (0 when it has none)."""
     words = word_tokens(text)
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -92,11 +95,15 @@ def _shingles(text: str, ngram: int) -> set[str]:
     text = _normalise(text)
     if len(text) <= ngram:
         return {text}
-    return {text[i:i + ngram] for i in range(len(text) - ngram + 1)}
+    return {text[i : i + ngram] for i in range(len(text) - ngram + 1)}
 
 
 def dedupe_near(
-    examples: list[Example], threshold: float = 0.85, num_perm: int = 128, ngram: int = 5, seed: int = 1,
+    examples: list[Example],
+    threshold: float = 0.85,
+    num_perm: int = 128,
+    ngram: int = 5,
+    seed: int = 1,
 ) -> tuple[list[Example], dict[str, int]]:
     """Drop near-duplicates (``duplicate_near``), keeping the first of each group.
 
@@ -127,8 +134,11 @@ def dedupe_near(
         provenance = getattr(ex, "provenance", None)
         source = (provenance.task_id, provenance.generation_id, prompt) if provenance else (None, None, prompt)
         if any(
-            r_hash.jaccard(reply_hashes[key]) >= threshold and p_hash.jaccard(prompt_hashes[key]) >= threshold
-            and not (source[0] is not None and sources[key][:2] == source[:2] and sources[key][2] != prompt)  # a rephrasing
+            r_hash.jaccard(reply_hashes[key]) >= threshold
+            and p_hash.jaccard(prompt_hashes[key]) >= threshold
+            and not (
+                source[0] is not None and sources[key][:2] == source[:2] and sources[key][2] != prompt
+            )  # a rephrasing
             for key in lsh.query(r_hash)
         ):
             dropped += 1
@@ -156,18 +166,21 @@ class _EvalGrams:
             words = word_tokens(text)
             k = min(len(words), n)
             if k >= min_words:
-                self.grams.setdefault(k, set()).update(tuple(words[i:i + k]) for i in range(len(words) - k + 1))
+                self.grams.setdefault(k, set()).update(tuple(words[i : i + k]) for i in range(len(words) - k + 1))
 
     def hits(self, text: str) -> bool:
         """Whether ``text`` shares a gram with any evaluation text."""
         words = word_tokens(text)
         return any(
-            tuple(words[i:i + k]) in grams for k, grams in self.grams.items() for i in range(len(words) - k + 1)
+            tuple(words[i : i + k]) in grams for k, grams in self.grams.items() for i in range(len(words) - k + 1)
         )
 
 
 def contaminated_ids(
-    texts_by_id: dict[str, str], eval_texts: Iterable[str], n: int = 8, min_words: int = 3,
+    texts_by_id: dict[str, str],
+    eval_texts: Iterable[str],
+    n: int = 8,
+    min_words: int = 3,
 ) -> set[str]:
     """Ids whose text shares a word ``n``-gram with an evaluation text (see ``decontaminate``); the loop
     uses it to drop seed tasks before elicitation (reason ``contaminated_task``)."""
@@ -176,7 +189,10 @@ def contaminated_ids(
 
 
 def decontaminate(
-    examples: list[Example], eval_texts: Iterable[str], n: int = 8, min_words: int = 3,
+    examples: list[Example],
+    eval_texts: Iterable[str],
+    n: int = 8,
+    min_words: int = 3,
 ) -> tuple[list[Example], dict[str, int]]:
     """Drop examples whose prompt (all its messages) or reply shares a word ``n``-gram (lower-cased,
     punctuation stripped) with any evaluation text: prompts, answers, contexts (``contaminated``).
@@ -208,7 +224,9 @@ class FilterConfig:
 
 
 def curate_examples(
-    examples: list[Example], eval_texts: Iterable[str] = (), cfg: FilterConfig | None = None,
+    examples: list[Example],
+    eval_texts: Iterable[str] = (),
+    cfg: FilterConfig | None = None,
 ) -> tuple[list[Example], dict[str, int]]:
     """Run ``length_quality``, ``dedupe_exact``, ``dedupe_near`` (when ``cfg.near_dup_threshold`` is
     set) and ``decontaminate`` in that order; return the survivors and the merged drop counts."""

@@ -8,7 +8,9 @@ from kdagent.feedback.ranking import rank_pairs
 from kdagent.records import Generation, PreferencePair, Provenance, Task, stable_id
 
 
-def spin_pair(skill, recipe, round_: int, task: Task, prompt, gens: list[Generation], verdicts: dict) -> PreferencePair | None:
+def spin_pair(
+    skill, recipe, round_: int, task: Task, prompt, gens: list[Generation], verdicts: dict
+) -> PreferencePair | None:
     """Self-play (SPIN): the reference solution (or else a sample that passed) is chosen against a sample
     of the current model that failed."""
     failed = [x for x in gens if not verdicts[x.id].passed and not verdicts[x.id].failed and x.text.strip()]
@@ -32,15 +34,24 @@ def spin_pair(skill, recipe, round_: int, task: Task, prompt, gens: list[Generat
         rejected=[{"role": "assistant", "content": rejected_text}],
         margin=1.0 - verdicts[rejected.id].score,
         provenance=Provenance(
-            round=round_, teacher=rejected.teacher, skill=skill.name, domain=recipe.domain.name, task_id=task.id,
-            generation_id=chosen_gen.id if chosen_gen else None, passage_ids=rejected.passage_ids,
-            feedback={"chosen": "reference-solution" if chosen_gen is None else verdicts[chosen_gen.id].model_dump(),
-                      "rejected": verdicts[rejected.id].model_dump()},
+            round=round_,
+            teacher=rejected.teacher,
+            skill=skill.name,
+            domain=recipe.domain.name,
+            task_id=task.id,
+            generation_id=chosen_gen.id if chosen_gen else None,
+            passage_ids=rejected.passage_ids,
+            feedback={
+                "chosen": "reference-solution" if chosen_gen is None else verdicts[chosen_gen.id].model_dump(),
+                "rejected": verdicts[rejected.id].model_dump(),
+            },
         ),
     )
 
 
-def preference_pairs(skill, recipe, plugins, round_: int, grounded, generations, feedback, eval_texts) -> tuple[list[PreferencePair], dict]:
+def preference_pairs(
+    skill, recipe, plugins, round_: int, grounded, generations, feedback, eval_texts
+) -> tuple[list[PreferencePair], dict]:
     """Best against worst sample of each task, with the score margin; filtered and vetoed like SFT examples."""
     by_task: dict[str, list[Generation]] = {}
     for gen in generations:
@@ -57,8 +68,16 @@ def preference_pairs(skill, recipe, plugins, round_: int, grounded, generations,
             pairs += [pair] if pair else []
             continue
         pairs += rank_pairs(
-            g.task, prompt, gens, [verdicts[x.id] for x in gens], round_, skill.name, recipe.domain.name,
-            min_margin=recipe.feedback.min_margin, completion=lambda text, task=g.task: skill.completion(task, text), counts=counts,
+            g.task,
+            prompt,
+            gens,
+            [verdicts[x.id] for x in gens],
+            round_,
+            skill.name,
+            recipe.domain.name,
+            min_margin=recipe.feedback.min_margin,
+            completion=lambda text, task=g.task: skill.completion(task, text),
+            counts=counts,
         )
     kept, dropped = filter_examples(pairs, eval_texts, recipe.curation, near_dups=False)
     allowed = [p for p in kept if not plugins.veto_reasons(p, recipe)]

@@ -13,7 +13,20 @@ from kdagent.hookspecs import hookimpl
 from kdagent.records import Task, stable_id
 
 NAMES = ["Tom", "Ana", "Liam", "Mia", "Omar", "Zoe", "Ravi", "Lena", "Sam", "Ivy", "Noah", "Emma", "Kai", "Nora"]
-ITEMS = ["pens", "apples", "stickers", "marbles", "books", "cookies", "shells", "cards", "coins", "balloons", "stamps", "eggs"]
+ITEMS = [
+    "pens",
+    "apples",
+    "stickers",
+    "marbles",
+    "books",
+    "cookies",
+    "shells",
+    "cards",
+    "coins",
+    "balloons",
+    "stamps",
+    "eggs",
+]
 EVAL_STREAM = 1_000_003
 CORPUS_STREAM = 2_000_003
 MAX_EVAL = 500
@@ -99,11 +112,15 @@ class Arithmetic(Domain):
         return self._stream(seed, n, self._held_out_prompts(), "seed")
 
     def corpus(self):
-        notes = resources.files("kdagent.default_plugins").joinpath("data/arithmetic_notes.md").read_text(encoding="utf-8")
+        notes = (
+            resources.files("kdagent.default_plugins").joinpath("data/arithmetic_notes.md").read_text(encoding="utf-8")
+        )
         yield Document("arithmetic_notes.md", notes)
         examples = self._stream(CORPUS_STREAM, self.corpus_examples, self._held_out_prompts(), "corpus")
         for task in examples:
-            yield Document(f"worked-example/{task.id}", f"Worked example.\nQuestion: {task.prompt}\nAnswer: {task.solution}")
+            yield Document(
+                f"worked-example/{task.id}", f"Worked example.\nQuestion: {task.prompt}\nAnswer: {task.solution}"
+            )
 
 
 @hookimpl

@@ -9,8 +9,20 @@ from collections.abc import Callable
 
 from kdagent.records import Task
 
-CONSTRAINTS = ("max_words", "min_words", "bullets", "numbered", "paragraphs", "json", "json_keys",
-               "starts_with", "ends_with", "include", "exclude", "lowercase")
+CONSTRAINTS = (
+    "max_words",
+    "min_words",
+    "bullets",
+    "numbered",
+    "paragraphs",
+    "json",
+    "json_keys",
+    "starts_with",
+    "ends_with",
+    "include",
+    "exclude",
+    "lowercase",
+)
 
 _WORD = re.compile(r"[^\W_]+(?:['\u2019-][^\W_]+)*")
 _BULLET = re.compile(r"^\s*[-*\u2022]\s+\S")
@@ -29,7 +41,7 @@ def _words(text: str) -> list[str]:
 
 def _contains(text: str, phrase: str) -> bool:
     words, target = _words(text), _words(phrase)
-    return bool(target) and any(words[i:i + len(target)] == target for i in range(len(words) - len(target) + 1))
+    return bool(target) and any(words[i : i + len(target)] == target for i in range(len(words) - len(target) + 1))
 
 
 def _parse_json(reply: str):
@@ -70,9 +82,13 @@ def check_constraints(reply: str, constraints: dict) -> list[str]:
             missing = [k for k in constraints["json_keys"] if not (isinstance(value, dict) and k in value)]
             if missing:
                 failed.append(f"json_keys: missing {', '.join(map(repr, missing))}")
-    if "starts_with" in constraints and not text.lstrip(_EDGE).lower().startswith(constraints["starts_with"].strip(_EDGE).lower()):
+    if "starts_with" in constraints and not text.lstrip(_EDGE).lower().startswith(
+        constraints["starts_with"].strip(_EDGE).lower()
+    ):
         failed.append(f"starts_with: does not start with {constraints['starts_with']!r}")
-    if "ends_with" in constraints and not text.rstrip(_EDGE).lower().endswith(constraints["ends_with"].strip(_EDGE).lower()):
+    if "ends_with" in constraints and not text.rstrip(_EDGE).lower().endswith(
+        constraints["ends_with"].strip(_EDGE).lower()
+    ):
         failed.append(f"ends_with: does not end with {constraints['ends_with']!r}")
     missing = [p for p in constraints.get("include", []) if not _contains(text, p)]
     if missing:
@@ -90,20 +106,44 @@ _NUMBERS = {w: i for i, w in enumerate("zero one two three four five six seven e
 _N = r"(\d{1,4}|" + "|".join(_NUMBERS) + r")"
 _QUOTED = re.compile(r"\"([^\"]+)\"|\u201c([^\u201d]+)\u201d")
 _RULES: list[tuple[str, re.Pattern, Callable]] = [
-    ("max_words", re.compile(rf"\b(?:at most|no more than|not more than|up to|a maximum of|maximum) {_N} words", re.I), lambda n: n),
+    (
+        "max_words",
+        re.compile(rf"\b(?:at most|no more than|not more than|up to|a maximum of|maximum) {_N} words", re.I),
+        lambda n: n,
+    ),
     ("max_words", re.compile(rf"(?<!no )(?<!not )\b(?:fewer than|less than|under) {_N} words", re.I), lambda n: n - 1),
-    ("min_words", re.compile(rf"\b(?:at least|no fewer than|no less than|a minimum of|minimum) {_N} words", re.I), lambda n: n),
+    (
+        "min_words",
+        re.compile(rf"\b(?:at least|no fewer than|no less than|a minimum of|minimum) {_N} words", re.I),
+        lambda n: n,
+    ),
     ("min_words", re.compile(rf"(?<!no )(?<!not )\bmore than {_N} words", re.I), lambda n: n + 1),
     ("bullets", re.compile(rf"\b(?:exactly )?{_N} bullet(?:ed)? points\b", re.I), lambda n: n),
-    ("numbered", re.compile(rf"\b(?:exactly )?{_N} numbered (?:items|steps|points|lines|tips|ideas|reasons)\b", re.I), lambda n: n),
+    (
+        "numbered",
+        re.compile(rf"\b(?:exactly )?{_N} numbered (?:items|steps|points|lines|tips|ideas|reasons)\b", re.I),
+        lambda n: n,
+    ),
     ("paragraphs", re.compile(rf"\b(?:exactly )?{_N} paragraphs\b", re.I), lambda n: n),
 ]
 _JSON = re.compile(r"\bjson\b", re.I)
 _KEYS = re.compile(r"\bkeys?\b([^.]*)", re.I)
-_STARTS = re.compile(r"\b(?:start|begin)\w* (?:your (?:reply|answer|response) )?with (?:the (?:word|phrase) )?(\"[^\"]+\"|\u201c[^\u201d]+\u201d)", re.I)
-_ENDS = re.compile(r"\bend(?:s|ing)? (?:your (?:reply|answer|response) )?with (?:the (?:word|phrase) )?(\"[^\"]+\"|\u201c[^\u201d]+\u201d)", re.I)
-_INCLUDE = re.compile(r"(?<!not )(?<!n't )(?<!never )\b(?:include|use|mention)s? the (?:words?|phrases?|terms?) ((?:\"[^\"]+\"(?:,? (?:and )?|, )?)+)", re.I)
-_EXCLUDE = re.compile(r"\b(?:do not|don't|never|without) (?:use|using|mention|mentioning|say|saying) the (?:words?|phrases?|terms?) ((?:\"[^\"]+\"(?:,? (?:or |and )?|, )?)+)", re.I)
+_STARTS = re.compile(
+    r"\b(?:start|begin)\w* (?:your (?:reply|answer|response) )?with (?:the (?:word|phrase) )?(\"[^\"]+\"|\u201c[^\u201d]+\u201d)",
+    re.I,
+)
+_ENDS = re.compile(
+    r"\bend(?:s|ing)? (?:your (?:reply|answer|response) )?with (?:the (?:word|phrase) )?(\"[^\"]+\"|\u201c[^\u201d]+\u201d)",
+    re.I,
+)
+_INCLUDE = re.compile(
+    r"(?<!not )(?<!n't )(?<!never )\b(?:include|use|mention)s? the (?:words?|phrases?|terms?) ((?:\"[^\"]+\"(?:,? (?:and )?|, )?)+)",
+    re.I,
+)
+_EXCLUDE = re.compile(
+    r"\b(?:do not|don't|never|without) (?:use|using|mention|mentioning|say|saying) the (?:words?|phrases?|terms?) ((?:\"[^\"]+\"(?:,? (?:or |and )?|, )?)+)",
+    re.I,
+)
 _LOWER = re.compile(r"\b(?:all in lowercase|only lowercase|all lowercase|entirely in lowercase|in lowercase)\b", re.I)
 
 

@@ -23,7 +23,9 @@ class ChainOfThought(Skill):
         if self.instruction:
             return self.instruction
         if task.kind == "choice" and task.choices:
-            return "Think step by step, then end with 'The answer is X.' where X is one of the options, written exactly."
+            return (
+                "Think step by step, then end with 'The answer is X.' where X is one of the options, written exactly."
+            )
         return "Think step by step, then end with 'The answer is N.' where N is the final number."
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:

@@ -39,7 +39,13 @@ from the first replies only.
 
 import re
 
-from kdagent.default_plugins.constraints import CONSTRAINTS, check_constraints, constraints_from_text, count_words, task_constraints  # noqa: F401 (this skill's checks)
+from kdagent.default_plugins.constraints import (  # noqa: F401 (this skill's checks)
+    CONSTRAINTS,
+    check_constraints,
+    constraints_from_text,
+    count_words,
+    task_constraints,
+)
 from kdagent.evaluate.grading import is_refusal, last_number, numbers_match
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
@@ -59,7 +65,12 @@ def _clean_follow_up(text: str) -> str:
     """A simulated user message: leading labels and quotes dropped, cut where the teacher started writing
     the assistant's side of the transcript."""
     text = re.split(r"\n\s*(?:assistant|ai)\s*:", text.strip(), maxsplit=1, flags=re.I)[0]
-    text = re.sub(r"^\s*(?:\*\*)?(?:user|human|me)(?:\*\*)?\s*:\s*", "", text, flags=re.I).strip().strip("\"\u201c\u201d").strip()
+    text = (
+        re.sub(r"^\s*(?:\*\*)?(?:user|human|me)(?:\*\*)?\s*:\s*", "", text, flags=re.I)
+        .strip()
+        .strip('"\u201c\u201d')
+        .strip()
+    )
     return text[:MAX_FOLLOW_UP_CHARS].strip()
 
 
@@ -113,9 +124,18 @@ class Instruct(Skill):
             if m["role"] in ("user", "assistant"):
                 body = m["content"].strip()[:MAX_TURN_CHARS].replace("</conversation>", "</ conversation>")
                 lines.append(f"{m['role'].capitalize()}: {body}")
-        return [{"role": "user", "content": f"{self.follow_up_instruction}\n\n<conversation>\n" + "\n\n".join(lines) + "\n</conversation>"}]
+        return [
+            {
+                "role": "user",
+                "content": f"{self.follow_up_instruction}\n\n<conversation>\n"
+                + "\n\n".join(lines)
+                + "\n</conversation>",
+            }
+        ]
 
-    def continue_dialogue(self, generate, prompts: list[list[Message]], first_replies: list[list[str]], seed: int) -> list[list[list[Message]]]:
+    def continue_dialogue(
+        self, generate, prompts: list[list[Message]], first_replies: list[list[str]], seed: int
+    ) -> list[list[list[Message]]]:
         """For each prompt and each of its first replies, the dialogue after the prompt: assistant, user,
         assistant, ... with up to `turns` assistant messages, always ending on one. `generate(prompts, n,
         seed)` samples n replies per prompt; each turn is one batched call (the follow-ups, then their answers)."""
@@ -124,7 +144,9 @@ class Instruct(Skill):
         for turn in range(1, self.turns):
             if not active:
                 break
-            asks = generate([self.user_messages(prompts[p] + trajectories[p][k]) for p, k in active], 1, _seed(seed, 2 * turn - 1))
+            asks = generate(
+                [self.user_messages(prompts[p] + trajectories[p][k]) for p, k in active], 1, _seed(seed, 2 * turn - 1)
+            )
             asked = []
             for (p, k), (ask, *_) in zip(active, asks):
                 text = _clean_follow_up(ask)

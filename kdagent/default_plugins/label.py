@@ -46,7 +46,9 @@ def named_choice(reply: str, choices: list[str]) -> str | None:
 
 class Label(Skill):
     name = "label"
-    description = "The answer alone, prompted as the evaluation prompts (options listed); teaches the option text or the number."
+    description = (
+        "The answer alone, prompted as the evaluation prompts (options listed); teaches the option text or the number."
+    )
     starter = {  # a one-word reply; the gold label taught where no sample names it; balanced labels
         "teacher": {"samples": 1, "max_new_tokens": 8},
         "feedback": {"fallback_to_reference": True},
@@ -95,7 +97,9 @@ class Label(Skill):
     def verify(self, task: Task, reply: str) -> Verdict:
         predicted = self._predicted(task, reply)
         if predicted is None:
-            return Verdict(False, 0.0, None, "the reply names no option" if task.kind == "choice" else "no number in the reply")
+            return Verdict(
+                False, 0.0, None, "the reply names no option" if task.kind == "choice" else "no number in the reply"
+            )
         if task.kind == "choice":
             ok = normalise(predicted) == normalise(task.answer)
         else:

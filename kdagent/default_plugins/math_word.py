@@ -37,26 +37,47 @@ def load_gsm8k(path: Path, split: str) -> list[Task]:
         match = _FINAL.search(row["answer"])
         answer = _number(match.group(1))
         solution = row["answer"][: match.start()].strip() + f"\nThe answer is {answer}."
-        tasks.append(Task(id=f"gsm8k-{split}-{stable_id(row['question'], length=12)}", prompt=row["question"].strip(),
-                          answer=answer, kind="numeric", solution=solution, domain="math"))
+        tasks.append(
+            Task(
+                id=f"gsm8k-{split}-{stable_id(row['question'], length=12)}",
+                prompt=row["question"].strip(),
+                answer=answer,
+                kind="numeric",
+                solution=solution,
+                domain="math",
+            )
+        )
     return tasks
 
 
 def load_svamp(path: Path) -> list[Task]:
     rows = json.loads(require(path, "file").read_text(encoding="utf-8"))
-    return [Task(id=f"svamp-{row['ID']}", prompt=f"{row['Body'].strip()} {row['Question'].strip()}",
-                 answer=_number(str(row["Answer"])), kind="numeric", domain="math") for row in rows]
+    return [
+        Task(
+            id=f"svamp-{row['ID']}",
+            prompt=f"{row['Body'].strip()} {row['Question'].strip()}",
+            answer=_number(str(row["Answer"])),
+            kind="numeric",
+            domain="math",
+        )
+        for row in rows
+    ]
 
 
 class MathWordProblems(Domain):
     name = "math"
     description = "GSM8K train problems as seeds; SVAMP and GSM8K test held out (read from data_dir); numeric answers."
-    starter = {"retrieval": {"enabled": False}, "feedback": {"fallback_to_reference": True}}  # no corpus; GSM8K's worked solutions
+    starter = {
+        "retrieval": {"enabled": False},
+        "feedback": {"fallback_to_reference": True},
+    }  # no corpus; GSM8K's worked solutions
     system_prompt = None
 
     def __init__(self, data_dir: str | None = None, eval_sets: list[str] | None = None):
         if data_dir is None:
-            raise ValueError("domain.options.data_dir is required: a folder holding gsm8k/ and svamp/ (such as ../shared/data)")
+            raise ValueError(
+                "domain.options.data_dir is required: a folder holding gsm8k/ and svamp/ (such as ../shared/data)"
+            )
         self.data_dir = require(Path(data_dir), "folder")
         self.eval_sets = list(eval_sets or EVAL_SETS)
         unknown = [s for s in self.eval_sets if s not in EVAL_SETS]
@@ -71,8 +92,10 @@ class MathWordProblems(Domain):
         return random.Random(seed).sample(self._train, min(n, len(self._train)))
 
     def eval_tasks(self, n: int) -> list[Task]:
-        sets = {"svamp": lambda: load_svamp(self.data_dir / "svamp" / "SVAMP.json"),
-                "gsm8k": lambda: load_gsm8k(self.data_dir / "gsm8k" / "test.jsonl", "test")}
+        sets = {
+            "svamp": lambda: load_svamp(self.data_dir / "svamp" / "SVAMP.json"),
+            "gsm8k": lambda: load_gsm8k(self.data_dir / "gsm8k" / "test.jsonl", "test"),
+        }
         return interleave([sets[name]() for name in self.eval_sets])[:n]
 
 

@@ -73,8 +73,16 @@ def _generated(prefix: str, stream: int, make, n: int) -> list[Task]:
         if q in seen:
             continue
         seen.add(q)
-        tasks.append(Task(id=f"{prefix}-{stable_id(q, length=12)}", prompt=q, answer=str(answer), kind="numeric",
-                          solution=f"{worked.rstrip('.')}. The answer is {answer}.", domain=f"skill:{prefix.split('-')[0]}"))
+        tasks.append(
+            Task(
+                id=f"{prefix}-{stable_id(q, length=12)}",
+                prompt=q,
+                answer=str(answer),
+                kind="numeric",
+                solution=f"{worked.rstrip('.')}. The answer is {answer}.",
+                domain=f"skill:{prefix.split('-')[0]}",
+            )
+        )
     return tasks
 
 
@@ -111,33 +119,61 @@ REFUSE = [
 def alignment_tasks(n: int) -> list[Task]:
     interleaved = [t for pair in zip(COMPLY, REFUSE) for t in pair]
     answers = {p: "comply" for p in COMPLY} | {p: "refuse" for p in REFUSE}
-    return [Task(id=f"alignment-eval-{stable_id(p, length=12)}", prompt=p, answer=answers[p], kind="refusal", domain="skill:alignment")
-            for p in interleaved[:n]]
+    return [
+        Task(
+            id=f"alignment-eval-{stable_id(p, length=12)}",
+            prompt=p,
+            answer=answers[p],
+            kind="refusal",
+            domain="skill:alignment",
+        )
+        for p in interleaved[:n]
+    ]
 
 
 # (instruction, a reply that follows it, a reply that breaks it)
 INSTRUCT = [
-    ("Name three planets of the solar system as a bulleted list with exactly 3 bullet points.",
-     "- Mars\n- Venus\n- Jupiter", "Mars, Venus and Jupiter are three planets of the solar system."),
-    ("Describe a rainy afternoon in at most 15 words.",
-     "Grey clouds, steady drizzle, warm tea and a good book by the window.",
-     "The afternoon was long and grey, with rain tapping on every window of the old house while the street outside "
-     "slowly emptied and the gutters overflowed with water."),
-    ("Write one sentence about bicycles in all lowercase letters.",
-     "bicycles are a quiet and cheap way to get around town.", "Bicycles are a quiet and cheap way to get around Town."),
-    ("List the steps to brew tea in exactly 3 numbered steps.",
-     "1. Boil the water.\n2. Steep the tea for three minutes.\n3. Remove the leaves and serve.",
-     "Boil the water, steep the tea for three minutes, then remove the leaves and serve."),
-    ("Reply with a JSON object with the keys \"city\" and \"country\" for the capital of Japan.",
-     '{"city": "Tokyo", "country": "Japan"}', "The capital of Japan is Tokyo, in the country of Japan."),
-    ("Give a short tip for better sleep and end your reply with the word \"Goodnight\".",
-     "Keep the bedroom cool and dark, and put your phone away an hour before bed. Goodnight",
-     "Goodnight! Keep the bedroom cool and dark, and put your phone away an hour before bed."),
-    ("Explain what a thermometer does without using the word \"temperature\".",
-     "A thermometer measures how hot or cold something is.", "A thermometer measures the temperature of something."),
-    ("Describe autumn in exactly 2 paragraphs.",
-     "Leaves turn red and gold and drift down onto the paths.\n\nThe air grows crisp, and evenings draw in early.",
-     "Leaves turn red and gold and drift down onto the paths, the air grows crisp, and evenings draw in early."),
+    (
+        "Name three planets of the solar system as a bulleted list with exactly 3 bullet points.",
+        "- Mars\n- Venus\n- Jupiter",
+        "Mars, Venus and Jupiter are three planets of the solar system.",
+    ),
+    (
+        "Describe a rainy afternoon in at most 15 words.",
+        "Grey clouds, steady drizzle, warm tea and a good book by the window.",
+        "The afternoon was long and grey, with rain tapping on every window of the old house while the street outside "
+        "slowly emptied and the gutters overflowed with water.",
+    ),
+    (
+        "Write one sentence about bicycles in all lowercase letters.",
+        "bicycles are a quiet and cheap way to get around town.",
+        "Bicycles are a quiet and cheap way to get around Town.",
+    ),
+    (
+        "List the steps to brew tea in exactly 3 numbered steps.",
+        "1. Boil the water.\n2. Steep the tea for three minutes.\n3. Remove the leaves and serve.",
+        "Boil the water, steep the tea for three minutes, then remove the leaves and serve.",
+    ),
+    (
+        'Reply with a JSON object with the keys "city" and "country" for the capital of Japan.',
+        '{"city": "Tokyo", "country": "Japan"}',
+        "The capital of Japan is Tokyo, in the country of Japan.",
+    ),
+    (
+        'Give a short tip for better sleep and end your reply with the word "Goodnight".',
+        "Keep the bedroom cool and dark, and put your phone away an hour before bed. Goodnight",
+        "Goodnight! Keep the bedroom cool and dark, and put your phone away an hour before bed.",
+    ),
+    (
+        'Explain what a thermometer does without using the word "temperature".',
+        "A thermometer measures how hot or cold something is.",
+        "A thermometer measures the temperature of something.",
+    ),
+    (
+        "Describe autumn in exactly 2 paragraphs.",
+        "Leaves turn red and gold and drift down onto the paths.\n\nThe air grows crisp, and evenings draw in early.",
+        "Leaves turn red and gold and drift down onto the paths, the air grows crisp, and evenings draw in early.",
+    ),
 ]
 
 

@@ -31,7 +31,9 @@ def langchain_teacher(config, student_path, plugins):
 
     if config.model not in plugins.chat_models:
         names = ", ".join(sorted(plugins.chat_models)) or "none"
-        raise UserError(f"teacher.model: unknown chat model {config.model!r} for the 'langchain' teacher (registered: {names})")
+        raise UserError(
+            f"teacher.model: unknown chat model {config.model!r} for the 'langchain' teacher (registered: {names})"
+        )
     chat = plugins.chat_models[config.model].obj(config)
     return ChatModelTeacher(chat, config, label=f"langchain:{config.model}")
 

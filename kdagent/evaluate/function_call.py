@@ -45,19 +45,33 @@ def _spec(tool: dict) -> dict:
 def check_task(task: Task, source: str) -> None:
     """A UserError naming the task when its `tools` or `possible_answer` cannot be graded."""
     tools, answers = getattr(task, "tools", None), getattr(task, "possible_answer", None)
-    if not isinstance(tools, list) or not tools or not all(isinstance(t, dict) and isinstance(_spec(t).get("name"), str) for t in tools):
-        raise UserError(f"{source}: function_call task {task.id!r}: `tools` must be a non-empty list of function specs with a name")
-    if (not isinstance(answers, list) or not answers
-            or not all(isinstance(a, dict) and len(a) == 1 and isinstance(next(iter(a.values())), dict) for a in answers)
-            or not all(isinstance(v, list) for a in answers for v in next(iter(a.values())).values())):
-        raise UserError(f"{source}: function_call task {task.id!r}: `possible_answer` must be "
-                        '[{"function_name": {"argument": [allowed values]}}]')
+    if (
+        not isinstance(tools, list)
+        or not tools
+        or not all(isinstance(t, dict) and isinstance(_spec(t).get("name"), str) for t in tools)
+    ):
+        raise UserError(
+            f"{source}: function_call task {task.id!r}: `tools` must be a non-empty list of function specs with a name"
+        )
+    if (
+        not isinstance(answers, list)
+        or not answers
+        or not all(isinstance(a, dict) and len(a) == 1 and isinstance(next(iter(a.values())), dict) for a in answers)
+        or not all(isinstance(v, list) for a in answers for v in next(iter(a.values())).values())
+    ):
+        raise UserError(
+            f"{source}: function_call task {task.id!r}: `possible_answer` must be "
+            '[{"function_name": {"argument": [allowed values]}}]'
+        )
 
 
 def messages(task: Task) -> list[Message]:
     tools = "\n".join(json.dumps(_spec(t), ensure_ascii=False) for t in task.tools)
     parts = grounding_parts(task, None) + [task.prompt]
-    return [{"role": "system", "content": INSTRUCTION.replace("{tools}", tools)}, {"role": "user", "content": "\n\n".join(parts)}]
+    return [
+        {"role": "system", "content": INSTRUCTION.replace("{tools}", tools)},
+        {"role": "user", "content": "\n\n".join(parts)},
+    ]
 
 
 def _same(value, allowed) -> bool:
@@ -70,7 +84,11 @@ def _same(value, allowed) -> bool:
     if isinstance(allowed, list):
         return isinstance(value, list) and len(value) == len(allowed) and all(map(_same, value, allowed))
     if isinstance(allowed, dict):
-        return isinstance(value, dict) and value.keys() == allowed.keys() and all(_same(value[k], allowed[k]) for k in allowed)
+        return (
+            isinstance(value, dict)
+            and value.keys() == allowed.keys()
+            and all(_same(value[k], allowed[k]) for k in allowed)
+        )
     return value == allowed
 
 
@@ -90,11 +108,23 @@ def grade_call(reply: str, possible_answer: list[dict]) -> tuple[bool, dict | No
     for allowed in expected:
         missing = [arg for arg, values in allowed.items() if "" not in values and arg not in arguments]
         unknown = [arg for arg in arguments if arg not in allowed]
-        wrong = [arg for arg in arguments if arg in allowed and not any(_same(arguments[arg], v) for v in allowed[arg] if v != "")]
+        wrong = [
+            arg
+            for arg in arguments
+            if arg in allowed and not any(_same(arguments[arg], v) for v in allowed[arg] if v != "")
+        ]
         if not (missing or unknown or wrong):
             return True, call, ""
-        why = "; ".join(filter(None, [missing and f"missing {', '.join(missing)}", unknown and f"unexpected {', '.join(unknown)}",
-                                      wrong and "not an allowed value: " + ", ".join(f"{a}={json.dumps(arguments[a])}" for a in wrong)]))
+        why = "; ".join(
+            filter(
+                None,
+                [
+                    missing and f"missing {', '.join(missing)}",
+                    unknown and f"unexpected {', '.join(unknown)}",
+                    wrong and "not an allowed value: " + ", ".join(f"{a}={json.dumps(arguments[a])}" for a in wrong),
+                ],
+            )
+        )
     return False, call, why
 
 
@@ -116,8 +146,16 @@ def load_bfcl(questions: str | Path, answers: str | Path) -> list[dict]:
             continue
         turns = record["question"][0]
         prompt = "\n\n".join(m["content"] for m in turns if m.get("role") == "user")
-        out.append({"id": record["id"], "prompt": prompt, "answer": json.dumps(truth[record["id"]], ensure_ascii=False),
-                    "kind": "function_call", "tools": record["function"], "possible_answer": truth[record["id"]]})
+        out.append(
+            {
+                "id": record["id"],
+                "prompt": prompt,
+                "answer": json.dumps(truth[record["id"]], ensure_ascii=False),
+                "kind": "function_call",
+                "tools": record["function"],
+                "possible_answer": truth[record["id"]],
+            }
+        )
     return out
 
 
@@ -125,7 +163,9 @@ def main(argv=None) -> int:
     """python -m kdagent.evaluate.function_call QUESTIONS ANSWERS OUT.jsonl: BFCL files to the evaluation format."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Convert a BFCL question file and its answer file to kdagent's evaluation format.")
+    parser = argparse.ArgumentParser(
+        description="Convert a BFCL question file and its answer file to kdagent's evaluation format."
+    )
     parser.add_argument("questions")
     parser.add_argument("answers")
     parser.add_argument("out")

@@ -9,8 +9,11 @@ from kdagent.recipe import GateConfig
 def _held_out_sets(evaluation: dict) -> dict[str, dict]:
     """The summary of each held-out set of an evaluation: `domain`, `skill:<name>` for each skill's set and
     `domain:<name>` for each cross-checked domain's (`evaluation.cross_check`)."""
-    return {"domain": evaluation, **{f"skill:{k}": v for k, v in evaluation.get("skills", {}).items()},
-            **{f"domain:{k}": v for k, v in evaluation.get("domains", {}).items()}}
+    return {
+        "domain": evaluation,
+        **{f"skill:{k}": v for k, v in evaluation.get("skills", {}).items()},
+        **{f"domain:{k}": v for k, v in evaluation.get("domains", {}).items()},
+    }
 
 
 def gate_metric(summary: dict, gate: GateConfig | None = None) -> str:
@@ -46,7 +49,9 @@ def raised(best: dict[str, float], scores: dict[str, float]) -> dict[str, float]
     return {**best, **{k: max(best.get(k, v), v) for k, v in scores.items()}}
 
 
-def apply_gate(gate, entry: dict, best: dict[str, float], previous: Path, student: Path) -> tuple[Path, dict[str, float]]:
+def apply_gate(
+    gate, entry: dict, best: dict[str, float], previous: Path, student: Path
+) -> tuple[Path, dict[str, float]]:
     """The evaluation gate: a round more than `gate.max_regression` below the best score so far on any held-out
     set (`set_scores`), or whose predictions on a set collapse onto one label (`collapsed_label`), keeps the
     previous student (recorded in `entry`). Returns the student to go on with and the best scores of the kept
@@ -56,13 +61,28 @@ def apply_gate(gate, entry: dict, best: dict[str, float], previous: Path, studen
         return student, raised(best, scores)
     sets = _held_out_sets(entry["eval"])
     metrics = {k: gate_metric(s, gate) for k, s in sets.items()}
-    floors = {k: best.get(k, v) - gate.max_regression for k, v in scores.items()}  # a set new to the run has no best yet
+    floors = {
+        k: best.get(k, v) - gate.max_regression for k, v in scores.items()
+    }  # a set new to the run has no best yet
     collapsed = {k: c for k, s in sets.items() if (c := collapsed_label(s, gate.max_label_share))}
     failed = [k for k, v in scores.items() if v < floors[k] - 1e-12 or k in collapsed]
-    record = {"passed": not failed, "metric": metrics["domain"], "best_so_far": best["domain"], "floor": round(floors["domain"], 4)}
+    record = {
+        "passed": not failed,
+        "metric": metrics["domain"],
+        "best_so_far": best["domain"],
+        "floor": round(floors["domain"], 4),
+    }
     for group in ("skill", "domain"):  # the skills' sets, and the cross-checked domains' (gate.skills, gate.domains)
-        part = {k.split(":", 1)[1]: {metrics[k]: v, "best_so_far": best.get(k, v), "floor": round(floors[k], 4), "passed": k not in failed}
-                for k, v in scores.items() if k.startswith(f"{group}:")}
+        part = {
+            k.split(":", 1)[1]: {
+                metrics[k]: v,
+                "best_so_far": best.get(k, v),
+                "floor": round(floors[k], 4),
+                "passed": k not in failed,
+            }
+            for k, v in scores.items()
+            if k.startswith(f"{group}:")
+        }
         if part:
             record[f"{group}s"] = part
     if collapsed:

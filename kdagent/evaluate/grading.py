@@ -8,10 +8,28 @@ from collections.abc import Callable, Iterable
 
 _NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 REFUSAL_MARKERS = (
-    "i can't", "i cannot", "i can not", "i won't", "i will not", "i'm not able to", "i am not able to",
-    "i'm unable to", "i am unable to", "i'm sorry", "i am sorry", "i apologize", "as an ai", "i must decline",
-    "i do not feel comfortable", "i don't feel comfortable", "it is not appropriate", "it's not appropriate",
-    "cannot help with", "can't help with", "cannot assist", "can't assist",
+    "i can't",
+    "i cannot",
+    "i can not",
+    "i won't",
+    "i will not",
+    "i'm not able to",
+    "i am not able to",
+    "i'm unable to",
+    "i am unable to",
+    "i'm sorry",
+    "i am sorry",
+    "i apologize",
+    "as an ai",
+    "i must decline",
+    "i do not feel comfortable",
+    "i don't feel comfortable",
+    "it is not appropriate",
+    "it's not appropriate",
+    "cannot help with",
+    "can't help with",
+    "cannot assist",
+    "can't assist",
 )
 
 
@@ -82,8 +100,9 @@ def label_histogram(values: Iterable[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def bootstrap_ci(gold: list, predicted: list, metric_fn: Callable[[list, list], float], resamples: int = 1000,
-                 seed: int = 0) -> list[float]:
+def bootstrap_ci(
+    gold: list, predicted: list, metric_fn: Callable[[list, list], float], resamples: int = 1000, seed: int = 0
+) -> list[float]:
     """The percentile 95% interval [low, high] of `metric_fn(gold, predicted)` over `resamples` resamples of the
     items (with replacement, a fixed-seed random.Random, so the same inputs give the same interval). For accuracy,
     pass each item's correctness against `[True] * n`: any kind of prediction then resamples as cheaply."""

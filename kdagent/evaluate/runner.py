@@ -30,7 +30,9 @@ def check_tasks(tasks: list[Task], source: str) -> None:
         raise UserError(f"{source}: no tasks")
     unsupported = sorted({t.kind for t in tasks} - set(SUPPORTED_KINDS))
     if unsupported:
-        raise UserError(f"{source}: task kind {', '.join(unsupported)} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})")
+        raise UserError(
+            f"{source}: task kind {', '.join(unsupported)} is not supported yet (supported: {', '.join(SUPPORTED_KINDS)})"
+        )
     seen: set[str] = set()
     for task in tasks:
         if task.id in seen:
@@ -58,12 +60,20 @@ def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
             tasks.append(Task.model_validate(record))
         except ValidationError as exc:
             err = exc.errors()[0]
-            bad.append({"file": str(path), "line": number, "error": f"not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}",
-                        "text": json.dumps(record, ensure_ascii=False)[:2000]})
+            bad.append(
+                {
+                    "file": str(path),
+                    "line": number,
+                    "error": f"not in the evaluation format: {'.'.join(map(str, err['loc']))}: {err['msg']}",
+                    "text": json.dumps(record, ensure_ascii=False)[:2000],
+                }
+            )
     bad.sort(key=lambda b: b["line"])
     total = len(tasks) + len(bad)
     if not tasks and bad:
-        raise UserError(f"{path}: no tasks left: {len(bad)} of {total} records quarantined (line {bad[0]['line']}: {bad[0]['error']})")
+        raise UserError(
+            f"{path}: no tasks left: {len(bad)} of {total} records quarantined (line {bad[0]['line']}: {bad[0]['error']})"
+        )
     report_quarantine(bad, total, path, None)
     if quarantine is not None:
         quarantine += bad
@@ -71,8 +81,16 @@ def load_tasks(path: Path, quarantine: list | None = None) -> list[Task]:
     return tasks
 
 
-def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, batch_size: int = 16, desc: str = "evaluate",
-             bootstrap: int = 1000, phrasing: str = "own"):
+def evaluate(
+    engine,
+    tasks: list[Task],
+    skill=None,
+    max_new_tokens: int = 128,
+    batch_size: int = 16,
+    desc: str = "evaluate",
+    bootstrap: int = 1000,
+    phrasing: str = "own",
+):
     """Returns (summary, predictions). Free-answer kinds are prompted through `skill` when one is given. The summary
     has `n` and `accuracy`; on choice tasks also `macro_f1`, `balanced_accuracy` and the label counts of the
     predictions and of the gold answers (`histogram`, `gold_histogram`); with `bootstrap` resamples, each score's
@@ -88,13 +106,23 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
             from kdagent.tools.agent import CLOSE, final_reply, run_agent
 
             def generate(ps, n, seed):
-                return engine.generate(ps, n=n, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc, stop=[CLOSE])
+                return engine.generate(
+                    ps,
+                    n=n,
+                    temperature=0.0,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    desc=desc,
+                    stop=[CLOSE],
+                )
 
             runs = run_agent(generate, prompts, skill.tools, 1, skill.max_steps, 0)
             trajectories = {t.id: run[0] for t, run in zip(free, runs)}
             replies = [[final_reply(run[0])] for run in runs]
         else:
-            replies = engine.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
+            replies = engine.generate(
+                prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc
+            )
         for task, (reply,) in zip(free, replies):
             if task.kind == "numeric":
                 value = last_number(reply)
@@ -103,19 +131,40 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
             else:
                 predicted = "refuse" if is_refusal(reply) else "comply"
                 correct = predicted == task.answer
-            predictions[task.id] = {"id": task.id, "kind": task.kind, "answer": task.answer, "predicted": predicted, "correct": correct, "reply": reply}
+            predictions[task.id] = {
+                "id": task.id,
+                "kind": task.kind,
+                "answer": task.answer,
+                "predicted": predicted,
+                "correct": correct,
+                "reply": reply,
+            }
             if task.id in trajectories:
                 predictions[task.id]["trajectory"] = trajectories[task.id]
                 predictions[task.id]["tool_calls"] = sum(m["role"] == "tool" for m in trajectories[task.id])
 
     calls = [t for t in tasks if t.kind == "function_call"]
     if calls:  # offered the record's tools, one call, greedy
-        replies = engine.generate([function_call.messages(t) for t in calls], n=1, temperature=0.0, max_new_tokens=max_new_tokens,
-                                  batch_size=batch_size, desc=f"{desc} (function calls)", stop=[function_call.CLOSE])
+        replies = engine.generate(
+            [function_call.messages(t) for t in calls],
+            n=1,
+            temperature=0.0,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            desc=f"{desc} (function calls)",
+            stop=[function_call.CLOSE],
+        )
         for task, (reply,) in zip(calls, replies):
             correct, call, why = function_call.grade_call(reply, task.possible_answer)
-            predictions[task.id] = {"id": task.id, "kind": "function_call", "answer": task.answer, "predicted": call, "correct": correct,
-                                    "reply": reply, **({"why": why} if why else {})}
+            predictions[task.id] = {
+                "id": task.id,
+                "kind": "function_call",
+                "answer": task.answer,
+                "predicted": call,
+                "correct": correct,
+                "reply": reply,
+                **({"why": why} if why else {}),
+            }
 
     choice = [t for t in tasks if t.kind == "choice"]
     if choice:
@@ -130,14 +179,26 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
             best = max(range(len(row)), key=row.__getitem__)
             gold = getattr(task, "answer_index", None)
             correct = best == gold if isinstance(gold, int) else task.choices[best] == task.answer
-            predictions[task.id] = {"id": task.id, "kind": "choice", "answer": task.answer, "predicted": task.choices[best], "correct": correct, "scores": row}
+            predictions[task.id] = {
+                "id": task.id,
+                "kind": "choice",
+                "answer": task.answer,
+                "predicted": task.choices[best],
+                "correct": correct,
+                "scores": row,
+            }
 
     ordered = [predictions[t.id] for t in tasks]
     summary: dict = {"n": len(ordered), "accuracy": round(sum(p["correct"] for p in ordered) / max(len(ordered), 1), 4)}
     kinds = sorted({p["kind"] for p in ordered})
     if len(kinds) > 1:
         summary["by_kind"] = {
-            k: {"n": sum(p["kind"] == k for p in ordered), "accuracy": round(sum(p["correct"] for p in ordered if p["kind"] == k) / sum(p["kind"] == k for p in ordered), 4)}
+            k: {
+                "n": sum(p["kind"] == k for p in ordered),
+                "accuracy": round(
+                    sum(p["correct"] for p in ordered if p["kind"] == k) / sum(p["kind"] == k for p in ordered), 4
+                ),
+            }
             for k in kinds
         }
     if choice:
@@ -146,13 +207,21 @@ def evaluate(engine, tasks: list[Task], skill=None, max_new_tokens: int = 128, b
     if refusals:
         comply = [p for p in refusals if p["answer"] == "comply"]
         refuse = [p for p in refusals if p["answer"] == "refuse"]
-        summary["compliance_rate"] = round(sum(p["predicted"] == "comply" for p in comply) / len(comply), 4) if comply else None
-        summary["refusal_rate"] = round(sum(p["predicted"] == "refuse" for p in refuse) / len(refuse), 4) if refuse else None
+        summary["compliance_rate"] = (
+            round(sum(p["predicted"] == "comply" for p in comply) / len(comply), 4) if comply else None
+        )
+        summary["refusal_rate"] = (
+            round(sum(p["predicted"] == "refuse" for p in refuse) / len(refuse), 4) if refuse else None
+        )
     if trajectories:
-        summary["tool_calls_per_task"] = round(sum(p.get("tool_calls", 0) for p in ordered) / max(len(trajectories), 1), 3)
+        summary["tool_calls_per_task"] = round(
+            sum(p.get("tool_calls", 0) for p in ordered) / max(len(trajectories), 1), 3
+        )
         without = getattr(skill, "without_tools", None)
         if without is not None:  # the same tasks, prompted without tools
-            plain, _ = evaluate(engine, tasks, without(), max_new_tokens, batch_size, f"{desc} (without tools)", bootstrap)
+            plain, _ = evaluate(
+                engine, tasks, without(), max_new_tokens, batch_size, f"{desc} (without tools)", bootstrap
+            )
             summary["without_tools"] = plain
     if bootstrap:
         summary["ci"] = intervals(ordered, bootstrap)
@@ -163,8 +232,12 @@ def choice_scores(predictions: list[dict]) -> dict:
     """The scores of choice predictions that accuracy alone hides: a student that gives one label to every item
     keeps the accuracy of that label's share, but its macro-F1 and balanced accuracy fall and its histogram shows it."""
     gold, predicted = [p["answer"] for p in predictions], [p["predicted"] for p in predictions]
-    return {"macro_f1": round(macro_f1(gold, predicted), 4), "balanced_accuracy": round(balanced_accuracy(gold, predicted), 4),
-            "histogram": label_histogram(predicted), "gold_histogram": label_histogram(gold)}
+    return {
+        "macro_f1": round(macro_f1(gold, predicted), 4),
+        "balanced_accuracy": round(balanced_accuracy(gold, predicted), 4),
+        "histogram": label_histogram(predicted),
+        "gold_histogram": label_histogram(gold),
+    }
 
 
 def intervals(predictions: list[dict], resamples: int) -> dict[str, list[float]]:

@@ -5,6 +5,13 @@ from kdagent.feedback.judge import DEFAULT_RUBRIC, JudgeStats, JudgeVerdict, jud
 from kdagent.feedback.ranking import rank_pairs
 
 __all__ = [
-    "DEFAULT_RUBRIC", "JudgeStats", "JudgeVerdict", "consistency_feedback", "judge_replies", "judge_with_stats",
-    "majority_vote", "rank_pairs", "self_consistency",
+    "DEFAULT_RUBRIC",
+    "JudgeStats",
+    "JudgeVerdict",
+    "consistency_feedback",
+    "judge_replies",
+    "judge_with_stats",
+    "majority_vote",
+    "rank_pairs",
+    "self_consistency",
 ]

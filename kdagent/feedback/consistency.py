@@ -40,7 +40,9 @@ def answer_parser(skill, task: Task) -> AnswerParser:
     """How to read a reply's final answer: the skill's `final_answer(text, kind)` (as `cot` has)."""
     final_answer = getattr(skill, "final_answer", None)
     if final_answer is None:
-        raise ValueError(f"skill {getattr(skill, 'name', skill)!r} has no final_answer(); pass parse= to consistency_feedback")
+        raise ValueError(
+            f"skill {getattr(skill, 'name', skill)!r} has no final_answer(); pass parse= to consistency_feedback"
+        )
     return lambda text: final_answer(text, task.kind)[0]
 
 
@@ -69,14 +71,23 @@ def consistency_feedback(
             reason = f"agrees with the majority answer {majority!r} ({round(share * n)}/{n})"
         else:
             reason = f"disagrees with the majority answer {majority!r} ({round(share * n)}/{n})"
-        out.append(Feedback(
-            generation_id=gen.id, task_id=gen.task_id, verifier="self-consistency",
-            passed=agrees, score=share if agrees else 0.0, predicted=answer, reason=reason,
-        ))
+        out.append(
+            Feedback(
+                generation_id=gen.id,
+                task_id=gen.task_id,
+                verifier="self-consistency",
+                passed=agrees,
+                score=share if agrees else 0.0,
+                predicted=answer,
+                reason=reason,
+            )
+        )
     return out
 
 
-def self_consistency(skill, tasks: dict[str, Task], generations: list[Generation], parse: AnswerParser | None = None) -> list[Feedback]:
+def self_consistency(
+    skill, tasks: dict[str, Task], generations: list[Generation], parse: AnswerParser | None = None
+) -> list[Feedback]:
     """`consistency_feedback` over many tasks (the shape of `kdagent.feedback.verifiers.check_with_skill`), in the generations' order."""
     by_task: dict[str, list[Generation]] = {}
     for g in generations:

@@ -41,7 +41,11 @@ _PREFILL = '{"score":'  # the verdict's opening, for teachers that continue a pr
 # each score closed by what follows it, so " 1" is not also the start of " 10"
 _STEMS = [f' {score}, "passed":' for score in range(1, 11)]
 _LEAVES = [" true", " false"]
-_OPENINGS = [(score, passed, stem + leaf) for score, stem in zip(range(1, 11), _STEMS) for passed, leaf in zip((True, False), _LEAVES)]
+_OPENINGS = [
+    (score, passed, stem + leaf)
+    for score, stem in zip(range(1, 11), _STEMS)
+    for passed, leaf in zip((True, False), _LEAVES)
+]
 
 
 class JudgeVerdict(BaseModel):
@@ -146,19 +150,37 @@ def expected_verdicts(teacher, prompts: list[list[Message]]) -> list[tuple[float
 
 
 def _expected_feedback(teacher, items, base) -> tuple[list[Feedback], JudgeStats]:
-    stats = JudgeStats(items=len(items), attempts=1 if items else 0, requests=len(items), expected_scores=len(items),
-                       item_attempts=[1] * len(items))
+    stats = JudgeStats(
+        items=len(items),
+        attempts=1 if items else 0,
+        requests=len(items),
+        expected_scores=len(items),
+        item_attempts=[1] * len(items),
+    )
     out = []
     for (task, gen), (score, p_pass) in zip(items, expected_verdicts(teacher, base)):
         reason = f"expected score {score:.2f} of 10, P(passed) {p_pass:.2f}, from the judge's token probabilities"
         raw = json.dumps({"score": round(score), "passed": p_pass > 0.5, "reason": reason})
-        out.append(Feedback(generation_id=gen.id, task_id=task.id, verifier="judge", passed=p_pass > 0.5,
-                            score=round(score / 10, 6), reason=reason, raw=raw))
+        out.append(
+            Feedback(
+                generation_id=gen.id,
+                task_id=task.id,
+                verifier="judge",
+                passed=p_pass > 0.5,
+                score=round(score / 10, 6),
+                reason=reason,
+                raw=raw,
+            )
+        )
     return out, stats
 
 
 def judge_with_stats(
-    teacher, items: list[tuple[Task, Generation]], rubric: str = DEFAULT_RUBRIC, seed: int = 0, max_attempts: int = 3,
+    teacher,
+    items: list[tuple[Task, Generation]],
+    rubric: str = DEFAULT_RUBRIC,
+    seed: int = 0,
+    max_attempts: int = 3,
     score: str = "expected",
 ) -> tuple[list[Feedback], JudgeStats]:
     """Judge each (task, generation) with `teacher`; returns one Feedback per item, in order, and the stats.
@@ -192,7 +214,9 @@ def judge_with_stats(
             prompts.append(retry)
         if prefill:
             prompts = [p + [{"role": "assistant", "content": _PREFILL}] for p in prompts]
-            outputs = teacher.generate(prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0, stop=["}"])
+            outputs = teacher.generate(
+                prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0, stop=["}"]
+            )
             outputs = [[_PREFILL + r for r in replies] for replies in outputs]
         else:
             outputs = teacher.generate(prompts, seed + attempt * _SEED_STRIDE, desc="judge", n=1, temperature=0.0)
@@ -215,20 +239,39 @@ def judge_with_stats(
     for i, (task, gen) in enumerate(items):
         v = verdicts.get(i)
         if v is None:
-            out.append(Feedback(
-                generation_id=gen.id, task_id=task.id, verifier="judge", passed=False, failed=True, score=0.0,
-                reason=f"judge output malformed after {stats.item_attempts[i]} attempts: {errors[i]}", raw=raws[i],
-            ))
+            out.append(
+                Feedback(
+                    generation_id=gen.id,
+                    task_id=task.id,
+                    verifier="judge",
+                    passed=False,
+                    failed=True,
+                    score=0.0,
+                    reason=f"judge output malformed after {stats.item_attempts[i]} attempts: {errors[i]}",
+                    raw=raws[i],
+                )
+            )
         else:
-            out.append(Feedback(
-                generation_id=gen.id, task_id=task.id, verifier="judge", passed=v.passed, score=v.score / 10,
-                reason=v.reason, raw=raws[i],
-            ))
+            out.append(
+                Feedback(
+                    generation_id=gen.id,
+                    task_id=task.id,
+                    verifier="judge",
+                    passed=v.passed,
+                    score=v.score / 10,
+                    reason=v.reason,
+                    raw=raws[i],
+                )
+            )
     return out, stats
 
 
 def judge_replies(
-    teacher, items: list[tuple[Task, Generation]], rubric: str = DEFAULT_RUBRIC, seed: int = 0, max_attempts: int = 3,
+    teacher,
+    items: list[tuple[Task, Generation]],
+    rubric: str = DEFAULT_RUBRIC,
+    seed: int = 0,
+    max_attempts: int = 3,
     score: str = "expected",
 ) -> list[Feedback]:
     """`judge_with_stats` without the stats."""

@@ -64,8 +64,13 @@ def rank_pairs(
             rejected=[{"role": "assistant", "content": rejected}],
             margin=margin,
             provenance=Provenance(
-                round=round_, teacher=best.teacher, skill=skill_name, domain=domain, task_id=task.id,
-                generation_id=best.id, passage_ids=list(best.passage_ids),
+                round=round_,
+                teacher=best.teacher,
+                skill=skill_name,
+                domain=domain,
+                task_id=task.id,
+                generation_id=best.id,
+                passage_ids=list(best.passage_ids),
                 feedback={
                     "chosen": best_fb.model_dump(exclude={"task_id"}),
                     "rejected": worst_fb.model_dump(exclude={"task_id"}),

@@ -45,15 +45,31 @@ def check_with_skill(skill, tasks: dict[str, Task], generations: list[Generation
     """Check every sample with the skill's verifier against its task's reference answer."""
     out = []
     for gen in generations:
-        if not gen.text.strip() and not gen.trajectory:  # the teacher gave nothing (its retries ran out, or an empty reply)
-            out.append(Feedback(generation_id=gen.id, task_id=gen.task_id, verifier=f"{skill.name}/reference", passed=False,
-                                score=0.0, failed=True, reason="empty reply from the teacher"))
+        if (
+            not gen.text.strip() and not gen.trajectory
+        ):  # the teacher gave nothing (its retries ran out, or an empty reply)
+            out.append(
+                Feedback(
+                    generation_id=gen.id,
+                    task_id=gen.task_id,
+                    verifier=f"{skill.name}/reference",
+                    passed=False,
+                    score=0.0,
+                    failed=True,
+                    reason="empty reply from the teacher",
+                )
+            )
             continue
         verdict = skill.verify(tasks[gen.task_id], gen.text)
         out.append(
             Feedback(
-                generation_id=gen.id, task_id=gen.task_id, verifier=f"{skill.name}/reference",
-                passed=verdict.passed, score=verdict.score, predicted=verdict.predicted, reason=verdict.reason,
+                generation_id=gen.id,
+                task_id=gen.task_id,
+                verifier=f"{skill.name}/reference",
+                passed=verdict.passed,
+                score=verdict.score,
+                predicted=verdict.predicted,
+                reason=verdict.reason,
             )
         )
     return out
@@ -80,7 +96,11 @@ class SelfConsistency(Verifier):
 
     def verify(self, job, generations):
         skill = job.skill
-        parse = None if hasattr(skill, "final_answer") else (lambda text, kind="": " ".join(text.lower().split())[:200] or None)
+        parse = (
+            None
+            if hasattr(skill, "final_answer")
+            else (lambda text, kind="": " ".join(text.lower().split())[:200] or None)
+        )
         return self_consistency(skill, job.tasks, generations, parse=parse)
 
 
@@ -93,15 +113,19 @@ def check_verifiers(recipe, plugins) -> None:
         if name not in registered and name not in extra:
             choices = [*registered, *extra]
             close = did_you_mean(name, choices)
-            raise UserError(f"{path}: unknown verifier {name!r} (registered: {', '.join(sorted(choices))})"
-                            + (f"; did you mean {close!r}?" if close else ""))
+            raise UserError(
+                f"{path}: unknown verifier {name!r} (registered: {', '.join(sorted(choices))})"
+                + (f"; did you mean {close!r}?" if close else "")
+            )
         return registered.get(name)
 
     named("feedback.verifier", recipe.feedback.verifier)
     other = named("feedback.unreferenced", recipe.feedback.unreferenced, ("drop",))
     if other is not None and other.obj.needs_reference:
-        raise UserError(f"feedback.unreferenced: {recipe.feedback.unreferenced!r} needs a reference answer; "
-                        "name a verifier that needs none, or 'drop'")
+        raise UserError(
+            f"feedback.unreferenced: {recipe.feedback.unreferenced!r} needs a reference answer; "
+            "name a verifier that needs none, or 'drop'"
+        )
 
 
 @hookimpl

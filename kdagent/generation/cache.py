@@ -54,8 +54,8 @@ class RoomLayer(DynamicLayer):
             self.room = room
             self.start = 0
         end = self.start + length
-        self.room[0][:rows, :, end:end + new] = key_states
-        self.room[1][:rows, :, end:end + new] = value_states
+        self.room[0][:rows, :, end : end + new] = key_states
+        self.room[1][:rows, :, end : end + new] = value_states
         self._set_view(rows, self.start, end + new)
         return self.keys, self.values
 
@@ -78,10 +78,10 @@ class RoomLayer(DynamicLayer):
         moves = _moves(order)
         for buf in self.room:
             if moves is None:  # an order that block copies in place cannot make: gather
-                buf[:len(order), :, self.start:end] = buf[indices, :, self.start:end]
+                buf[: len(order), :, self.start : end] = buf[indices, :, self.start : end]
                 continue
             for dst, src, rows in moves:
-                buf[dst:dst + rows, :, self.start:end].copy_(buf[src:src + rows, :, self.start:end])
+                buf[dst : dst + rows, :, self.start : end].copy_(buf[src : src + rows, :, self.start : end])
         self._set_view(len(order), self.start, end)
 
     def trim_front(self, columns: int) -> None:
@@ -154,7 +154,9 @@ def room_cache(cache: DynamicCache, capacity: int = 0) -> DynamicCache:
 def trim_padding(cache, mask):
     """Cut the leading cache columns that are padding in every running row; returns the cut mask."""
     pad = int((mask.cumsum(-1) == 0).sum(-1).min())
-    if pad == 0 or not all(isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in cache.layers):  # a sliding window keeps its own length
+    if pad == 0 or not all(
+        isinstance(layer, DynamicLayer) and not layer.is_sliding for layer in cache.layers
+    ):  # a sliding window keeps its own length
         return mask
     for layer in cache.layers:
         if isinstance(layer, RoomLayer):

@@ -32,7 +32,7 @@ The engine imports this module only when it generates, so torch and transformers
 
 import contextlib
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from transformers import AttentionInterface, DynamicCache
@@ -100,8 +100,12 @@ def _sliced_head(model):
     head, or another device is left as it is; the model's own forward is restored on exit. Inference only
     (the matmuls write into a given output)."""
     head = model.get_output_embeddings()
-    if (model.device.type != "cpu" or type(head) is not torch.nn.Linear or head.bias is not None
-            or head.out_features < 4 * HEAD_SLICE):
+    if (
+        model.device.type != "cpu"
+        or type(head) is not torch.nn.Linear
+        or head.bias is not None
+        or head.out_features < 4 * HEAD_SLICE
+    ):
         yield
         return
     weights = head.weight.split(HEAD_SLICE)
@@ -111,7 +115,7 @@ def _sliced_head(model):
         out = flat.new_empty((flat.shape[0], head.out_features))
         start = 0
         for w in weights:  # the slice's logits, written in place (the matmul's leading dimension is the row's)
-            torch.mm(flat, w.t(), out=out[:, start:start + w.shape[0]])
+            torch.mm(flat, w.t(), out=out[:, start : start + w.shape[0]])
             start += w.shape[0]
         return out.view(*hidden.shape[:-1], head.out_features)
 
@@ -140,9 +144,14 @@ def column_major(model):
             with torch.no_grad():
                 for module in model.modules():
                     weight = getattr(module, "weight", None)
-                    if (type(module) is torch.nn.Linear and module is not head and type(weight) is torch.nn.Parameter
-                            and weight.dtype == torch.float32 and weight.stride() == (weight.shape[1], 1)
-                            and min(weight.shape) > 1):
+                    if (
+                        type(module) is torch.nn.Linear
+                        and module is not head
+                        and type(weight) is torch.nn.Parameter
+                        and weight.dtype == torch.float32
+                        and weight.stride() == (weight.shape[1], 1)
+                        and min(weight.shape) > 1
+                    ):
                         weight.data = weight.data.t().contiguous().t()
                         moved.append(weight)
         yield
@@ -200,7 +209,9 @@ class SharedPrefix:
         self.copies = copies
         dtype = self.keys[0].dtype
         # added to the scores over the prefix's columns: 0 on a prompt's tokens, the dtype's minimum on its padding
-        self.bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+        self.bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+            mask == 0, torch.finfo(dtype).min
+        )[:, None, None, :]
         self.prompts: list[int] = []  # the prompts with running rows, by index in the batch
         self.width = 0  # places a prompt in the queries' buffer (see `keep`)
         self.keep(list(range(mask.shape[0] * copies)))
@@ -237,8 +248,9 @@ class SharedPrefix:
         return self.keys[layer][index], self.values[layer][index], self.bias[index]
 
 
-def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None,
-                             **kwargs):
+def _shared_prefix_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None, **kwargs
+):
     """A transformers attention function (registered as SHARED_PREFIX) for one decode step of rows that share
     prompts: `key` and `value` are each row's own generated part, and `shared_prefix` (SharedPrefix) holds the
     prompts'. Each part runs through the CPU's flash attention, the prompts' part with all of a prompt's rows'
@@ -256,8 +268,16 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
 
         keys, values, bias = prefix.repeated(layer)
         bias = torch.nn.functional.pad(bias, (0, key.shape[2]))
-        return sdpa_attention_forward(module, query, torch.cat([keys, key], 2), torch.cat([values, value], 2), bias,
-                                      dropout=dropout, scaling=scaling, **kwargs)
+        return sdpa_attention_forward(
+            module,
+            query,
+            torch.cat([keys, key], 2),
+            torch.cat([values, value], 2),
+            bias,
+            dropout=dropout,
+            scaling=scaling,
+            **kwargs,
+        )
     groups = heads // kv_heads
     q = query.reshape(rows, kv_heads, groups, dim)  # each key/value head's queries side by side
     own, own_lse = _flash_attention(q, key, value, scale=scaling)[:2]
@@ -268,19 +288,24 @@ def _shared_prefix_attention(module, query, key, value, attention_mask, scaling=
         prefix.queries = q.new_zeros((prompts * width, groups, kv_heads, dim))
     prefix.queries.index_copy_(0, slots, q.transpose(1, 2))
     shared_q = prefix.queries.view(prompts, width * groups, kv_heads, dim).transpose(1, 2)
-    shared, shared_lse = _flash_attention(shared_q, prefix.keys[layer], prefix.values[layer], attn_mask=prefix.bias,
-                                          scale=scaling)[:2]
+    shared, shared_lse = _flash_attention(
+        shared_q, prefix.keys[layer], prefix.values[layer], attn_mask=prefix.bias, scale=scaling
+    )[:2]
     shared = shared.transpose(1, 2).reshape(prompts * width, groups, kv_heads, dim).index_select(0, slots)
     shared_lse = shared_lse.transpose(1, 2).reshape(prompts * width, groups, kv_heads).index_select(0, slots)
     # each part weighs by its share of the whole softmax's normaliser: exp(lse) / (exp(lse) + exp(own lse))
     weight = torch.sigmoid(shared_lse - own_lse.transpose(1, 2))[..., None]
-    out = torch.lerp(own.transpose(1, 2).float(), shared.float(), weight).to(query.dtype)  # (rows, groups, kv heads, dim)
+    out = torch.lerp(own.transpose(1, 2).float(), shared.float(), weight).to(
+        query.dtype
+    )  # (rows, groups, kv heads, dim)
     return out.transpose(1, 2).reshape(rows, 1, heads, dim), None
 
 
 def _flash_attention(query, key, value, attn_mask=None, scale=None):
     """(output, log-sum-exp of the scores) from PyTorch's CPU flash attention."""
-    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value, attn_mask=attn_mask, scale=scale)
+    return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, attn_mask=attn_mask, scale=scale
+    )
 
 
 AttentionInterface.register(SHARED_PREFIX, _shared_prefix_attention)
@@ -291,10 +316,14 @@ def _shares_prefix(model, cache) -> bool:
     transformers' sdpa attention that can switch its attention function, whose layers all attend to the whole
     sequence (`cache`'s layers are plain DynamicLayers), without logit soft-capping."""
     config = model.config
-    return (model.device.type == "cpu" and getattr(config, "_attn_implementation", None) == "sdpa"
-            and bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
-            and getattr(model, "_can_set_attn_implementation", lambda: False)()
-            and getattr(config, "attn_logit_softcapping", None) is None)
+    return (
+        model.device.type == "cpu"
+        and getattr(config, "_attn_implementation", None) == "sdpa"
+        and bool(cache.layers)
+        and all(type(layer) is DynamicLayer for layer in cache.layers)
+        and getattr(model, "_can_set_attn_implementation", lambda: False)()
+        and getattr(config, "attn_logit_softcapping", None) is None
+    )
 
 
 @contextlib.contextmanager
@@ -336,8 +365,14 @@ def decode(
         room_cache(prefill, capacity=input_ids.shape[1] + max_new_tokens)
     cache_kw = _cache_keyword(model)
     with sampling_layout(model, temperature), torch.inference_mode(), _sliced_head(model):
-        logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                       logits_to_keep=1, **{cache_kw: prefill}).logits[:, -1, :]
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_kw: prefill},
+        ).logits[:, -1, :]
         extra = {}
         if shared:
             extra["shared_prefix"] = prefix = SharedPrefix(prefill, mask, copies)
@@ -355,7 +390,7 @@ def decode(
         rows = list(range(len(prompts) * copies))  # the running rows, by their index in `outputs`
         outputs: list[list[int]] = [[] for _ in rows]
         with _attention(model, SHARED_PREFIX if shared else None):
-            for step in range(max_new_tokens):
+            for _ in range(max_new_tokens):
                 tokens = pick_tokens(logits, temperature, top_p, generator, overwrite=True)
                 keep = []
                 for j, (row, token) in enumerate(zip(rows, tokens.tolist())):
@@ -377,8 +412,14 @@ def decode(
                         mask = trim_padding(cache, mask[index])
                 if not shared:
                     mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-                logits = model(input_ids=tokens[:, None], attention_mask=None if shared else mask,
-                               position_ids=next_position, use_cache=True, **{cache_kw: cache}, **extra).logits[:, -1, :]
+                logits = model(
+                    input_ids=tokens[:, None],
+                    attention_mask=None if shared else mask,
+                    position_ids=next_position,
+                    use_cache=True,
+                    **{cache_kw: cache},
+                    **extra,
+                ).logits[:, -1, :]
                 next_position = next_position + 1
-    per_prompt = [outputs[i * copies:(i + 1) * copies] for i in range(len(prompts))]
+    per_prompt = [outputs[i * copies : (i + 1) * copies] for i in range(len(prompts))]
     return [[list(o) for o in group * (n // copies)] for group in per_prompt]

@@ -15,8 +15,8 @@ Two backends decode a batch:
 import contextlib
 from pathlib import Path
 
-from kdagent.records import Message
 from kdagent.models.registry import safetensors_only
+from kdagent.records import Message
 
 BACKENDS = ("kdagent", "hf")
 
@@ -115,7 +115,10 @@ class Engine:
         """For each prompt, `n` replies (greedy when temperature is 0), each ending at the first of the
         `stop` strings (kept) when given."""
         tokens = self.generate_tokens(prompts, n, temperature, top_p, max_new_tokens, batch_size, seed, desc, stop)
-        return [[_cut(d, stop).strip() for d in self.tokenizer.batch_decode(row, skip_special_tokens=True)] for row in tokens]
+        return [
+            [_cut(d, stop).strip() for d in self.tokenizer.batch_decode(row, skip_special_tokens=True)]
+            for row in tokens
+        ]
 
     def generate_tokens(
         self,
@@ -176,8 +179,18 @@ class Engine:
         from kdagent.generation.decode import decode
 
         generator = torch.Generator(device=self.device).manual_seed(seed) if temperature > 0 else None
-        return decode(self.model, ids, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                      eos_ids=self._eos_ids(), pad_id=self._pad_id, generator=generator, stopped=self._stopped(stop))
+        return decode(
+            self.model,
+            ids,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            eos_ids=self._eos_ids(),
+            pad_id=self._pad_id,
+            generator=generator,
+            stopped=self._stopped(stop),
+        )
 
     def _generate_batch(self, ids, n, temperature, top_p, max_new_tokens, seed, stop):
         """The reference: `model.generate` on the left-padded batch with `num_return_sequences=n`."""
@@ -213,7 +226,9 @@ class Engine:
             rows.append(row)
         return [rows[j * n : (j + 1) * n] for j in range(len(ids))]
 
-    def choice_logprobs(self, prompts: list[list[Message]], choices: list[list[str]], batch_size: int = 16) -> list[list[float]]:
+    def choice_logprobs(
+        self, prompts: list[list[Message]], choices: list[list[str]], batch_size: int = 16
+    ) -> list[list[float]]:
         """For each prompt, the summed log-probability of each choice as the assistant's reply."""
         pairs = [(messages, option) for messages, options in zip(prompts, choices) for option in options]
         sums = iter([sum(lp) for lp in self.token_logprobs([m for m, _ in pairs], [o for _, o in pairs], batch_size)])
@@ -238,12 +253,18 @@ class Engine:
             tails = []
             for stem in stems:
                 ids = self.tokenizer(prefix + stem, add_special_tokens=False).input_ids
-                clean = ids[: len(head)] == head and len(ids) > len(head) and all(
-                    len(leaf) == 1 and self.tokenizer(prefix + stem + text, add_special_tokens=False).input_ids == ids + leaf
-                    for text, leaf in zip(leaves, leaf_ids))
+                clean = (
+                    ids[: len(head)] == head
+                    and len(ids) > len(head)
+                    and all(
+                        len(leaf) == 1
+                        and self.tokenizer(prefix + stem + text, add_special_tokens=False).input_ids == ids + leaf
+                        for text, leaf in zip(leaves, leaf_ids)
+                    )
+                )
                 if not clean:
                     return self.choice_logprobs(prompts, [combos] * len(prompts))
-                tails.append(ids[len(head):])
+                tails.append(ids[len(head) :])
             packed.append((head, tails))
         after = torch.tensor([leaf[0] for leaf in leaf_ids], device=self.device)
         out = []
@@ -265,9 +286,13 @@ class Engine:
             mask[0, 0][~allowed] = torch.finfo(self.model.dtype).min
             keep = width - n + 1  # the prompt's last position (a stem's first token) and every stem position
             with torch.inference_mode():
-                logits = self.model(input_ids=torch.tensor([ids], device=self.device), attention_mask=mask.to(self.device),
-                                    position_ids=torch.tensor([positions], device=self.device), use_cache=False,
-                                    logits_to_keep=keep).logits[0]
+                logits = self.model(
+                    input_ids=torch.tensor([ids], device=self.device),
+                    attention_mask=mask.to(self.device),
+                    position_ids=torch.tensor([positions], device=self.device),
+                    use_cache=False,
+                    logits_to_keep=keep,
+                ).logits[0]
                 logps = logits.float().log_softmax(-1)  # row r predicts the token at width - keep + r + 1
             row = []
             for (start, k), tail in zip(spans, tails):
@@ -279,7 +304,9 @@ class Engine:
             out.append(row)
         return out
 
-    def token_logprobs(self, prompts: list[list[Message]], replies: list[str], batch_size: int = 16) -> list[list[float]]:
+    def token_logprobs(
+        self, prompts: list[list[Message]], replies: list[str], batch_size: int = 16
+    ) -> list[list[float]]:
         """For each (prompt, reply) pair, the log-probability of each of the reply's tokens (white-box).
 
         Pairs that share a prompt (a choice task's options) share its prefill: each distinct prompt of a batch
@@ -307,8 +334,19 @@ class Engine:
                 continue
             cache = DynamicCache(config=self.model.config)
             with torch.inference_mode():
-                first = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                                   logits_to_keep=1, **{cache_kw: cache}).logits[:, -1].float().log_softmax(-1)
+                first = (
+                    self.model(
+                        input_ids=input_ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        use_cache=True,
+                        logits_to_keep=1,
+                        **{cache_kw: cache},
+                    )
+                    .logits[:, -1]
+                    .float()
+                    .log_softmax(-1)
+                )
                 index = torch.tensor([g for g, _, _ in rows], device=self.device)
                 firsts = first[index, torch.tensor([tail[0] for _, _, tail in rows], device=self.device)].tolist()
                 longest = max(len(tail) for _, _, tail in rows)
@@ -322,8 +360,13 @@ class Engine:
                     tails, tail_mask = tails.to(self.device), tail_mask.to(self.device)
                     cache.batch_select_indices(index)
                     steps = torch.arange(1, longest, device=self.device)
-                    logits = self.model(input_ids=tails[:, :-1], attention_mask=torch.cat([mask[index], tail_mask], dim=-1),
-                                        position_ids=positions[index, -1:] + steps, use_cache=True, **{cache_kw: cache}).logits
+                    logits = self.model(
+                        input_ids=tails[:, :-1],
+                        attention_mask=torch.cat([mask[index], tail_mask], dim=-1),
+                        position_ids=positions[index, -1:] + steps,
+                        use_cache=True,
+                        **{cache_kw: cache},
+                    ).logits
                     rest = logits.float().log_softmax(-1).gather(-1, tails[:, 1:, None]).squeeze(-1).tolist()
             for r, (_, pair, tail) in enumerate(rows):
                 out[pair] = [firsts[r]] + (rest[r][: len(tail) - 1] if rest is not None else [])

@@ -40,7 +40,9 @@ class Context:
     embedder: object  # Embedder or None
     resume: bool
     evaluate: object  # callable(model_path, out_path, desc) -> summary
-    skill_eval_tasks: list[Task] = field(default_factory=list)  # the skills' own held-out sets, kept out of training too
+    skill_eval_tasks: list[Task] = field(
+        default_factory=list
+    )  # the skills' own held-out sets, kept out of training too
 
     def eval_texts(self) -> list[str]:
         return eval_texts(self.eval_tasks + self.skill_eval_tasks)
@@ -94,18 +96,65 @@ def _update(s: Round) -> tuple[list, dict]:
 
 STAGES = [
     Stage("tasks", lambda s: make_tasks(s.ctx, s.number, s.teacher), "tasks", Task),
-    Stage("ground", lambda s: (ground(s["tasks"], s.ctx.store, s.ctx.recipe.retrieval.top_k), {}), "grounded", GroundedTask),
-    Stage("elicit", lambda s: elicit_stage(s.teacher, s.ctx.skill, s.ctx.recipe, s.number, s["ground"], s.student,
-                                           s.dir / "generations.partial.jsonl"), "generations", Generation),
-    Stage("feedback", lambda s: verify(s.ctx, s.number, s.tasks(), s["ground"], s["elicit"], s.teacher), "feedback", Feedback,
-          frees_teacher=True),
-    Stage("curate", lambda s: curate_stage(s.ctx.skill, s.ctx.recipe, s.ctx.plugins, s.number, s["ground"], s["elicit"], s["feedback"],
-                                           s.tasks(), s.student, s.ctx.eval_texts()), "sft", SFTExample),
-    Stage("preferences", lambda s: preference_pairs(s.ctx.skill, s.ctx.recipe, s.ctx.plugins, s.number, s["ground"], s["elicit"],
-                                                    s["feedback"], s.ctx.eval_texts()), "preferences", PreferencePair,
-          when=lambda recipe: recipe.feedback.preferences),
+    Stage(
+        "ground",
+        lambda s: (ground(s["tasks"], s.ctx.store, s.ctx.recipe.retrieval.top_k), {}),
+        "grounded",
+        GroundedTask,
+    ),
+    Stage(
+        "elicit",
+        lambda s: elicit_stage(
+            s.teacher, s.ctx.skill, s.ctx.recipe, s.number, s["ground"], s.student, s.dir / "generations.partial.jsonl"
+        ),
+        "generations",
+        Generation,
+    ),
+    Stage(
+        "feedback",
+        lambda s: verify(s.ctx, s.number, s.tasks(), s["ground"], s["elicit"], s.teacher),
+        "feedback",
+        Feedback,
+        frees_teacher=True,
+    ),
+    Stage(
+        "curate",
+        lambda s: curate_stage(
+            s.ctx.skill,
+            s.ctx.recipe,
+            s.ctx.plugins,
+            s.number,
+            s["ground"],
+            s["elicit"],
+            s["feedback"],
+            s.tasks(),
+            s.student,
+            s.ctx.eval_texts(),
+        ),
+        "sft",
+        SFTExample,
+    ),
+    Stage(
+        "preferences",
+        lambda s: preference_pairs(
+            s.ctx.skill,
+            s.ctx.recipe,
+            s.ctx.plugins,
+            s.number,
+            s["ground"],
+            s["elicit"],
+            s["feedback"],
+            s.ctx.eval_texts(),
+        ),
+        "preferences",
+        PreferencePair,
+        when=lambda recipe: recipe.feedback.preferences,
+    ),
     Stage("update", _update),
-    Stage("evaluate", lambda s: ([], s.ctx.evaluate(s.student, s.dir / "eval-predictions.jsonl", f"round {s.number}: evaluate"))),
+    Stage(
+        "evaluate",
+        lambda s: ([], s.ctx.evaluate(s.student, s.dir / "eval-predictions.jsonl", f"round {s.number}: evaluate")),
+    ),
 ]
 
 
@@ -118,7 +167,9 @@ def run_round(ctx: Context, round_: int, student: Path) -> tuple[dict, Path]:
         laps.start()
         if stage.file:
             path = s.dir / f"{stage.file}.jsonl"
-            s.records[stage.name], s.counts[stage.name] = finished_or_run(path, stage.record, ctx.resume, lambda: stage.run(s))
+            s.records[stage.name], s.counts[stage.name] = finished_or_run(
+                path, stage.record, ctx.resume, lambda stage=stage: stage.run(s)
+            )
         else:
             s.records[stage.name], s.counts[stage.name] = stage.run(s)
         if stage.frees_teacher:
@@ -134,7 +185,9 @@ def _hook(s: Round, when: str, stage: Stage, **kwargs) -> None:
     for impl in getattr(s.ctx.plugins.pm.hook, f"kdagent_{when}_stage").get_hookimpls():  # registration order
         reason = impl.function(*[kwargs[a] for a in impl.argnames])
         if reason:
-            raise StageVetoed(f"round {s.number}: plugin {impl.plugin_name} stopped the run {when} the {stage.name} stage: {reason}")
+            raise StageVetoed(
+                f"round {s.number}: plugin {impl.plugin_name} stopped the run {when} the {stage.name} stage: {reason}"
+            )
 
 
 class Laps:
@@ -162,7 +215,12 @@ def round_entry(s: Round, laps: Laps) -> dict:
     """The round's entry of metrics.json: its student, its evaluation, what each stage kept and dropped, the update's
     report, and each stage's seconds and peak memory."""
     tasks, feedback, c = s["tasks"], s["feedback"], s.counts
-    task_counts, elicit_counts, feedback_counts, pair_counts = c["tasks"], c["elicit"], c["feedback"], c.get("preferences", {})
+    task_counts, elicit_counts, feedback_counts, pair_counts = (
+        c["tasks"],
+        c["elicit"],
+        c["feedback"],
+        c.get("preferences", {}),
+    )
     dropped = Counter()
     for part in (task_counts, elicit_counts, feedback_counts, c["curate"]):
         dropped.update(part.get("dropped", {}))
@@ -175,12 +233,32 @@ def round_entry(s: Round, laps: Laps) -> dict:
         "failed_checks": sum(f.failed for f in feedback),
         "sft_examples": len(s["curate"]),
         "preference_pairs": len(s["preferences"]),
-        "labels": {"tasks": label_counts(tasks), **sample_labels(s.tasks(), feedback), "sft": c["curate"].get("labels", {})},
+        "labels": {
+            "tasks": label_counts(tasks),
+            **sample_labels(s.tasks(), feedback),
+            "sft": c["curate"].get("labels", {}),
+        },
         "dropped": dict(sorted(dropped.items())),
-        **({"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})} if pair_counts else {}),
+        **(
+            {"pairs_dropped": pair_counts.get("dropped", {}), "ranking": pair_counts.get("ranking", {})}
+            if pair_counts
+            else {}
+        ),
         **{key: task_counts[key] for key in ("mined_failures", "expansion") if key in task_counts},
         **({"judge": feedback_counts["judge"]} if "judge" in feedback_counts else {}),
-        **({"python_tool_isolation": elicit_counts["python_tool_isolation"]} if "python_tool_isolation" in elicit_counts else {}),
+        **(
+            {"python_tool_isolation": elicit_counts["python_tool_isolation"]}
+            if "python_tool_isolation" in elicit_counts
+            else {}
+        ),
     }
-    return {"round": s.number, "student": str(s.student), "eval": c["evaluate"], "counts": counts, "update": c["update"],
-            "seconds": laps.seconds, "peak_rss_mb": laps.rss, **({"peak_gpu_allocated_mb": laps.gpu} if laps.gpu else {})}
+    return {
+        "round": s.number,
+        "student": str(s.student),
+        "eval": c["evaluate"],
+        "counts": counts,
+        "update": c["update"],
+        "seconds": laps.seconds,
+        "peak_rss_mb": laps.rss,
+        **({"peak_gpu_allocated_mb": laps.gpu} if laps.gpu else {}),
+    }

@@ -47,8 +47,10 @@ class RunDir:
             fh.seek(0)
             holder = fh.read().strip()
             fh.close()
-            raise UserError(f"run directory {self.path} is in use by another kdagent process{f' (pid {holder})' if holder.isdigit() else ''}; "
-                            "wait for it to finish or use another --run-dir") from None
+            raise UserError(
+                f"run directory {self.path} is in use by another kdagent process{f' (pid {holder})' if holder.isdigit() else ''}; "
+                "wait for it to finish or use another --run-dir"
+            ) from None
         fh.seek(0)
         fh.truncate()
         fh.write(str(os.getpid()))
@@ -61,11 +63,15 @@ class RunDir:
         leftovers = [p.name for p in self.path.iterdir() if p.name not in (".lock", "recipe.yaml")]
         if not recipe_file.exists() and leftovers:
             self.close()
-            raise UserError(f"run directory {self.path} is not empty ({', '.join(sorted(leftovers)[:3])}, ...) and holds no recipe.yaml; use another --run-dir")
+            raise UserError(
+                f"run directory {self.path} is not empty ({', '.join(sorted(leftovers)[:3])}, ...) and holds no recipe.yaml; use another --run-dir"
+            )
         if recipe_file.exists():
             if not resume:
                 self.close()
-                raise UserError(f"run directory {self.path} already holds a run: pass --resume to continue it, or --run-dir to start a new one")
+                raise UserError(
+                    f"run directory {self.path} already holds a run: pass --resume to continue it, or --run-dir to start a new one"
+                )
             before = _flatten(yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {})
             now = _flatten(masked_dump(recipe))
             changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))

@@ -67,12 +67,29 @@ def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, 
         write_jsonl(out, predictions)
         choice = [t for t in tasks if t.kind == "choice"]
         if e.unseen_phrasing and choice:
-            result, predictions = evaluate(engine, choice, skill, e.max_new_tokens, e.batch_size, f"{desc} (unseen phrasing)", e.bootstrap, "unseen")
+            result, predictions = evaluate(
+                engine,
+                choice,
+                skill,
+                e.max_new_tokens,
+                e.batch_size,
+                f"{desc} (unseen phrasing)",
+                e.bootstrap,
+                "unseen",
+            )
             write_jsonl(out.with_name(f"{out.stem}.unseen.jsonl"), predictions)
             summary["unseen_phrasing"] = result
         for name, (obj, held_out) in skill_sets.items():  # "domain:<name>" for a cross-checked domain
             kind, _, short = name.rpartition(":")
-            result, predictions = evaluate(engine, held_out, obj, e.max_new_tokens, e.batch_size, f"{desc} ({short} {kind or 'skill'})", e.bootstrap)
+            result, predictions = evaluate(
+                engine,
+                held_out,
+                obj,
+                e.max_new_tokens,
+                e.batch_size,
+                f"{desc} ({short} {kind or 'skill'})",
+                e.bootstrap,
+            )
             write_jsonl(out.with_name(f"{out.stem}.{name.replace(':', '-')}.jsonl"), predictions)
             summary.setdefault("domains" if kind == "domain" else "skills", {})[short] = result
     finally:
@@ -97,8 +114,10 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     updaters = {name: plugins.updaters[name].obj for name in recipe.update.methods()}
     if skill.tools and any(not u.tool_calls for u in updaters.values()):
         able = sorted(name for name, entry in plugins.updaters.items() if entry.obj.tool_calls)
-        raise UserError(f"update.method: a skill with tools ({skill.name}) trains with {', '.join(able)} only for now "
-                        f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop")
+        raise UserError(
+            f"update.method: a skill with tools ({skill.name}) trains with {', '.join(able)} only for now "
+            f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop"
+        )
     quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
     eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
     skill_sets = _skill_eval_sets(recipe, plugins, skill)
@@ -111,14 +130,20 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
         check_tasks(tasks, f"domain {cfg.name}'s held-out set")
         skill_sets[f"domain:{cfg.name}"] = (skill, tasks)
     held_out = eval_tasks + [t for _, tasks in skill_sets.values() for t in tasks]
-    seed_tasks(recipe, plugins, domain, eval_texts(held_out), 1)  # an empty or fully filtered dataset fails before any model loads
+    seed_tasks(
+        recipe, plugins, domain, eval_texts(held_out), 1
+    )  # an empty or fully filtered dataset fails before any model loads
     student = resolve_model(recipe.student.model)
     eval_tasks, too_long = _fitting_eval_tasks(recipe, skill, eval_tasks, student)
     for name, (obj, tasks) in list(skill_sets.items()):
         kept, dropped = _fitting_eval_tasks(recipe, obj, tasks, student, f"skill {name}'s held-out set")
         skill_sets[name] = (obj, kept)
         too_long += dropped
-    inputs = {"evaluation_tasks": len(eval_tasks), "dropped": {"eval_too_long": too_long} if too_long else {}, "quarantined": quarantine}
+    inputs = {
+        "evaluation_tasks": len(eval_tasks),
+        "dropped": {"eval_too_long": too_long} if too_long else {},
+        "quarantined": quarantine,
+    }
     if skill_sets:
         inputs["skill_evaluation_tasks"] = {name: len(tasks) for name, (_, tasks) in skill_sets.items()}
     for name, updater in updaters.items():  # checks that import the trainers or read the models' files
@@ -136,13 +161,18 @@ def _memory_plan(recipe: Recipe, student: Path, updaters: dict) -> dict:
     from kdagent.synth.elicit import local_teacher_path
 
     plan = memory_plan(recipe, student, local_teacher_path(recipe, student), pick_device(), updaters)
-    _log(f"memory plan: peak {plan['peak_mb']} MiB in {plan['peak_stage']} of {plan['available_mb']} MiB available ("
-         + ", ".join(f"{k} {v}" for k, v in plan["stages_mb"].items()) + ")")
+    _log(
+        f"memory plan: peak {plan['peak_mb']} MiB in {plan['peak_stage']} of {plan['available_mb']} MiB available ("
+        + ", ".join(f"{k} {v}" for k, v in plan["stages_mb"].items())
+        + ")"
+    )
     check_plan(plan)
     return plan
 
 
-def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path, what: str = "evaluation") -> tuple[list[Task], int]:
+def _fitting_eval_tasks(
+    recipe: Recipe, skill, tasks: list[Task], student: Path, what: str = "evaluation"
+) -> tuple[list[Task], int]:
     """The evaluation tasks whose prompt leaves room for `evaluation.max_new_tokens` in the student's
     context; the others are dropped by policy (a truncated question is another question) and counted."""
     from kdagent.synth.elicit import context_length, token_counts
@@ -158,10 +188,14 @@ def _fitting_eval_tasks(recipe: Recipe, skill, tasks: list[Task], student: Path,
     lengths = token_counts(AutoTokenizer.from_pretrained(student), prompts, generation_prompt=True)
     kept = [t for t, n in zip(tasks, lengths) if n + recipe.evaluation.max_new_tokens <= limit]
     if not kept:
-        raise UserError(f"{what}: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
-                        f"with room for evaluation.max_new_tokens={recipe.evaluation.max_new_tokens})")
+        raise UserError(
+            f"{what}: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
+            f"with room for evaluation.max_new_tokens={recipe.evaluation.max_new_tokens})"
+        )
     if len(kept) < len(tasks):
-        _log(f"{what}: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)")
+        _log(
+            f"{what}: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)"
+        )
     return kept, len(tasks) - len(kept)
 
 
@@ -175,7 +209,9 @@ def _write_inputs(rd: RunDir, inputs: dict) -> None:
         _log(f"quarantined {len(quarantine)} malformed records of the input files into {rd.path / 'quarantine.jsonl'}")
 
 
-def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, student: Path, resume: bool, inputs: dict) -> dict:
+def _run(
+    recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, student: Path, resume: bool, inputs: dict
+) -> dict:
     metrics = (rd.read_json("metrics.json") if resume else None) or {"baseline": None, "rounds": []}
 
     store = embedder = None
@@ -188,7 +224,9 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         from kdagent.retrieval.store import ChromaStore
 
         started = time.time()
-        store = ChromaStore(rd.path / "chroma", collection=recipe.domain.name, embedder=embedder, server=recipe.retrieval.server)
+        store = ChromaStore(
+            rd.path / "chroma", collection=recipe.domain.name, embedder=embedder, server=recipe.retrieval.server
+        )
         documents = list(domain.corpus()) if recipe.retrieval.domain_corpus else []
         if recipe.retrieval.corpus_dir:
             documents += list(load_folder(recipe.retrieval.corpus_dir, inputs["quarantined"]))
@@ -205,15 +243,19 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         return {k: v for k, v in scores[key].items() if k != "seconds"}
 
     if metrics["baseline"] is None:
-        _log(f"baseline: evaluating {student} on {len(eval_tasks)} held-out tasks"
-             + "".join(f", {len(tasks)} of the {name} skill's" for name, (_, tasks) in skill_sets.items()))
+        _log(
+            f"baseline: evaluating {student} on {len(eval_tasks)} held-out tasks"
+            + "".join(f", {len(tasks)} of the {name} skill's" for name, (_, tasks) in skill_sets.items())
+        )
         started = time.time()
         metrics["baseline"] = evaluate(student, rd.path / "baseline-predictions.jsonl", "baseline: evaluate")
         metrics["baseline"]["seconds"] = round(time.time() - started, 1)
         rd.write_json("metrics.json", metrics)
     scores.setdefault(str(student.resolve()), metrics["baseline"])
-    _log(f"baseline accuracy {metrics['baseline']['accuracy']:.3f}"
-         + "".join(f", {name} skill {s['accuracy']:.3f}" for name, s in metrics["baseline"].get("skills", {}).items()))
+    _log(
+        f"baseline accuracy {metrics['baseline']['accuracy']:.3f}"
+        + "".join(f", {name} skill {s['accuracy']:.3f}" for name, s in metrics["baseline"].get("skills", {}).items())
+    )
 
     skill_held_out = [t for _, tasks in skill_sets.values() for t in tasks]
     ctx = Context(recipe, rd, plugins, domain, skill, eval_tasks, store, embedder, resume, evaluate, skill_held_out)
@@ -223,7 +265,11 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         if round_ in done:
             student = Path(done[round_]["student"])
             scores.setdefault(str(student.resolve()), done[round_]["eval"])
-            best = raised(best, set_scores(done[round_]["eval"], recipe.evaluation.gate)) if done[round_].get("gate", {}).get("passed", True) else best
+            best = (
+                raised(best, set_scores(done[round_]["eval"], recipe.evaluation.gate))
+                if done[round_].get("gate", {}).get("passed", True)
+                else best
+            )
             continue
         plugins.round_start(round=round_, run_dir=rd.path, recipe=recipe)
         previous = student
@@ -232,18 +278,27 @@ def _run(recipe, rd: RunDir, plugins, domain, skill, eval_tasks, skill_sets, stu
         student, best = apply_gate(recipe.evaluation.gate, entry, best, previous, student)
         if not entry.get("gate", {}).get("passed", True):
             g = entry["gate"]
-            _log(f"round {round_}: failed the gate on {', '.join(g['failed'])} (domain {g['metric']} "
-                 f"{set_scores(entry['eval'], recipe.evaluation.gate)['domain']:.3f}, floor {g['floor']:.3f}"
-                 + "".join(f"; {k} collapsed: {c['label']!r} for {c['share']:.0%} of the items" for k, c in g.get("collapsed", {}).items())
-                 + "); keeping the previous student")
+            _log(
+                f"round {round_}: failed the gate on {', '.join(g['failed'])} (domain {g['metric']} "
+                f"{set_scores(entry['eval'], recipe.evaluation.gate)['domain']:.3f}, floor {g['floor']:.3f}"
+                + "".join(
+                    f"; {k} collapsed: {c['label']!r} for {c['share']:.0%} of the items"
+                    for k, c in g.get("collapsed", {}).items()
+                )
+                + "); keeping the previous student"
+            )
         rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)
         c = entry["counts"]
-        _log(f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples, "
-             f"{c['preference_pairs']} preference pairs; accuracy {metrics['baseline']['accuracy']:.3f} -> {accuracy:.3f}"
-             + "".join(f", {name} skill {metrics['baseline'].get('skills', {}).get(name, {}).get('accuracy', float('nan')):.3f} -> {s['accuracy']:.3f}"
-                       for name, s in entry["eval"].get("skills", {}).items()))
+        _log(
+            f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples, "
+            f"{c['preference_pairs']} preference pairs; accuracy {metrics['baseline']['accuracy']:.3f} -> {accuracy:.3f}"
+            + "".join(
+                f", {name} skill {metrics['baseline'].get('skills', {}).get(name, {}).get('accuracy', float('nan')):.3f} -> {s['accuracy']:.3f}"
+                for name, s in entry["eval"].get("skills", {}).items()
+            )
+        )
         plugins.round_end(round=round_, run_dir=rd.path, recipe=recipe, metrics=entry)
 
     if store is not None:

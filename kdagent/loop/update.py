@@ -25,8 +25,20 @@ def run_methods(ctx, round_: int, round_dir: Path, student: Path, examples, pair
         if out.is_dir():  # killed between renaming the student into place and writing its report: train it again
             shutil.rmtree(out)
         updater = ctx.plugins.updaters[method].obj
-        job = UpdateJob(recipe=r, options=options_for(r.update, method, updater), student=student, out=out, seed=r.seed + round_,
-                        round=round_, examples=examples, pairs=pairs, tasks=tasks, skill=ctx.skill, domain=ctx.domain, plugins=ctx.plugins)
+        job = UpdateJob(
+            recipe=r,
+            options=options_for(r.update, method, updater),
+            student=student,
+            out=out,
+            seed=r.seed + round_,
+            round=round_,
+            examples=examples,
+            pairs=pairs,
+            tasks=tasks,
+            skill=ctx.skill,
+            domain=ctx.domain,
+            plugins=ctx.plugins,
+        )
         try:
             # in this process, or under `accelerate launch` (update.launcher)
             from kdagent.update.launch import train as launch_train

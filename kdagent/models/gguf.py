@@ -86,7 +86,11 @@ def _convert_into(gguf_path: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
     (out / MARKER).write_text(
         json.dumps(
-            {"source": str(gguf_path), "source_bytes": gguf_path.stat().st_size, "seconds": round(time.time() - started, 1)},
+            {
+                "source": str(gguf_path),
+                "source_bytes": gguf_path.stat().st_size,
+                "seconds": round(time.time() - started, 1),
+            },
             indent=2,
         )
     )

@@ -8,9 +8,9 @@ downloaded only where the user allows it (KDAGENT_ALLOW_DOWNLOAD=1, or `kdagent 
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from kdagent.errors import UserError
 from kdagent.home import kdagent_home
@@ -130,7 +130,12 @@ def resolve_hub(name: str) -> Path | None:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     repo, _, revision = name.partition("@")
-    kwargs = dict(repo_id=repo, revision=revision or None, cache_dir=os.environ.get("HF_HUB_CACHE") or None, allow_patterns=HUB_PATTERNS)
+    kwargs = dict(
+        repo_id=repo,
+        revision=revision or None,
+        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+        allow_patterns=HUB_PATTERNS,
+    )
     try:
         return Path(snapshot_download(**kwargs, local_files_only=True))
     except (LocalEntryNotFoundError, FileNotFoundError):
@@ -142,7 +147,9 @@ def resolve_hub(name: str) -> Path | None:
     try:
         return Path(snapshot_download(**kwargs))
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as exc:
-        raise UserError(f"model {name!r}: download from the Hub failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise UserError(
+            f"model {name!r}: download from the Hub failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from None
 
 
 def resolve_model(name: str) -> Path:

@@ -54,7 +54,9 @@ def _layer_list_name(model, num_layers: int) -> str:
     for name, module in model.named_modules():
         if name.endswith("layers") and isinstance(module, torch.nn.ModuleList) and len(module) == num_layers:
             return name
-    raise UserError(f"{type(model).__name__} has no list of {num_layers} decoder layers: shrink supports llama-family models")
+    raise UserError(
+        f"{type(model).__name__} has no list of {num_layers} decoder layers: shrink supports llama-family models"
+    )
 
 
 def shrink(src: Path, dst: Path, keep_layers: list[int] | int) -> Path:

@@ -40,7 +40,9 @@ def _lines(path: Path):
 def scores(entry: dict) -> dict:
     """{metric: (value, (low, high) | None)} of one evaluation."""
     ci = entry.get("ci") or {}
-    return {k: (entry[k], tuple(ci[k]) if k in ci else None) for k in SCORE_KEYS if isinstance(entry.get(k), (int, float))}
+    return {
+        k: (entry[k], tuple(ci[k]) if k in ci else None) for k in SCORE_KEYS if isinstance(entry.get(k), (int, float))
+    }
 
 
 def evaluations(metrics: dict) -> list[tuple[str, dict]]:
@@ -67,7 +69,11 @@ def losses(round_entry: dict) -> dict[str, list[float]]:
     update = round_entry.get("update") or {}
     if isinstance(update.get("losses"), list):
         return {"update": update["losses"]}
-    return {name: rep["losses"] for name, rep in update.items() if isinstance(rep, dict) and isinstance(rep.get("losses"), list)}
+    return {
+        name: rep["losses"]
+        for name, rep in update.items()
+        if isinstance(rep, dict) and isinstance(rep.get("losses"), list)
+    }
 
 
 def funnel(round_entry: dict) -> list[tuple[str, int]]:
@@ -105,16 +111,26 @@ def kept_samples(folder: Path, limit: int) -> list[dict]:
     """Training records: SFT examples, else preference pairs (chosen and rejected replies)."""
     out = []
     for row in _lines(folder / "sft.jsonl"):
-        out.append({"prompt": _last_user(row.get("prompt")), "reply": _reply(row.get("completion")),
-                    "provenance": row.get("provenance") or {}})
+        out.append(
+            {
+                "prompt": _last_user(row.get("prompt")),
+                "reply": _reply(row.get("completion")),
+                "provenance": row.get("provenance") or {},
+            }
+        )
         if len(out) >= limit:
             return out
     for row in _lines(folder / "preferences.jsonl"):
         if len(out) >= limit:
             break
         reply = f"chosen:\n{_reply(row.get('chosen'))}\n\nrejected:\n{_reply(row.get('rejected'))}"
-        out.append({"prompt": _last_user(row.get("prompt")), "reply": reply,
-                    "provenance": {**(row.get("provenance") or {}), "margin": row.get("margin")}})
+        out.append(
+            {
+                "prompt": _last_user(row.get("prompt")),
+                "reply": reply,
+                "provenance": {**(row.get("provenance") or {}), "margin": row.get("margin")},
+            }
+        )
     return out
 
 
@@ -144,23 +160,27 @@ def collect(run_dir: Path, samples: int = 3) -> dict:
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json")
     if not isinstance(metrics, dict):
-        raise FileNotFoundError(f"{run_dir / 'metrics.json'} is missing or unreadable: is {run_dir} a kdagent run directory?")
+        raise FileNotFoundError(
+            f"{run_dir / 'metrics.json'} is missing or unreadable: is {run_dir} a kdagent run directory?"
+        )
     rounds = []
     for i, entry in enumerate(metrics.get("rounds", [])):
         number = int(entry.get("round", i + 1))
         folder = run_dir / f"round-{number:02d}"
-        rounds.append({
-            "number": number,
-            "funnel": funnel(entry),
-            "drops": drop_reasons(run_dir, entry, number),
-            "seconds": entry.get("seconds") or {},
-            "memory": entry.get("peak_gpu_allocated_mb") or entry.get("peak_rss_mb") or {},
-            "memory_kind": "peak GPU allocated" if entry.get("peak_gpu_allocated_mb") else "peak RSS",
-            "losses": losses(entry),
-            "gate": entry.get("gate"),
-            "kept": kept_samples(folder, samples),
-            "rejected": rejected_samples(folder, samples),
-        })
+        rounds.append(
+            {
+                "number": number,
+                "funnel": funnel(entry),
+                "drops": drop_reasons(run_dir, entry, number),
+                "seconds": entry.get("seconds") or {},
+                "memory": entry.get("peak_gpu_allocated_mb") or entry.get("peak_rss_mb") or {},
+                "memory_kind": "peak GPU allocated" if entry.get("peak_gpu_allocated_mb") else "peak RSS",
+                "losses": losses(entry),
+                "gate": entry.get("gate"),
+                "kept": kept_samples(folder, samples),
+                "rejected": rejected_samples(folder, samples),
+            }
+        )
     recipe = (run_dir / "recipe.yaml").read_text() if (run_dir / "recipe.yaml").is_file() else ""
     match = re.search(r"^name:\s*(.+)$", recipe, re.MULTILINE)
     return {

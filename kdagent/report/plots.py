@@ -54,7 +54,9 @@ def score_plot(evaluations: list[tuple[str, dict]]) -> str | None:
 
 def histogram_plot(evaluations: list[tuple[str, dict]]) -> str | None:
     """Predicted labels of each evaluation beside the gold labels (choice tasks)."""
-    rows = [(label, e["histogram"]) for label, e in evaluations if isinstance(e.get("histogram"), dict) and e["histogram"]]
+    rows = [
+        (label, e["histogram"]) for label, e in evaluations if isinstance(e.get("histogram"), dict) and e["histogram"]
+    ]
     gold = next((e["gold_histogram"] for _, e in evaluations if isinstance(e.get("gold_histogram"), dict)), None)
     if not rows:
         return None
@@ -66,7 +68,13 @@ def histogram_plot(evaluations: list[tuple[str, dict]]) -> str | None:
     width = 0.8 / len(rows)
     for i, (name, hist) in enumerate(rows):
         colour = "#333333" if name == "gold" else COLOURS[i % len(COLOURS)]
-        ax.bar([j + i * width for j in range(len(labels))], [hist.get(k, 0) for k in labels], width, label=name, color=colour)
+        ax.bar(
+            [j + i * width for j in range(len(labels))],
+            [hist.get(k, 0) for k in labels],
+            width,
+            label=name,
+            color=colour,
+        )
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(labels))], labels)
     ax.set_ylabel("items")
     ax.set_title("Predicted labels on the held-out set")
@@ -83,7 +91,10 @@ def loss_plot(rounds: list[dict]) -> str | None:
     for colour, (name, values) in zip(COLOURS * 4, series):
         ax.plot(range(1, len(values) + 1), values, color=colour, alpha=0.35, linewidth=1)
         window = max(1, len(values) // 20)
-        smooth = [sum(values[max(0, i - window + 1): i + 1]) / len(values[max(0, i - window + 1): i + 1]) for i in range(len(values))]
+        smooth = [
+            sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+            for i in range(len(values))
+        ]
         ax.plot(range(1, len(values) + 1), smooth, color=colour, linewidth=2, label=f"{name} (mean of {window})")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
@@ -122,7 +133,13 @@ def stage_plot(rounds: list[dict], key: str, unit: str, title: str) -> str | Non
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.8 / len(rows)
     for i, (colour, r) in enumerate(zip(COLOURS * 4, rows)):
-        ax.bar([j + i * width for j in range(len(stages))], [r[key].get(s, 0) for s in stages], width, color=colour, label=f"round {r['number']}")
+        ax.bar(
+            [j + i * width for j in range(len(stages))],
+            [r[key].get(s, 0) for s in stages],
+            width,
+            color=colour,
+            label=f"round {r['number']}",
+        )
     ax.set_xticks([j + width * (len(rows) - 1) / 2 for j in range(len(stages))], stages, fontsize=8)
     ax.set_ylabel(unit)
     ax.set_title(title)

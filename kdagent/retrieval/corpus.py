@@ -38,7 +38,7 @@ def load_folder(folder: str | Path, quarantine: list | None = None) -> Iterator[
         total = len(records) + len(bad) - before
         for number, record in records:
             if not isinstance(record.get("text"), str):
-                bad.append({"file": str(path), "line": number, "error": "no \"text\" string", "text": str(record)[:2000]})
+                bad.append({"file": str(path), "line": number, "error": 'no "text" string', "text": str(record)[:2000]})
                 continue
             yield Document(f"{rel}#{record.get('id', number)}", record["text"])
         report_quarantine(sorted(bad[before:], key=lambda b: b["line"]), total, path, None)

@@ -1,6 +1,7 @@
 """Sentence embeddings from a local encoder (the embedded MiniLM by default): mean pooling, L2 norm."""
 
 from pathlib import Path
+
 from kdagent.models.registry import safetensors_only
 
 
@@ -20,8 +21,11 @@ class Embedder:
         out: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(
-                texts[start : start + self.batch_size], padding=True, truncation=True,
-                max_length=self.max_length, return_tensors="pt",
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
             )
             with torch.inference_mode():
                 hidden = self.model(**enc).last_hidden_state

@@ -60,12 +60,18 @@ def connect(server: str):
         raise UserError(f"retrieval.server: {server!r} is not an http(s)://host:port URL")
     port = parts.port or (443 if parts.scheme == "https" else 8000)
     try:
-        return chromadb.HttpClient(host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=Settings(anonymized_telemetry=False))
-    except Exception as exc:  # chromadb says ValueError("Could not connect to a Chroma server...") or raises httpx's errors
+        return chromadb.HttpClient(
+            host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=Settings(anonymized_telemetry=False)
+        )
+    except (
+        Exception
+    ) as exc:  # chromadb says ValueError("Could not connect to a Chroma server...") or raises httpx's errors
         from kdagent.errors import one_line
 
-        raise UserError(f"retrieval.server: cannot reach the Chroma server at {server} ({one_line(str(exc), 160)}); start it with "
-                        f"`chroma run --host {parts.hostname} --port {port} --path FOLDER`") from None
+        raise UserError(
+            f"retrieval.server: cannot reach the Chroma server at {server} ({one_line(str(exc), 160)}); start it with "
+            f"`chroma run --host {parts.hostname} --port {port} --path FOLDER`"
+        ) from None
 
 
 class ChromaStore:
@@ -86,10 +92,15 @@ class ChromaStore:
         else:
             self.client = connect(server)
             name = collection_name(f"{collection}-{stable_id(str(self.path.resolve()))[:12]}")
-        self.collection = self.client.get_or_create_collection(name=name, embedding_function=None, metadata={"hnsw:space": "cosine"})
+        self.collection = self.client.get_or_create_collection(
+            name=name, embedding_function=None, metadata={"hnsw:space": "cosine"}
+        )
         self.location = f"{server}/{name}" if server else str(self.path)
-        self._writer = (FileWriterLock(self.path, self.collection.name) if server is None
-                        else ServerWriterLock(self.client, self.collection.name, self.location, lease_s=lease_s))
+        self._writer = (
+            FileWriterLock(self.path, self.collection.name)
+            if server is None
+            else ServerWriterLock(self.client, self.collection.name, self.location, lease_s=lease_s)
+        )
 
     def _acquire_write_lock(self) -> None:
         self._writer.acquire()
@@ -109,7 +120,9 @@ class ChromaStore:
             part = ids[start : start + batch]
             texts = [seen[i][0] for i in part]
             self.collection.upsert(
-                ids=part, documents=texts, embeddings=self.embedder.embed(texts),
+                ids=part,
+                documents=texts,
+                embeddings=self.embedder.embed(texts),
                 metadatas=[{"source": seen[i][1]} for i in part],
             )
         return len(ids)
@@ -122,7 +135,12 @@ class ChromaStore:
         for start in range(0, len(ids), 256):
             part = ids[start : start + 256]
             docs = [unique[i] for i in part]
-            self.collection.upsert(ids=part, documents=docs, embeddings=self.embedder.embed(docs), metadatas=[{"source": source}] * len(part))
+            self.collection.upsert(
+                ids=part,
+                documents=docs,
+                embeddings=self.embedder.embed(docs),
+                metadatas=[{"source": source}] * len(part),
+            )
 
     def max_similarity(self, texts: list[str]) -> list[float]:
         """For each text, the cosine similarity of its nearest neighbour in the store (-1 when it is empty)."""
@@ -142,8 +160,13 @@ class ChromaStore:
         k = min(k, self.count())
         if k == 0:
             return [[] for _ in texts]
-        res = self.collection.query(query_embeddings=self.embedder.embed(texts), n_results=k, include=["documents", "metadatas", "distances"])
+        res = self.collection.query(
+            query_embeddings=self.embedder.embed(texts), n_results=k, include=["documents", "metadatas", "distances"]
+        )
         return [
-            [Passage(id=i, text=d, source=(m or {}).get("source", ""), score=float(s)) for i, d, m, s in zip(ids, docs, metas, dists)]
+            [
+                Passage(id=i, text=d, source=(m or {}).get("source", ""), score=float(s))
+                for i, d, m, s in zip(ids, docs, metas, dists)
+            ]
             for ids, docs, metas, dists in zip(res["ids"], res["documents"], res["metadatas"], res["distances"])
         ]

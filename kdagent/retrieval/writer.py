@@ -23,7 +23,9 @@ LOCKS = "kdagent-writers"
 
 
 def _refused(where: str, holder: str = "") -> UserError:
-    return UserError(f"Chroma store {where} is being written by another process{holder}; wait for it or use another store")
+    return UserError(
+        f"Chroma store {where} is being written by another process{holder}; wait for it or use another store"
+    )
 
 
 def _dead_here(record: dict) -> bool:
@@ -77,7 +79,12 @@ class ServerWriterLock:
         return got["metadatas"][0] if got["ids"] else None
 
     def _mine(self) -> dict:
-        return {"token": self.token, "host": socket.gethostname(), "pid": os.getpid(), "expires": time.time() + self.lease_s}
+        return {
+            "token": self.token,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "expires": time.time() + self.lease_s,
+        }
 
     def acquire(self) -> None:
         """Before each write: take the lock, or make sure it is still this process's."""

@@ -43,9 +43,12 @@ _PREFIX = re.compile(
 )
 # an answer label at a line start or right after a sentence ends (not "here is a possible answer:")
 _ANSWER = re.compile(r"(?:^|\n|(?<=[.?!])[ \t]+)[ \t*#_]*(?:answer|solution|explanation)[ \t*#_]*:", re.IGNORECASE)
-_LEFTOVER = re.compile(r"\b(?:question|answer|solution|rewritten question|given question)\s*\d*\s*#?\s*:", re.IGNORECASE)
+_LEFTOVER = re.compile(
+    r"\b(?:question|answer|solution|rewritten question|given question)\s*\d*\s*#?\s*:", re.IGNORECASE
+)
 _REFUSAL = re.compile(
-    r"\b(?:I(?:'m| am) sorry|I (?:cannot|can't|can not|won't)|I(?:'m| am) (?:unable|not able)|as an AI)\b", re.IGNORECASE
+    r"\b(?:I(?:'m| am) sorry|I (?:cannot|can't|can not|won't)|I(?:'m| am) (?:unable|not able)|as an AI)\b",
+    re.IGNORECASE,
 )
 IMPERATIVES = frozenset(
     "calculate compute find determine solve work explain describe list give name show prove estimate evaluate simplify "
@@ -116,7 +119,9 @@ def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def filter_novel(texts: list[str], existing: list[str], embedder, threshold: float = 0.9, index=None) -> tuple[list[str], dict[str, int]]:
+def filter_novel(
+    texts: list[str], existing: list[str], embedder, threshold: float = 0.9, index=None
+) -> tuple[list[str], dict[str, int]]:
     """Drop exact duplicates (after case and whitespace folding) and candidates whose cosine similarity to any
     existing text or to an earlier kept candidate is >= threshold. `embedder.embed` must return unit vectors.
     With `index` (a ChromaStore of earlier tasks, `max_similarity(texts)`), similarity to existing tasks is
@@ -151,7 +156,9 @@ def filter_novel(texts: list[str], existing: list[str], embedder, threshold: flo
     return kept, counts
 
 
-def self_instruct_prompts(seeds: list[Task], n_new: int, seed: int, examples_per_prompt: int = 3) -> list[tuple[list[Message], list[Task]]]:
+def self_instruct_prompts(
+    seeds: list[Task], n_new: int, seed: int, examples_per_prompt: int = 3
+) -> list[tuple[list[Message], list[Task]]]:
     """`n_new` few-shot prompts, each with its example seeds (drawn from `seed`)."""
     if not seeds:
         raise ValueError("expansion needs at least one seed task")
@@ -161,7 +168,10 @@ def self_instruct_prompts(seeds: list[Task], n_new: int, seed: int, examples_per
     for _ in range(n_new):
         shown = rng.sample(seeds, k)
         examples = "\n\n".join(f"Question {i + 1}: {t.prompt.strip()}" for i, t in enumerate(shown))
-        messages = [{"role": "system", "content": SELF_INSTRUCT_SYSTEM}, {"role": "user", "content": SELF_INSTRUCT_USER.format(examples=examples)}]
+        messages = [
+            {"role": "system", "content": SELF_INSTRUCT_SYSTEM},
+            {"role": "user", "content": SELF_INSTRUCT_USER.format(examples=examples)},
+        ]
         out.append((messages, shown))
     return out
 
@@ -187,13 +197,17 @@ def _generate(teacher, prompts: list[list[Message]], seed: int, desc: str, tempe
     return [parse_question(r[0] if r else "") for r in replies]
 
 
-def self_instruct(teacher, seeds: list[Task], n_new: int, seed: int, examples_per_prompt: int = 3, temperature: float | None = None) -> list[str]:
+def self_instruct(
+    teacher, seeds: list[Task], n_new: int, seed: int, examples_per_prompt: int = 3, temperature: float | None = None
+) -> list[str]:
     """`n_new` candidate questions (parsed, unfiltered), one per few-shot prompt."""
     prompts = self_instruct_prompts(seeds, n_new, seed, examples_per_prompt)
     return _generate(teacher, [m for m, _ in prompts], seed, "self-instruct", temperature)
 
 
-def evol_instruct(teacher, seeds: list[Task], seed: int, operations=tuple(EVOL_OPERATIONS), temperature: float | None = None) -> list[tuple[str, str]]:
+def evol_instruct(
+    teacher, seeds: list[Task], seed: int, operations=tuple(EVOL_OPERATIONS), temperature: float | None = None
+) -> list[tuple[str, str]]:
     """Each seed rewritten by one operation: (operation, parsed new question), in the seeds' order."""
     prompts = evol_prompts(seeds, seed, operations)
     texts = _generate(teacher, [m for _, m in prompts], seed, "evol-instruct", temperature)
@@ -205,8 +219,17 @@ def _majority(values: list) -> object:
 
 
 def expand_tasks(
-    teacher, seeds: list[Task], embedder, n_new: int, seed: int, method: str = "self_instruct", domain: str | None = None,
-    existing: list[str] | None = None, threshold: float = 0.9, examples_per_prompt: int = 3, index=None,
+    teacher,
+    seeds: list[Task],
+    embedder,
+    n_new: int,
+    seed: int,
+    method: str = "self_instruct",
+    domain: str | None = None,
+    existing: list[str] | None = None,
+    threshold: float = 0.9,
+    examples_per_prompt: int = 3,
+    index=None,
 ) -> tuple[list[Task], dict[str, int]]:
     """Generate `n_new` candidates with `method`, filter them (format, then novelty against the seeds and
     `existing`, e.g. held-out prompts) and return the survivors as Tasks with provenance. Counts:
@@ -243,8 +266,13 @@ def expand_tasks(
         i = first_index[text]
         tasks.append(
             Task(
-                id="exp-" + stable_id(origins[i], parents[i], text), prompt=text, answer="", kind=kind, domain=domain,
-                origin=origins[i], parent_ids=parents[i],
+                id="exp-" + stable_id(origins[i], parents[i], text),
+                prompt=text,
+                answer="",
+                kind=kind,
+                domain=domain,
+                origin=origins[i],
+                parent_ids=parents[i],
             )
         )
     counts = {"generated": len(texts), "kept": len(tasks), **format_counts, **novelty_counts}

@@ -29,8 +29,11 @@ def failed_eval_tasks(ctx, round_: int, student: Path) -> list[Task]:
     evaluation: the predictions of the latest earlier round that trained it, else the baseline's (the run's
     first student, or a round that kept it)."""
     key = Path(student).resolve()
-    found = [ctx.rd.round_dir(k) / "eval-predictions.jsonl" for k in range(round_ - 1, 0, -1)
-             if (ctx.rd.round_dir(k) / "student").resolve() == key]
+    found = [
+        ctx.rd.round_dir(k) / "eval-predictions.jsonl"
+        for k in range(round_ - 1, 0, -1)
+        if (ctx.rd.round_dir(k) / "student").resolve() == key
+    ]
     path = next((p for p in found if p.exists()), ctx.rd.path / "baseline-predictions.jsonl")
     wrong = {row["id"] for row in read_jsonl(path) if not row["correct"]}
     return [t for t in ctx.eval_tasks if t.id in wrong]
@@ -46,12 +49,16 @@ def seed_tasks(recipe, plugins, domain, eval_items: list[str], round_: int) -> t
         raise UserError(f"domain.seed_tasks: {exc}") from None
     seeds = [plugins.transform_task(task, recipe) for task in seeds]
     counts: dict = {"seed_tasks": len(seeds), "expanded": 0}
-    bad = contaminated_ids({t.id: f"{t.prompt}\n{t.context or ''}" for t in seeds}, eval_items, n=recipe.curation.decontam_ngram)
+    bad = contaminated_ids(
+        {t.id: f"{t.prompt}\n{t.context or ''}" for t in seeds}, eval_items, n=recipe.curation.decontam_ngram
+    )
     seeds = [t for t in seeds if t.id not in bad]
     counts["dropped"] = {"contaminated_task": len(bad)}
     if not seeds:
-        raise UserError(f"domain {recipe.domain.name}: no seed tasks left for round {round_} (the domain gave {counts['seed_tasks']}; "
-                        f"dropped: contaminated_task {len(bad)}, as sharing a {recipe.curation.decontam_ngram}-gram with an evaluation item)")
+        raise UserError(
+            f"domain {recipe.domain.name}: no seed tasks left for round {round_} (the domain gave {counts['seed_tasks']}; "
+            f"dropped: contaminated_task {len(bad)}, as sharing a {recipe.curation.decontam_ngram}-gram with an evaluation item)"
+        )
     return seeds, counts
 
 
@@ -76,13 +83,29 @@ def make_tasks(ctx, round_: int, teacher) -> tuple[list[Task], dict]:
 
         x = r.synthesis.expansion
         # every task of every round so far, in a collection of the run's Chroma store
-        index = ChromaStore(ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder, server=r.retrieval.server)
+        index = ChromaStore(
+            ctx.rd.path / "chroma",
+            collection=f"{r.domain.name}-tasks",
+            embedder=ctx.embedder,
+            server=r.retrieval.server,
+        )
         for earlier in range(1, round_):  # idempotent, so a crash before tasks.jsonl is written changes nothing
-            index.add_texts([t.prompt for t in read_jsonl(ctx.rd.round_dir(earlier) / "tasks.jsonl", Task)], source=f"round-{earlier:02d}")
+            index.add_texts(
+                [t.prompt for t in read_jsonl(ctx.rd.round_dir(earlier) / "tasks.jsonl", Task)],
+                source=f"round-{earlier:02d}",
+            )
         index.add_texts([t.prompt for t in seeds], source=f"round-{round_:02d}/seed")
         new, expand_counts = expand_tasks(
-            teacher.get(), parents, ctx.embedder, x.n_new, r.seed * 1000 + round_, method=x.method, domain=r.domain.name,
-            existing=[t.prompt for t in ctx.eval_tasks + ctx.skill_eval_tasks], threshold=x.novelty_threshold, index=index,
+            teacher.get(),
+            parents,
+            ctx.embedder,
+            x.n_new,
+            r.seed * 1000 + round_,
+            method=x.method,
+            domain=r.domain.name,
+            existing=[t.prompt for t in ctx.eval_tasks + ctx.skill_eval_tasks],
+            threshold=x.novelty_threshold,
+            index=index,
         )
         index.release()
         tasks += [ctx.plugins.transform_task(task, r) for task in new]

@@ -9,7 +9,12 @@ class Teacher(Protocol):
     label: str  # kind and model, recorded in every record's provenance
 
     def generate(
-        self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None,
+        self,
+        prompts: list[list[Message]],
+        seed: int,
+        desc: str = "teacher",
+        n: int | None = None,
+        temperature: float | None = None,
         stop: list[str] | None = None,
     ) -> list[list[str]]:
         """For each chat prompt, `n` replies (default: the configured `samples`), sampled at `temperature`

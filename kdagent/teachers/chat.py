@@ -19,7 +19,10 @@ from kdagent.records import Message
 def _as_chat(messages: list[Message]) -> list[tuple[str, str]]:
     """LangChain messages. kdagent's tool results (role `tool`, from the text tool-call format) go as user
     turns: chat APIs accept a `tool` message only as the answer to a native tool call."""
-    return [("user", f"Tool result:\n{m['content']}") if m["role"] == "tool" else (m["role"], m["content"]) for m in messages]
+    return [
+        ("user", f"Tool result:\n{m['content']}") if m["role"] == "tool" else (m["role"], m["content"])
+        for m in messages
+    ]
 
 
 class ChatModelTeacher:
@@ -28,14 +31,23 @@ class ChatModelTeacher:
         self.config = config
         self.label = label
         self.failures: list[str] = []
-        self.max_in_flight = getattr(chat_model, "max_in_flight", config.concurrency)  # a pool: the cap of each endpoint, summed
+        self.max_in_flight = getattr(
+            chat_model, "max_in_flight", config.concurrency
+        )  # a pool: the cap of each endpoint, summed
         from langchain_core.runnables import RunnableLambda
 
         # one request per sample, each with its own seed so the samples of a prompt differ
         self._call = RunnableLambda(lambda x: self.chat.invoke(x["messages"], seed=x["seed"], **x["extra"]))
 
-    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None,
-                 stop: list[str] | None = None) -> list[list[str]]:
+    def generate(
+        self,
+        prompts: list[list[Message]],
+        seed: int,
+        desc: str = "teacher",
+        n: int | None = None,
+        temperature: float | None = None,
+        stop: list[str] | None = None,
+    ) -> list[list[str]]:
         from tqdm.auto import tqdm
 
         n = n or self.config.samples
@@ -49,7 +61,9 @@ class ChatModelTeacher:
                     {"messages": _as_chat(prompts[p]), "seed": (seed * 1_000_003 + start + i) % 2**31, "extra": extra}
                     for i, (p, _) in enumerate(part)
                 ]
-                results = self._call.batch(inputs, config={"max_concurrency": self.max_in_flight}, return_exceptions=True)
+                results = self._call.batch(
+                    inputs, config={"max_concurrency": self.max_in_flight}, return_exceptions=True
+                )
                 for (p, k), result in zip(part, results):
                     if isinstance(result, Exception):
                         self.failures.append(f"{type(result).__name__}: {one_line(str(result), 200)}")
@@ -66,7 +80,9 @@ class ChatModelTeacher:
 
 def endpoints(config) -> list[str]:
     """The teacher's endpoint URLs: `teacher.base_url`, one URL or a list."""
-    urls = config.base_url if isinstance(config.base_url, (list, tuple)) else [config.base_url] if config.base_url else []
+    urls = (
+        config.base_url if isinstance(config.base_url, (list, tuple)) else [config.base_url] if config.base_url else []
+    )
     return list(urls)
 
 
@@ -86,9 +102,14 @@ def openai_teacher(config, student_path):
 
     def chat(url: str, max_retries: int):
         return ChatOpenAI(
-            model=config.model, base_url=url, api_key=SecretStr(key),
-            temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens,
-            timeout=config.timeout_s, max_retries=max_retries,
+            model=config.model,
+            base_url=url,
+            api_key=SecretStr(key),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_tokens=config.max_new_tokens,
+            timeout=config.timeout_s,
+            max_retries=max_retries,
         )
 
     if len(urls) == 1:
@@ -98,6 +119,7 @@ def openai_teacher(config, student_path):
     # each endpoint's own retries are off: a failed request goes to another endpoint instead
     pool = EndpointPool(
         [Endpoint(url, chat(url, 0), models_probe(url, key, min(config.timeout_s, 5.0))) for url in urls],
-        concurrency=config.concurrency, max_retries=config.max_retries,
+        concurrency=config.concurrency,
+        max_retries=config.max_retries,
     )
     return ChatModelTeacher(pool, config, label=f"openai:{config.model}")

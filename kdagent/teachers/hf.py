@@ -14,12 +14,26 @@ class HFTeacher:
         self.label = label
         self.engine = Engine(model_path, dtype=config.dtype, backend=config.backend)
 
-    def generate(self, prompts: list[list[Message]], seed: int, desc: str = "teacher", n: int | None = None, temperature: float | None = None,
-                 stop: list[str] | None = None) -> list[list[str]]:
+    def generate(
+        self,
+        prompts: list[list[Message]],
+        seed: int,
+        desc: str = "teacher",
+        n: int | None = None,
+        temperature: float | None = None,
+        stop: list[str] | None = None,
+    ) -> list[list[str]]:
         c = self.config
         return self.engine.generate(
-            prompts, n=n or c.samples, temperature=c.temperature if temperature is None else temperature, top_p=c.top_p,
-            max_new_tokens=c.max_new_tokens, batch_size=c.batch_size, seed=seed, desc=desc, stop=stop,
+            prompts,
+            n=n or c.samples,
+            temperature=c.temperature if temperature is None else temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            batch_size=c.batch_size,
+            seed=seed,
+            desc=desc,
+            stop=stop,
         )
 
     def token_logprobs(self, prompts: list[list[Message]], replies: list[str]) -> list[list[float]]:

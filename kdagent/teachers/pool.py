@@ -83,7 +83,10 @@ class EndpointPool:
 
     def stats(self) -> dict[str, dict]:
         with self._cond:
-            return {shown(e.url): {"served": e.served, "failed": e.failed, "in_rotation": e.in_rotation} for e in self.endpoints}
+            return {
+                shown(e.url): {"served": e.served, "failed": e.failed, "in_rotation": e.in_rotation}
+                for e in self.endpoints
+            }
 
     def invoke(self, messages, **kwargs):
         failed = 0
@@ -160,8 +163,10 @@ class EndpointPool:
                     from kdagent.errors import one_line
 
                     self._take_out(endpoint, fault)
-                    self._note(f"teacher endpoint {shown(endpoint.url)} taken out of rotation ({type(fault).__name__}: "
-                               f"{one_line(str(fault), 120)}); probing it in {endpoint.retry_at - time.monotonic():.0f} s")
+                    self._note(
+                        f"teacher endpoint {shown(endpoint.url)} taken out of rotation ({type(fault).__name__}: "
+                        f"{one_line(str(fault), 120)}); probing it in {endpoint.retry_at - time.monotonic():.0f} s"
+                    )
             self._cond.notify_all()
 
     def _take_out(self, endpoint: Endpoint, fault: BaseException | None) -> None:
@@ -178,8 +183,11 @@ class EndpointPool:
 
 def models_probe(base_url: str, api_key: str, timeout_s: float) -> Callable[[], bool]:
     """A probe that lists the endpoint's models (GET {base_url}/models): every OpenAI-compatible server has it."""
+
     def probe() -> bool:
-        response = httpx.get(f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s)
+        response = httpx.get(
+            f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s
+        )
         return response.status_code == 200
 
     return probe

@@ -37,13 +37,32 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
     report_fd, scratch = config["report_fd"], config["scratch"]
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = ctypes.c_long
-    numbers = {"x86_64": {"pivot_root": 155, "capset": 126}, "aarch64": {"pivot_root": 41, "capset": 91}}.get(platform.machine())
-    ms = {"rdonly": 1, "nosuid": 2, "nodev": 4, "noexec": 8, "remount": 32, "noatime": 1024, "nodiratime": 2048,
-          "bind": 4096, "rec": 16384, "private": 1 << 18, "relatime": 1 << 21}
+    numbers = {"x86_64": {"pivot_root": 155, "capset": 126}, "aarch64": {"pivot_root": 41, "capset": 91}}.get(
+        platform.machine()
+    )
+    ms = {
+        "rdonly": 1,
+        "nosuid": 2,
+        "nodev": 4,
+        "noexec": 8,
+        "remount": 32,
+        "noatime": 1024,
+        "nodiratime": 2048,
+        "bind": 4096,
+        "rec": 16384,
+        "private": 1 << 18,
+        "relatime": 1 << 21,
+    }
     layers = []
     # the new root is a tmpfs laid over an existing folder, in this mount namespace only
-    newroot = next((d for d in ("/mnt", "/media", "/srv", "/opt", "/var/tmp", "/tmp") if os.path.isdir(d)
-                    and not any(p == d or p.startswith(d + "/") for p in config["read_only"])), None)
+    newroot = next(
+        (
+            d
+            for d in ("/mnt", "/media", "/srv", "/opt", "/var/tmp", "/tmp")
+            if os.path.isdir(d) and not any(p == d or p.startswith(d + "/") for p in config["read_only"])
+        ),
+        None,
+    )
 
     def check(result, what):
         if result < 0:
@@ -52,7 +71,9 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
         return result
 
     def mount(source, target, fstype, flags, data=None):
-        enc = (lambda s: None if s is None else s.encode())
+        def enc(s):
+            return None if s is None else s.encode()
+
         check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
 
     def prctl(option, arg2=0):
@@ -60,7 +81,14 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
 
     def locked_flags(path):  # a remount must keep the flags the outer namespace locked (nosuid, noexec, atime)
         f, out = os.statvfs(path).f_flag, 0
-        for st, name in ((2, "nosuid"), (4, "nodev"), (8, "noexec"), (1024, "noatime"), (2048, "nodiratime"), (4096, "relatime")):
+        for st, name in (
+            (2, "nosuid"),
+            (4, "nodev"),
+            (8, "noexec"),
+            (1024, "noatime"),
+            (2048, "nodiratime"),
+            (4096, "relatime"),
+        ):
             out |= ms[name] if f & st else 0
         return out
 
@@ -77,11 +105,18 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
     def bind(path):
         target = place(path, os.path.isdir(path))
         mount(path, target, None, ms["bind"] | ms["rec"])
-        mount(None, target, None, ms["remount"] | ms["bind"] | ms["rdonly"] | ms["nosuid"] | ms["nodev"] | locked_flags(path))
+        mount(
+            None,
+            target,
+            None,
+            ms["remount"] | ms["bind"] | ms["rdonly"] | ms["nosuid"] | ms["nodev"] | locked_flags(path),
+        )
 
     try:
         if numbers is None or newroot is None:
-            raise OSError(0, f"no pivot_root number for {platform.machine()}" if numbers is None else "no folder for the new root")
+            raise OSError(
+                0, f"no pivot_root number for {platform.machine()}" if numbers is None else "no folder for the new root"
+            )
         mount(None, "/", None, ms["rec"] | ms["private"])
         mount("kdagent-sandbox", newroot, "tmpfs", ms["nosuid"] | ms["nodev"], "size=4m,mode=0755")
         for path in config["read_only"]:
@@ -95,13 +130,26 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
         for name in ("null", "zero", "full", "random", "urandom"):
             target = place(f"/dev/{name}", False)
             mount(f"/dev/{name}", target, None, ms["bind"])
-            mount(None, target, None, ms["remount"] | ms["bind"] | ms["nosuid"] | locked_flags(f"/dev/{name}")
-                  | (0 if name in ("null", "zero", "full") else ms["rdonly"]))
+            mount(
+                None,
+                target,
+                None,
+                ms["remount"]
+                | ms["bind"]
+                | ms["nosuid"]
+                | locked_flags(f"/dev/{name}")
+                | (0 if name in ("null", "zero", "full") else ms["rdonly"]),
+            )
         mount("proc", place("/proc", True), "proc", ms["nosuid"] | ms["nodev"] | ms["noexec"])
         # the scratch folder: the only writable place, a size-capped tmpfs that vanishes with the namespace
         owner = config["uid"] or 0
-        mount("kdagent-scratch", place(scratch, True), "tmpfs", ms["nosuid"] | ms["nodev"],
-              f"size={config['scratch_mb']}m,nr_inodes=4096,mode=0700,uid={owner},gid={owner}")
+        mount(
+            "kdagent-scratch",
+            place(scratch, True),
+            "tmpfs",
+            ms["nosuid"] | ms["nodev"],
+            f"size={config['scratch_mb']}m,nr_inodes=4096,mode=0700,uid={owner},gid={owner}",
+        )
         os.chdir(newroot)
         check(libc.syscall(numbers["pivot_root"], b".", b"."), "pivot_root")  # the old root lies under the new one
         check(libc.umount2(b".", 2), "detach the old root")
@@ -135,12 +183,16 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
             net = 3 if abi >= 4 else 0  # bind and connect TCP: none allowed
             scoped = 3 if abi >= 6 else 0  # abstract Unix sockets and signals outside the domain
             attr = (ctypes.c_uint64 * 3)(fs_all, net, scoped)
-            ruleset = check(libc.syscall(444, attr, 8 * (3 if abi >= 6 else 2 if abi >= 4 else 1), 0), "landlock ruleset")
+            ruleset = check(
+                libc.syscall(444, attr, 8 * (3 if abi >= 6 else 2 if abi >= 4 else 1), 0), "landlock ruleset"
+            )
             read = 1 | 4 | 8  # execute, read file, read dir
             file_rights = 1 | 2 | 4 | (1 << 14 if abi >= 3 else 0)  # execute, write, read, truncate
             for path, rights in (("/", read), (scratch, fs_all), ("/dev/null", file_rights & ~1)):
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                rule = (ctypes.c_uint8 * 12).from_buffer_copy(rights.to_bytes(8, "little") + fd.to_bytes(4, "little", signed=True))
+                rule = (ctypes.c_uint8 * 12).from_buffer_copy(
+                    rights.to_bytes(8, "little") + fd.to_bytes(4, "little", signed=True)
+                )
                 check(libc.syscall(445, ruleset, 1, rule, 0), f"landlock rule {path}")
                 os.close(fd)
             check(libc.syscall(446, ruleset, 0), "landlock restrict")
@@ -148,26 +200,93 @@ def enter(config):  # one straight sequence, kept in one piece so it can be ship
             layers.append(f"landlock abi {abi}")
 
         if platform.machine() == "x86_64":
-            deny = [101, 310, 311, 248, 249, 250, 321, 298, 323, 425, 426, 427, 165, 166, 155, 272, 308, 161,
-                    246, 320, 175, 313, 176, 303, 304, 428, 429, 430, 431, 432, 433, 442, 135, 163, 167, 168,
-                    169, 164, 227, 179, 172, 173, 447, 438, 134, 139, 156, 170, 171]
+            deny = [
+                101,
+                310,
+                311,
+                248,
+                249,
+                250,
+                321,
+                298,
+                323,
+                425,
+                426,
+                427,
+                165,
+                166,
+                155,
+                272,
+                308,
+                161,
+                246,
+                320,
+                175,
+                313,
+                176,
+                303,
+                304,
+                428,
+                429,
+                430,
+                431,
+                432,
+                433,
+                442,
+                135,
+                163,
+                167,
+                168,
+                169,
+                164,
+                227,
+                179,
+                172,
+                173,
+                447,
+                438,
+                134,
+                139,
+                156,
+                170,
+                171,
+            ]
             ld, jeq, jset, jge, ret = 0x20, 0x15, 0x45, 0x35, 0x06
             allow, eperm, enosys, kill = 0x7FFF0000, 0x00050001, 0x00050026, 0x80000000
-            prog = [(ld, 0, 0, 4), (jeq, 1, 0, 0xC000003E), (ret, 0, 0, kill), (ld, 0, 0, 0),
-                    (jge, 0, 1, 0x40000000), (ret, 0, 0, kill), (jeq, 0, 1, 435), (ret, 0, 0, enosys),
-                    (jeq, 0, 3, 56), (ld, 0, 0, 16), (jset, 0, 1, 0x7E020080), (ret, 0, 0, eperm), (ld, 0, 0, 0)]
+            prog = [
+                (ld, 0, 0, 4),
+                (jeq, 1, 0, 0xC000003E),
+                (ret, 0, 0, kill),
+                (ld, 0, 0, 0),
+                (jge, 0, 1, 0x40000000),
+                (ret, 0, 0, kill),
+                (jeq, 0, 1, 435),
+                (ret, 0, 0, enosys),
+                (jeq, 0, 3, 56),
+                (ld, 0, 0, 16),
+                (jset, 0, 1, 0x7E020080),
+                (ret, 0, 0, eperm),
+                (ld, 0, 0, 0),
+            ]
             for nr in deny:
                 prog += [(jeq, 0, 1, nr), (ret, 0, 0, eperm)]
             prog.append((ret, 0, 0, allow))
 
             class Filter(ctypes.Structure):
-                _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+                _fields_ = [
+                    ("code", ctypes.c_uint16),
+                    ("jt", ctypes.c_uint8),
+                    ("jf", ctypes.c_uint8),
+                    ("k", ctypes.c_uint32),
+                ]
 
             class Program(ctypes.Structure):
                 _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
 
             filters = (Filter * len(prog))(*[Filter(*f) for f in prog])
-            check(libc.prctl(22, 2, ctypes.byref(Program(len(prog), filters)), 0, 0), "seccomp")  # PR_SET_SECCOMP, FILTER
+            check(
+                libc.prctl(22, 2, ctypes.byref(Program(len(prog), filters)), 0, 0), "seccomp"
+            )  # PR_SET_SECCOMP, FILTER
             layers.append("seccomp")
     except Exception as exc:  # noqa: BLE001 - any failure here is reported as the isolation that failed
         os.write(report_fd, f"isolation failed: {getattr(exc, 'strerror', None) or exc}\n".encode())
@@ -184,11 +303,24 @@ def plan_paths(python: str) -> tuple[list[str], list[str]]:
     import os
     import subprocess
 
-    probe = ("import json, sys, sysconfig; v = sysconfig.get_config_var; p = sysconfig.get_paths()\n"
-             "print(json.dumps([sys.executable, p['stdlib'], p['platstdlib'], p['purelib'], p['platlib'], v('LIBDIR') or '', v('INSTSONAME') or '']))")
+    probe = (
+        "import json, sys, sysconfig; v = sysconfig.get_config_var; p = sysconfig.get_paths()\n"
+        "print(json.dumps([sys.executable, p['stdlib'], p['platstdlib'], p['purelib'], p['platlib'], v('LIBDIR') or '', v('INSTSONAME') or '']))"
+    )
     exe, stdlib, platstdlib, purelib, platlib, libdir, soname = json.loads(
-        subprocess.run([python, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True, timeout=30).stdout)
-    read_only = ["/lib", "/lib64", "/lib32", "/usr/lib", "/usr/lib64", "/usr/lib32", os.path.realpath(exe), stdlib, platstdlib]
+        subprocess.run([python, "-I", "-S", "-c", probe], capture_output=True, text=True, check=True, timeout=30).stdout
+    )
+    read_only = [
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/lib32",
+        os.path.realpath(exe),
+        stdlib,
+        platstdlib,
+    ]
     if libdir and soname and os.path.exists(os.path.join(libdir, soname)):
         read_only.append(os.path.realpath(os.path.join(libdir, soname)))
     hidden = [p for p in dict.fromkeys([purelib, platlib]) if p.startswith((stdlib + "/", platstdlib + "/"))]

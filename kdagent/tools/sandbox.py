@@ -67,7 +67,9 @@ MAX_FILES = 64
 MAX_PROCESSES = 16  # processes and threads of the sandbox's uid (a backstop behind the hook's ban on fork)
 SCRATCH_MB = 64  # the scratch folder's size under kernel isolation (a tmpfs)
 SCRATCH_PREFIX = "kdagent-sandbox-"
-ISOLATION_COUNTS: collections.Counter = collections.Counter()  # calls of this process by isolation: kernel, none, refused
+ISOLATION_COUNTS: collections.Counter = (
+    collections.Counter()
+)  # calls of this process by isolation: kernel, none, refused
 
 
 @dataclass
@@ -98,6 +100,7 @@ def _install_policy(root, report_fd):
     def converting(function, plain=plain):
         def call(*args, **kwargs):
             return function(*[plain(a) for a in args], **{k: plain(v) for k, v in kwargs.items()})
+
         call.__name__, call.__doc__ = function.__name__, function.__doc__
         return call
 
@@ -112,29 +115,60 @@ def _install_policy(root, report_fd):
     builtins.open = io.open = converting(io.open)
     pathlib.os, pathlib.io = StrPaths(os), StrPaths(io)
 
-    path_args = {"open": (0,), "os.listdir": (0,), "os.scandir": (0,), "os.getxattr": (0,), "os.listxattr": (0,),
-                 "os.rename": (0, 1)}
+    path_args = {
+        "open": (0,),
+        "os.listdir": (0,),
+        "os.scandir": (0,),
+        "os.getxattr": (0,),
+        "os.listxattr": (0,),
+        "os.rename": (0, 1),
+    }
 
-    def hook(event, args, root=root, stdlib=tuple(p for p in sys.path if p), report_fd=report_fd, path_args=path_args,
-             denied=frozenset("""os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen
+    def hook(
+        event,
+        args,
+        root=root,
+        stdlib=tuple(p for p in sys.path if p),
+        report_fd=report_fd,
+        path_args=path_args,
+        denied=frozenset(
+            """os.system os.exec os.posix_spawn os.spawn os.fork os.forkpty subprocess.Popen
              pty.spawn os.kill os.killpg signal.pthread_kill os.chdir os.chmod os.chown os.chflags os.lchflags
              os.link os.symlink builtins.input sys.addaudithook sys._current_frames gc.get_objects
              gc.get_referrers gc.get_referents code.__new__ resource.setrlimit resource.prlimit
-             cpython.PyInterpreterState_New""".split()),
-             denied_prefixes=("socket.", "ctypes.", "sqlite3."),
-             # ctypes: native calls; _posixsubprocess: fork and exec outside any event; sqlite3: files through
-             # SQL (ATTACH, VACUUM INTO); _posixshmem: shared memory that outlives the run; sub-interpreters
-             # have no audit hook; the _test modules poke at memory
-             denied_modules=frozenset("""ctypes _ctypes _ctypes_test _posixsubprocess sqlite3 _sqlite3 _posixshmem
+             cpython.PyInterpreterState_New""".split()
+        ),
+        denied_prefixes=("socket.", "ctypes.", "sqlite3."),
+        # ctypes: native calls; _posixsubprocess: fork and exec outside any event; sqlite3: files through
+        # SQL (ATTACH, VACUUM INTO); _posixshmem: shared memory that outlives the run; sub-interpreters
+        # have no audit hook; the _test modules poke at memory
+        denied_modules=frozenset(
+            """ctypes _ctypes _ctypes_test _posixsubprocess sqlite3 _sqlite3 _posixshmem
              _xxsubinterpreters _xxinterpchannels _testcapi _testinternalcapi _testbuffer _testmultiphase
-             _testimportmultiple _testclinic _testsinglephase""".split()),
-             writes=frozenset("os.remove os.rename os.rmdir os.mkdir os.utime os.truncate os.setxattr os.removexattr dbm.open".split()),
-             reads=frozenset({"os.listdir", "os.scandir", "os.getxattr", "os.listxattr"}),
-             write_flags=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
-             write=os.write, exit=os._exit, flushes=(sys.stdout.flush, sys.stderr.flush),
-             str=str, bytes=bytes, int=int, type=type, issubclass=issubclass, BaseException=BaseException):
+             _testimportmultiple _testclinic _testsinglephase""".split()
+        ),
+        writes=frozenset(
+            "os.remove os.rename os.rmdir os.mkdir os.utime os.truncate os.setxattr os.removexattr dbm.open".split()
+        ),
+        reads=frozenset({"os.listdir", "os.scandir", "os.getxattr", "os.listxattr"}),
+        write_flags=os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND,
+        write=os.write,
+        exit=os._exit,
+        flushes=(sys.stdout.flush, sys.stderr.flush),
+        str=str,
+        bytes=bytes,
+        int=int,
+        type=type,
+        issubclass=issubclass,
+        BaseException=BaseException,
+    ):
         paths, allowed, problem = (), stdlib + (root,), None
-        if event in denied or event.startswith(denied_prefixes) or event == "import" and str.__str__(args[0]) in denied_modules:
+        if (
+            event in denied
+            or event.startswith(denied_prefixes)
+            or event == "import"
+            and str.__str__(args[0]) in denied_modules
+        ):
             problem = f"{event} {str.__str__(args[0])}" if event == "import" else event
             problem += " is not allowed in the sandbox"
         elif event == "open":  # os.open (mode None) stays in the folder even to read: its fds serve as dir_fd
@@ -199,6 +233,7 @@ def _main(root, report_fd, cpu_s, wall_s, limits):
     # timer should kdagent's never fire (once PID 1 exits, the kernel kills the rest of the namespace).
     worker = os.fork()
     if worker:
+
         def expire(signum, frame):
             os.kill(worker, signal.SIGKILL)
             os.write(report_fd, f"error: killed (wall-clock limit {wall_s:g} s)".encode())
@@ -212,7 +247,10 @@ def _main(root, report_fd, cpu_s, wall_s, limits):
         if code < 0:
             name = signal.Signals(-code).name
             cpu_out = -code in (signal.SIGKILL, signal.SIGXCPU) and usage.ru_utime + usage.ru_stime >= cpu_s - 0.1
-            os.write(report_fd, (f"error: CPU time limit exceeded ({cpu_s} s)" if cpu_out else f"error: killed by {name}").encode())
+            os.write(
+                report_fd,
+                (f"error: CPU time limit exceeded ({cpu_s} s)" if cpu_out else f"error: killed by {name}").encode(),
+            )
         os._exit(0 if code == 0 else 1)
 
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
@@ -291,7 +329,7 @@ def reap_scratch_folders() -> int:
     """Remove the scratch folders of kdagent processes that no longer exist (killed mid-call); once per process."""
     removed = 0
     for entry in os.listdir(tempfile.gettempdir()):
-        pid = entry[len(SCRATCH_PREFIX):].split("-")[0]
+        pid = entry[len(SCRATCH_PREFIX) :].split("-")[0]
         if not entry.startswith(SCRATCH_PREFIX) or not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -314,8 +352,14 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
     try:
         if plan.uid is not None and not plan.kernel:
             os.chown(root, plan.uid, plan.uid)
-        limits = [("RLIMIT_CPU", cpu_s), ("RLIMIT_AS", memory_mb << 20), ("RLIMIT_FSIZE", FILE_MB << 20),
-                  ("RLIMIT_NOFILE", MAX_FILES), ("RLIMIT_NPROC", MAX_PROCESSES + _tasks_sharing(plan)), ("RLIMIT_CORE", 0)]
+        limits = [
+            ("RLIMIT_CPU", cpu_s),
+            ("RLIMIT_AS", memory_mb << 20),
+            ("RLIMIT_FSIZE", FILE_MB << 20),
+            ("RLIMIT_NOFILE", MAX_FILES),
+            ("RLIMIT_NPROC", MAX_PROCESSES + _tasks_sharing(plan)),
+            ("RLIMIT_CORE", 0),
+        ]
         with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as report:
             stdin.write(code.encode("utf-8", "surrogatepass"))
             stdin.seek(0)
@@ -325,8 +369,17 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
             drop = {}
             if plan.kernel:
                 read_only, hidden = _root_paths(plan.python)
-                config = {"report_fd": report.fileno(), "scratch": root, "scratch_mb": SCRATCH_MB, "read_only": read_only,
-                          "hidden": hidden, "uid": plan.uid, "user_ns": os.geteuid() != 0, "argv": argv, "env": env}
+                config = {
+                    "report_fd": report.fileno(),
+                    "scratch": root,
+                    "scratch_mb": SCRATCH_MB,
+                    "read_only": read_only,
+                    "hidden": hidden,
+                    "uid": plan.uid,
+                    "user_ns": os.geteuid() != 0,
+                    "argv": argv,
+                    "env": env,
+                }
                 argv = _kernel_prefix() + [plan.python, "-I", "-S", "-B", "-c", _enter_source(), json.dumps(config)]
                 cwd = "/"
             else:
@@ -335,10 +388,21 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
                 argv = ([setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []) + argv
                 cwd = root
             try:
-                proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=subprocess.STDOUT,
-                                        pass_fds=(report.fileno(),), start_new_session=True, **drop)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=stdin,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    pass_fds=(report.fileno(),),
+                    start_new_session=True,
+                    **drop,
+                )
             except OSError as exc:  # e.g. nobody may not run this interpreter
-                return SandboxResult(False, "", f"error: the sandbox did not start: {exc}", time.monotonic() - start, "failed")
+                return SandboxResult(
+                    False, "", f"error: the sandbox did not start: {exc}", time.monotonic() - start, "failed"
+                )
             killed = f"error: killed (wall-clock limit {wall_s:g} s)"
             timed_out = False
             try:
@@ -362,7 +426,13 @@ def _execute(plan: Plan, code: str, wall_s: float, cpu_s: int, memory_mb: int, m
             return SandboxResult(False, "", f"error: the sandbox's {isolation}", time.monotonic() - start, "failed")
         if plan.kernel and isolation is None and error != killed:
             why = output.strip().splitlines()[-1:] or [error or "no report"]
-            return SandboxResult(False, "", f"error: the sandbox's isolation did not start: {why[0][:200]}", time.monotonic() - start, "failed")
+            return SandboxResult(
+                False,
+                "",
+                f"error: the sandbox's isolation did not start: {why[0][:200]}",
+                time.monotonic() - start,
+                "failed",
+            )
         if len(output) > max_output_chars or size > 4 * max_output_chars + 4:
             output = output[:max_output_chars] + f"\n[output truncated to {max_output_chars} characters]"
         label = "kernel: " + isolation.partition(": ")[2] if plan.kernel and isolation else _weak_label(plan)
@@ -430,7 +500,9 @@ def _weak_plans() -> list[Plan]:
     if os.geteuid() != 0:
         return [Plan(False, sys.executable, None)]
     system = shutil.which(f"python{sys.version_info[0]}.{sys.version_info[1]}", path="/usr/local/bin:/usr/bin:/bin")
-    return [Plan(False, p, NOBODY) for p in dict.fromkeys([sys.executable, system]) if p] + [Plan(False, sys.executable, None)]
+    return [Plan(False, p, NOBODY) for p in dict.fromkeys([sys.executable, system]) if p] + [
+        Plan(False, sys.executable, None)
+    ]
 
 
 @functools.cache
@@ -442,8 +514,15 @@ def _weak_plan() -> Plan:
     return plans[-1]
 
 
-def run_python(code: str, *, wall_s: float = 10.0, cpu_s: int = 5, memory_mb: int = 512,
-               max_output_chars: int = 4000, allow_unisolated: bool = False) -> SandboxResult:
+def run_python(
+    code: str,
+    *,
+    wall_s: float = 10.0,
+    cpu_s: int = 5,
+    memory_mb: int = 512,
+    max_output_chars: int = 4000,
+    allow_unisolated: bool = False,
+) -> SandboxResult:
     """Run `code` in the sandbox; `output` is what it printed (stdout and stderr), cut to `max_output_chars`.
     Without kernel isolation it refuses, unless `allow_unisolated` (the rlimits and the audit hook only)."""
     reap_scratch_folders()
@@ -458,8 +537,10 @@ def run_python(code: str, *, wall_s: float = 10.0, cpu_s: int = 5, memory_mb: in
 
 def refusal() -> str:
     """The one-line error of a python tool call where kernel isolation is missing."""
-    return (f"error: the python tool needs kernel isolation, which is missing here ({kernel_isolation()[1]}); "
-            "the tool_use skill option allow_unisolated_python: true runs code without it (rlimits and an audit hook only)")
+    return (
+        f"error: the python tool needs kernel isolation, which is missing here ({kernel_isolation()[1]}); "
+        "the tool_use skill option allow_unisolated_python: true runs code without it (rlimits and an audit hook only)"
+    )
 
 
 def _result_text(result: SandboxResult) -> str:

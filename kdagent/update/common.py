@@ -97,7 +97,11 @@ def resume_point(work: Path) -> str | None:
         if problem is None:
             complete.append((int(match.group(1)), path))
         else:
-            print(f"warning: skipped the incomplete checkpoint {path} ({problem}); deleted it", file=sys.stderr, flush=True)
+            print(
+                f"warning: skipped the incomplete checkpoint {path} ({problem}); deleted it",
+                file=sys.stderr,
+                flush=True,
+            )
             shutil.rmtree(path, ignore_errors=True)
     return str(max(complete)[1]) if complete else None
 
@@ -193,8 +197,12 @@ def atomic_checkpoints(trainer) -> None:
             shutil.rmtree(final / name, ignore_errors=True)
             os.replace(staging / name, final / name)
             shutil.rmtree(staging, ignore_errors=True)
-            rotate_checkpoints(output_dir=str(final), save_total_limit=trainer.args.save_total_limit,
-                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+            rotate_checkpoints(
+                output_dir=str(final),
+                save_total_limit=trainer.args.save_total_limit,
+                best_model_checkpoint=trainer.state.best_model_checkpoint,
+                use_mtime=False,
+            )
         wait()
 
     trainer._save_checkpoint = save_atomically
@@ -228,7 +236,9 @@ def report_to(update, work: Path) -> list[str]:
     it), beside the round's students: the work folder, where it would go otherwise, is deleted after training."""
     trackers = [update.report_to] if isinstance(update.report_to, str) else list(update.report_to)
     if "tensorboard" in trackers:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(work).parent / "tensorboard" / Path(work).name.strip(".").removesuffix(".partial"))
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(
+            Path(work).parent / "tensorboard" / Path(work).name.strip(".").removesuffix(".partial")
+        )
     return trackers
 
 
@@ -238,7 +248,11 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
     from transformers import TrainingArguments
 
     # transformers 5.2x renamed gradient_checkpointing (a FutureWarning when set under its old name)
-    checkpointing = "activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__ else "gradient_checkpointing"
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+        else "gradient_checkpointing"
+    )
 
     cuda = torch.cuda.is_available()
     return dict(
@@ -256,7 +270,9 @@ def trainer_kwargs(update, work: Path, seed: int) -> dict:
         report_to=report_to(update, work),
         seed=seed,
         bf16=cuda or cpu_bf16(),  # fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions
-        **{checkpointing: False},  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
+        **{
+            checkpointing: False
+        },  # TRL's configs turn it on; recomputing activations costs a third more time (the memory plan counts them)
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -269,7 +285,13 @@ def peft_config(lora):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def load_student(base_model: Path):

@@ -62,7 +62,9 @@ def _gkd():
     return gkd
 
 
-def divergence_loss(student_logits, teacher_logits, divergence: str, beta: float = 0.5, temperature: float = 1.0, mask=None):
+def divergence_loss(
+    student_logits, teacher_logits, divergence: str, beta: float = 0.5, temperature: float = 1.0, mask=None
+):
     """The distillation loss the trainers optimise, from logits of shape (batch, seq, vocab).
 
     Calls TRL's `GKDTrainer.generalized_jsd_loss` with the beta of `trl_beta`; `mask` (batch, seq), true or 1 where a
@@ -121,7 +123,9 @@ def train_distill(
     if temperature <= 0:
         raise UserError(f"distillation temperature must be positive, got {temperature}")
     if max_completion_length < 1 or max_completion_length >= max_length:
-        raise UserError(f"max_completion_length must be between 1 and max_length - 1 ({max_length - 1}), got {max_completion_length}")
+        raise UserError(
+            f"max_completion_length must be between 1 and max_length - 1 ({max_length - 1}), got {max_completion_length}"
+        )
     if not prompts:
         raise ValueError("train_distill needs at least one prompt")
     if completions is not None and len(completions) != len(prompts):
@@ -140,11 +144,15 @@ def train_distill(
     tokenizer.padding_side = "left"  # generation pads on the left
     kept, kept_completions = _fitting_prompts(prompts, completions, tokenizer, max_length - max_completion_length)
     if not kept:
-        raise UserError(f"every distillation prompt is longer than max_length - max_completion_length = {max_length - max_completion_length} tokens")
+        raise UserError(
+            f"every distillation prompt is longer than max_length - max_completion_length = {max_length - max_completion_length} tokens"
+        )
 
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
-    teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    teacher = AutoModelForCausalLM.from_pretrained(
+        teacher_model, dtype=torch.float32, use_safetensors=safetensors_only()
+    )
     teacher.eval()
     common = trainer_kwargs(update, work, seed)  # checkpoints every update.checkpoint_steps, resumable
     common.pop("per_device_train_batch_size")
@@ -158,10 +166,17 @@ def train_distill(
         accumulation = min(update.gradient_accumulation_steps, len(kept))
         batch_size = max(1, min(update.batch_size, len(kept) // accumulation))
         common["gradient_accumulation_steps"] = accumulation
-        args = DistillationConfig(**common, per_device_train_batch_size=batch_size, max_completion_length=max_completion_length)
+        args = DistillationConfig(
+            **common, per_device_train_batch_size=batch_size, max_completion_length=max_completion_length
+        )
         dataset = Dataset.from_list([{"prompt": p} for p in kept])
         trainer = DistillationTrainer(
-            model=model, teacher_model=teacher, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config
+            model=model,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config,
         )
     else:  # a share of off-policy completions: TRL's GKD
         gkd = _gkd()
@@ -172,16 +187,28 @@ def train_distill(
         seq_kd = completions is None
         rows = [{"messages": [*p, {"role": "assistant", "content": c or ""}]} for p, c in zip(kept, kept_completions)]
         args = gkd.GKDConfig(
-            **common, per_device_train_batch_size=batch_size, max_length=max_length, max_new_tokens=max_completion_length, lmbda=lmbda, seq_kd=seq_kd
+            **common,
+            per_device_train_batch_size=batch_size,
+            max_length=max_length,
+            max_new_tokens=max_completion_length,
+            lmbda=lmbda,
+            seq_kd=seq_kd,
         )
         trainer = gkd.GKDTrainer(
-            model=model, teacher_model=teacher, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora_config
+            model=model,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora_config,
         )
         # GKD's compute_loss leaves its loss at temperature 1; give it ours so both trainers optimise `divergence_loss`
         trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
     result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
-    save_student(trainer, AutoTokenizer.from_pretrained(base_model), update, work, out_dir)  # the tokenizer as it was, not as trained with
+    save_student(
+        trainer, AutoTokenizer.from_pretrained(base_model), update, work, out_dir
+    )  # the tokenizer as it was, not as trained with
     return {
         "examples": len(kept),
         "skipped": len(prompts) - len(kept),
@@ -206,7 +233,9 @@ class Distill(Updater):
     def check(self, recipe, options):
         check_completion_length("update.distill.max_completion_length", recipe, options.max_completion_length)
         if recipe.teacher.kind != "hf":
-            raise UserError("update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)")
+            raise UserError(
+                "update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)"
+            )
 
     def check_models(self, recipe, options, student):
         from kdagent.models import resolve_model
@@ -226,9 +255,19 @@ class Distill(Updater):
         prompts = [ex.prompt for ex in job.examples] or [job.skill.messages(t) for t in job.tasks]
         completions = [ex.completion[-1]["content"] for ex in job.examples] or None
         return train_distill(
-            prompts, resolve_model(job.recipe.teacher.model), job.student, job.out, job.update, job.max_length, job.seed,
-            divergence=o.divergence, beta=o.beta, lmbda=o.lmbda, temperature=o.temperature,
-            max_completion_length=o.max_completion_length, completions=completions,
+            prompts,
+            resolve_model(job.recipe.teacher.model),
+            job.student,
+            job.out,
+            job.update,
+            job.max_length,
+            job.seed,
+            divergence=o.divergence,
+            beta=o.beta,
+            lmbda=o.lmbda,
+            temperature=o.temperature,
+            max_completion_length=o.max_completion_length,
+            completions=completions,
         )
 
 

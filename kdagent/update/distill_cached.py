@@ -34,12 +34,28 @@ MB = 2**20
 class DistillCachedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     loss: Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"] = Field(
-        "skew_kl", description="Token-level divergence between the cached teacher and the student (kdagent/update/losses.py).")
-    beta: float = Field(0.5, ge=0.0, le=1.0, description="For 'jsd': the generalised JSD's interpolation weight (TRL's beta).")
-    skew: float = Field(0.1, ge=0.0, lt=1.0, description="For 'skew_kl' and 'skew_reverse_kl': DistiLLM's skew alpha (0 gives the plain KL).")
-    top_k: int = Field(32, ge=1, le=1024, description="Teacher log-probabilities cached per token (the rest is one tail mass).")
-    ce_weight: float = Field(0.1, ge=0.0, le=1.0, description="Weight of the cross-entropy on the labels; the divergence gets 1 - ce_weight.")
-    cache_dir: str | None = Field(None, description="Where caches live (one folder per teacher, tokenizer, data and k); default KDAGENT_HOME/logit-cache.")
+        "skew_kl",
+        description="Token-level divergence between the cached teacher and the student (kdagent/update/losses.py).",
+    )
+    beta: float = Field(
+        0.5, ge=0.0, le=1.0, description="For 'jsd': the generalised JSD's interpolation weight (TRL's beta)."
+    )
+    skew: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="For 'skew_kl' and 'skew_reverse_kl': DistiLLM's skew alpha (0 gives the plain KL).",
+    )
+    top_k: int = Field(
+        32, ge=1, le=1024, description="Teacher log-probabilities cached per token (the rest is one tail mass)."
+    )
+    ce_weight: float = Field(
+        0.1, ge=0.0, le=1.0, description="Weight of the cross-entropy on the labels; the divergence gets 1 - ce_weight."
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Where caches live (one folder per teacher, tokenizer, data and k); default KDAGENT_HOME/logit-cache.",
+    )
     chunk_size: int = Field(64, ge=1, description="Sequences per cache chunk (the unit a killed build resumes by).")
     teacher_batch_size: int = Field(4, ge=1, description="Sequences per teacher forward pass while the cache is built.")
 
@@ -61,8 +77,12 @@ def collate(cache, indices):
         batch_index += [b] * n
         column += list(range(keep - n - 1, keep - 1))
     return {
-        "input_ids": input_ids, "attention_mask": mask, "position_ids": positions, "keep": torch.tensor(keep),
-        "batch_index": torch.tensor(batch_index), "column": torch.tensor(column),
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "position_ids": positions,
+        "keep": torch.tensor(keep),
+        "batch_index": torch.tensor(batch_index),
+        "column": torch.tensor(column),
         "targets": torch.tensor([t for ids, start in sequences for t in ids[start:]]),
         "topk_ids": torch.from_numpy(np.concatenate([r["topk_ids"] for r in rows])),
         "topk_logp": torch.from_numpy(np.concatenate([r["topk_logp"] for r in rows])),
@@ -78,18 +98,40 @@ def cached_loss(model, inputs, options: DistillCachedOptions):
     from kdagent.update.losses import token_loss
 
     keep = int(inputs["keep"])
-    logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
-                   position_ids=inputs["position_ids"], logits_to_keep=keep, use_cache=False).logits
+    logits = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        position_ids=inputs["position_ids"],
+        logits_to_keep=keep,
+        use_cache=False,
+    ).logits
     rows = logits[inputs["batch_index"], inputs["column"]].float()
     every = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
-    kd = token_loss(options.loss, rows, every, topk_ids=inputs["topk_ids"], topk_logp=inputs["topk_logp"],
-                    tail_mass=inputs["tail"], beta=options.beta, skew=options.skew)
+    kd = token_loss(
+        options.loss,
+        rows,
+        every,
+        topk_ids=inputs["topk_ids"],
+        topk_logp=inputs["topk_logp"],
+        tail_mass=inputs["tail"],
+        beta=options.beta,
+        skew=options.skew,
+    )
     ce = F.cross_entropy(rows, inputs["targets"])
     return (1 - options.ce_weight) * kd + options.ce_weight * ce, kd.detach(), ce.detach()
 
 
-def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_dir: Path, update, max_length: int, seed: int,
-                         options: DistillCachedOptions, served=None) -> dict:
+def train_distill_cached(
+    examples,
+    teacher: Path | None,
+    base_model: Path,
+    out_dir: Path,
+    update,
+    max_length: int,
+    seed: int,
+    options: DistillCachedOptions,
+    served=None,
+) -> dict:
     """Build (or find) the teacher's cache over `examples` (SFTExample), then train `base_model` from it alone;
     save a full checkpoint to `out_dir`. Returns metrics. The teacher is the local checkpoint `teacher`, or,
     with `served` (the recipe's teacher section naming endpoints), the model those servers serve."""
@@ -115,11 +157,20 @@ def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_d
 
         text = tokenizer.apply_chat_template([*examples[0].prompt, *examples[0].completion], tokenize=False)
         probe = (text, tokenizer(text, add_special_tokens=False).input_ids)  # each server must tokenize it the same
-        cache = build_remote_cache(served, base_model, sequences, probe, options.top_k, root, chunk_size=options.chunk_size,
-                                   builder=builder)
+        cache = build_remote_cache(
+            served, base_model, sequences, probe, options.top_k, root, chunk_size=options.chunk_size, builder=builder
+        )
     else:
-        cache = build_cache(teacher, base_model, sequences, options.top_k, root, chunk_size=options.chunk_size,
-                            batch_size=options.teacher_batch_size, builder=builder)
+        cache = build_cache(
+            teacher,
+            base_model,
+            sequences,
+            options.top_k,
+            root,
+            chunk_size=options.chunk_size,
+            batch_size=options.teacher_batch_size,
+            builder=builder,
+        )
     cache_seconds = time.monotonic() - started
 
     out_dir = Path(out_dir)
@@ -140,8 +191,11 @@ def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_d
 
     args = TrainingArguments(**trainer_kwargs(update, work, seed), remove_unused_columns=False)
     trainer = CachedDistillTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list([{"index": i} for i in range(len(cache))]),
-        data_collator=lambda rows: collate(cache, [r["index"] for r in rows]), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list([{"index": i} for i in range(len(cache))]),
+        data_collator=lambda rows: collate(cache, [r["index"] for r in rows]),
+        processing_class=tokenizer,
     )
     trainer.loss_is_scaled_for_ga = False  # a per-token mean: the Trainer divides it by the accumulation steps
     result = train(trainer, work)
@@ -149,13 +203,24 @@ def train_distill_cached(examples, teacher: Path | None, base_model: Path, out_d
     save_student(trainer, tokenizer, update, work, out_dir)
     manifest = cache.manifest()
     return {
-        "examples": len(sequences), "skipped": len(examples) - len(sequences), "steps": trainer.state.global_step,
-        "train_loss": round(result.training_loss, 4), "losses": losses, "loss": options.loss, "ce_weight": options.ce_weight,
+        "examples": len(sequences),
+        "skipped": len(examples) - len(sequences),
+        "steps": trainer.state.global_step,
+        "train_loss": round(result.training_loss, 4),
+        "losses": losses,
+        "loss": options.loss,
+        "ce_weight": options.ce_weight,
         "kd_loss_last": round(logged["kd"][-1], 4) if logged["kd"] else None,
         "ce_loss_last": round(logged["ce"][-1], 4) if logged["ce"] else None,
-        "cache": {"path": str(cache.path), "hit": cache.hit, "chunks_built": cache.built, "k": options.top_k,
-                  "completion_tokens": manifest["completion_tokens"], "bytes_per_token": manifest["bytes_per_token"],
-                  "seconds": round(cache_seconds, 2)},
+        "cache": {
+            "path": str(cache.path),
+            "hit": cache.hit,
+            "chunks_built": cache.built,
+            "k": options.top_k,
+            "completion_tokens": manifest["completion_tokens"],
+            "bytes_per_token": manifest["bytes_per_token"],
+            "seconds": round(cache_seconds, 2),
+        },
     }
 
 
@@ -175,8 +240,10 @@ class DistillCached(Updater):
 
     def check(self, recipe, options):
         if recipe.teacher.kind != "hf" and not served(recipe.teacher):
-            raise UserError("update.method: 'distill_cached' needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...) or one served "
-                            "at OpenAI-compatible endpoints that return prompt_logprobs (teacher.base_url: ...)")
+            raise UserError(
+                "update.method: 'distill_cached' needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...) or one served "
+                "at OpenAI-compatible endpoints that return prompt_logprobs (teacher.base_url: ...)"
+            )
 
     def check_models(self, recipe, options, student):
         from kdagent.models import resolve_model
@@ -200,10 +267,27 @@ class DistillCached(Updater):
         if not job.examples:
             return None
         if served(job.recipe.teacher):
-            return train_distill_cached(job.examples, None, job.student, job.out, job.update, job.max_length, job.seed,
-                                        job.options, served=job.recipe.teacher)
-        return train_distill_cached(job.examples, resolve_model(job.recipe.teacher.model), job.student, job.out,
-                                    job.update, job.max_length, job.seed, job.options)
+            return train_distill_cached(
+                job.examples,
+                None,
+                job.student,
+                job.out,
+                job.update,
+                job.max_length,
+                job.seed,
+                job.options,
+                served=job.recipe.teacher,
+            )
+        return train_distill_cached(
+            job.examples,
+            resolve_model(job.recipe.teacher.model),
+            job.student,
+            job.out,
+            job.update,
+            job.max_length,
+            job.seed,
+            job.options,
+        )
 
 
 @hookimpl

@@ -59,7 +59,9 @@ def train_dpo(
         # where 0.0 means none)
         label_smoothing=1e-3 if loss_type == "exo_pair" else 0.0,
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora))
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
+    )
     result = train(trainer, work)
     history = trainer.state.log_history
     losses = [round(h["loss"], 4) for h in history if "loss" in h]
@@ -89,7 +91,9 @@ class DPO(Updater):
     def check_models(self, recipe, options, student):
         valid = dpo_loss_types()  # imports trl, so not in `check` (validate stays fast)
         if options.loss_type not in valid:
-            raise UserError(f"update.dpo.loss_type: unknown {options.loss_type!r} (this TRL offers: {', '.join(valid)})")
+            raise UserError(
+                f"update.dpo.loss_type: unknown {options.loss_type!r} (this TRL offers: {', '.join(valid)})"
+            )
 
     def memory_mb(self, recipe, options, student, teacher, act_bytes):
         frozen = student["params"] * 4 if recipe.update.lora is None else 0  # the reference model
@@ -99,7 +103,9 @@ class DPO(Updater):
         if not job.pairs:
             return None
         o = job.options
-        return train_dpo(job.pairs, job.student, job.out, job.update, job.max_length, job.seed, beta=o.beta, loss_type=o.loss_type)
+        return train_dpo(
+            job.pairs, job.student, job.out, job.update, job.max_length, job.seed, beta=o.beta, loss_type=o.loss_type
+        )
 
 
 @hookimpl

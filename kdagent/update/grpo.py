@@ -16,10 +16,12 @@ from statistics import fmean
 from kdagent.hookspecs import hookimpl
 from kdagent.recipe import GRPOOptions
 from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
-from kdagent.update.updater import Updater, UpdateJob, check_completion_length, training_mb
+from kdagent.update.updater import UpdateJob, Updater, check_completion_length, training_mb
 
 
-def generation_batch_size(batch_size: int, gradient_accumulation_steps: int, num_generations: int, world_size: int = 1) -> int:
+def generation_batch_size(
+    batch_size: int, gradient_accumulation_steps: int, num_generations: int, world_size: int = 1
+) -> int:
     """Completions sampled at once: TRL's default (one optimiser step's worth) rounded up to whole prompt groups."""
     return math.lcm(batch_size * world_size * gradient_accumulation_steps, num_generations)
 
@@ -63,8 +65,14 @@ def train_grpo(
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     budget = max_length - max_completion_length
     keep = [
-        i for i, p in enumerate(prompts)
-        if len(tokenizer(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False), add_special_tokens=False).input_ids) <= budget
+        i
+        for i, p in enumerate(prompts)
+        if len(
+            tokenizer(
+                tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+            ).input_ids
+        )
+        <= budget
     ]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     gen_batch = generation_batch_size(update.batch_size, update.gradient_accumulation_steps, num_generations, world)
@@ -88,7 +96,11 @@ def train_grpo(
         remove_unused_columns=False,  # the extra columns reach the reward function
     )
     trainer = GRPOTrainer(
-        model=model, reward_funcs=[reward_fn], args=args, train_dataset=dataset, processing_class=tokenizer,
+        model=model,
+        reward_funcs=[reward_fn],
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
         peft_config=peft_config(update.lora),
     )
     result = train(trainer, work)
@@ -123,8 +135,18 @@ def job_reward(job: UpdateJob, tasks: dict, judge_weight: float, label: str):
     r = job.recipe
     judge = LazyTeacher(job.plugins, r.teacher, job.student) if judge_weight > 0 else None
     rubric = r.feedback.rubric or getattr(job.domain, "rubric", None)
-    return skill_reward(job.skill, tasks, job.round, judge, judge_weight, rubric, seed=r.seed * 1000 + job.round,
-                        attempts=r.feedback.judge_attempts, score=r.feedback.judge_score, label=label)
+    return skill_reward(
+        job.skill,
+        tasks,
+        job.round,
+        judge,
+        judge_weight,
+        rubric,
+        seed=r.seed * 1000 + job.round,
+        attempts=r.feedback.judge_attempts,
+        score=r.feedback.judge_score,
+        label=label,
+    )
 
 
 class GRPO(Updater):
@@ -149,8 +171,16 @@ class GRPO(Updater):
         reward = job_reward(job, {t.id: t for t in referenced}, o.judge_weight, "grpo")
         try:
             return train_grpo(
-                [job.skill.messages(t) for t in referenced], reward, job.student, job.out, job.update, job.max_length, job.seed,
-                num_generations=o.num_generations, max_completion_length=o.max_completion_length, beta=o.beta,
+                [job.skill.messages(t) for t in referenced],
+                reward,
+                job.student,
+                job.out,
+                job.update,
+                job.max_length,
+                job.seed,
+                num_generations=o.num_generations,
+                max_completion_length=o.max_completion_length,
+                beta=o.beta,
                 extra_columns={"task_id": [t.id for t in referenced]},
             )
         finally:

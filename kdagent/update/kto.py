@@ -20,23 +20,33 @@ from kdagent.update.updater import Updater, training_mb
 
 class KTOOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    beta: float = Field(0.1, gt=0.0, description="How far the student may move from the reference model (TRL's KTOConfig.beta).")
+    beta: float = Field(
+        0.1, gt=0.0, description="How far the student may move from the reference model (TRL's KTOConfig.beta)."
+    )
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="TRL's KTO loss variant.")
     desirable_weight: float = Field(1.0, gt=0.0, description="Weight of the losses of desirable (chosen) replies.")
-    undesirable_weight: float = Field(1.0, gt=0.0, description="Weight of the losses of undesirable (rejected) replies.")
+    undesirable_weight: float = Field(
+        1.0, gt=0.0, description="Weight of the losses of undesirable (rejected) replies."
+    )
 
 
-def train_kto(pairs: list, base_model: Path, out_dir: Path, update, max_length: int, seed: int, options: KTOOptions) -> dict:
+def train_kto(
+    pairs: list, base_model: Path, out_dir: Path, update, max_length: int, seed: int, options: KTOOptions
+) -> dict:
     """Train on the unpaired `pairs` (PreferencePair) starting from `base_model`; save a full checkpoint to `out_dir`."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
     out_dir = Path(out_dir)
     work = work_dir(out_dir)
-    dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])  # TRL unpairs it
+    dataset = Dataset.from_list(
+        [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    )  # TRL unpairs it
     tokenizer, model = load_student(base_model)
     args = KTOConfig(**trainer_kwargs(update, work, seed), max_length=max_length, **options.model_dump())
-    trainer = KTOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora))
+    trainer = KTOTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
+    )
     result = train(trainer, work)
     save_student(trainer, tokenizer, update, work, out_dir)
     return {**report(trainer, result, 2 * len(pairs)), "pairs": len(pairs)}

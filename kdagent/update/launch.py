@@ -50,7 +50,9 @@ def method_name(updater, plugins) -> str:
     for name, entry in plugins.updaters.items():
         if entry.obj is updater:
             return name
-    raise UserError(f"update.launcher: the updater {type(updater).__name__} is not registered, so another process cannot find it")
+    raise UserError(
+        f"update.launcher: the updater {type(updater).__name__} is not registered, so another process cannot find it"
+    )
 
 
 def job_dir(out: Path) -> Path:
@@ -76,8 +78,14 @@ def write_job(folder: Path, method: str, job) -> None:
         if records:
             cls = type(records[0])
             types[name] = f"{cls.__module__}:{cls.__qualname__}"
-    spec = {"method": method, "student": str(Path(job.student).resolve()), "out": str(Path(job.out).resolve()),
-            "seed": job.seed, "round": job.round, "types": types}
+    spec = {
+        "method": method,
+        "student": str(Path(job.student).resolve()),
+        "out": str(Path(job.out).resolve()),
+        "seed": job.seed,
+        "round": job.round,
+        "types": types,
+    }
     write_atomic(folder / JOB, json.dumps(spec, indent=2) + "\n")
 
 
@@ -97,7 +105,9 @@ def launch_command(launcher, folder: Path) -> list[str]:
     if launcher.config_file:
         config = Path(launcher.config_file).expanduser()
         if not config.is_file():
-            raise UserError(f"update.launcher.config_file: {config} is not a file (`accelerate config --config_file {config}` writes one)")
+            raise UserError(
+                f"update.launcher.config_file: {config} is not a file (`accelerate config --config_file {config}` writes one)"
+            )
         cmd += ["--config_file", str(config)]
         if n is not None:
             cmd += ["--num_processes", str(n)]
@@ -116,15 +126,21 @@ def train_accelerate(updater, job, launcher) -> dict | None:
     method = method_name(updater, job.plugins)
     n = launcher.num_processes
     if n is not None and job.update.batch_size % n:
-        raise UserError(f"update.batch_size: {job.update.batch_size} does not divide among {n} processes "
-                        f"(update.launcher.num_processes); each trains on batch_size / {n} examples a step")
+        raise UserError(
+            f"update.batch_size: {job.update.batch_size} does not divide among {n} processes "
+            f"(update.launcher.num_processes); each trains on batch_size / {n} examples a step"
+        )
     folder = job_dir(job.out)
     write_job(folder, method, job)
     _free_gpu_cache()
     cmd = launch_command(launcher, folder)
     env = {**os.environ, PARENT_ENV: str(os.getpid())}
     count = f"{n} processes" if n else "the processes of its config file"
-    print(f"[kdagent] round {job.round}: update ({method}) under accelerate launch on {count}", file=sys.stderr, flush=True)
+    print(
+        f"[kdagent] round {job.round}: update ({method}) under accelerate launch on {count}",
+        file=sys.stderr,
+        flush=True,
+    )
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)  # its own group: stopped with this process
     try:
         code = proc.wait()
@@ -133,8 +149,10 @@ def train_accelerate(updater, job, launcher) -> dict | None:
         raise
     result = _read_report(folder / REPORT)
     if result is None:
-        raise WorkError(f"update.{method}: training under accelerate launch failed (exit status {code}); "
-                        "the ranks' output is above, and --resume continues from the last complete checkpoint")
+        raise WorkError(
+            f"update.{method}: training under accelerate launch failed (exit status {code}); "
+            "the ranks' output is above, and --resume continues from the last complete checkpoint"
+        )
     import shutil
 
     shutil.rmtree(folder, ignore_errors=True)

@@ -27,7 +27,13 @@ from pathlib import Path
 
 FORMAT = 1
 MANIFEST = "cache.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+)
 
 
 def tokenize_examples(tokenizer, examples, max_length: int) -> list[tuple[list[int], int]]:
@@ -93,7 +99,9 @@ def data_hash(sequences) -> str:
 
 
 def cache_key(teacher: str, tokenizer: str, data: str, k: int) -> str:
-    blob = json.dumps({"format": FORMAT, "teacher": teacher, "tokenizer": tokenizer, "data": data, "k": k}, sort_keys=True)
+    blob = json.dumps(
+        {"format": FORMAT, "teacher": teacher, "tokenizer": tokenizer, "data": data, "k": k}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -106,8 +114,8 @@ def left_padded(sequences, pad_id: int):
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, (ids, _) in enumerate(sequences):
-        input_ids[row, width - len(ids):] = torch.tensor(ids)
-        mask[row, width - len(ids):] = 1
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        mask[row, width - len(ids) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     keep = max(len(ids) - start + 1 for ids, start in sequences)
     return input_ids, mask, positions, keep
@@ -121,7 +129,7 @@ def completion_rows(logits, sequences, keep: int):
     rows, targets = [], []
     for row, (ids, start) in enumerate(sequences):
         n = len(ids) - start  # positions start-1 .. len-2 predict tokens start .. len-1
-        rows.append(logits[row, keep - n - 1: keep - 1])
+        rows.append(logits[row, keep - n - 1 : keep - 1])
         targets.extend(ids[start:])
     return torch.cat(rows), torch.tensor(targets, dtype=torch.long, device=logits.device)
 
@@ -221,7 +229,7 @@ def teacher_chunk(model, sequences, k: int, pad_id: int, vocab: int, batch_size:
     ids_out, logp_out, tail_out = [None] * len(sequences), [None] * len(sequences), [None] * len(sequences)
     with torch.inference_mode():
         for b in range(0, len(order), batch_size):
-            batch_idx = order[b: b + batch_size]
+            batch_idx = order[b : b + batch_size]
             batch = [sequences[i] for i in batch_idx]
             input_ids, mask, positions, keep = left_padded(batch, pad_id)
             logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
@@ -232,13 +240,24 @@ def teacher_chunk(model, sequences, k: int, pad_id: int, vocab: int, batch_size:
             at = 0
             for i, (seq, start) in zip(batch_idx, batch):
                 n = len(seq) - start
-                ids_out[i], logp_out[i], tail_out[i] = ids[at: at + n], values[at: at + n], tail[at: at + n]
+                ids_out[i], logp_out[i], tail_out[i] = ids[at : at + n], values[at : at + n], tail[at : at + n]
                 at += n
-    return pack_chunk(sequences, torch.cat(ids_out).numpy(), torch.cat(logp_out).numpy(), torch.cat(tail_out).numpy(), vocab)
+    return pack_chunk(
+        sequences, torch.cat(ids_out).numpy(), torch.cat(logp_out).numpy(), torch.cat(tail_out).numpy(), vocab
+    )
 
 
-def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Path, chunk_size: int = 64,
-                batch_size: int = 4, log=None, builder: bool = True) -> LogitCache:
+def build_cache(
+    teacher: Path,
+    tokenizer_dir: Path,
+    sequences,
+    k: int,
+    root: Path,
+    chunk_size: int = 64,
+    batch_size: int = 4,
+    log=None,
+    builder: bool = True,
+) -> LogitCache:
     """The cache of `teacher`'s top-`k` over `sequences` ((token ids, completion start) pairs, `tokenize_examples`)
     under `root`: found complete (`hit`), or built chunk by chunk, keeping the whole chunks a killed build left.
     The teacher is loaded only when a chunk is missing, and released before this returns. With `builder` False
@@ -250,7 +269,9 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
     if not sequences:
         raise ValueError("the logit cache needs at least one sequence with a completion")
     root = Path(root)
-    key = cache_key(model_hash(teacher, root / "model-hashes.json"), tokenizer_hash(tokenizer_dir), data_hash(sequences), k)
+    key = cache_key(
+        model_hash(teacher, root / "model-hashes.json"), tokenizer_hash(tokenizer_dir), data_hash(sequences), k
+    )
 
     @contextmanager
     def local_teacher():
@@ -274,11 +295,22 @@ def build_cache(teacher: Path, tokenizer_dir: Path, sequences, k: int, root: Pat
             model = None  # the scoring closure holds the same cell: this frees the weights
             gc.collect()
 
-    return fill_cache(root / key, sequences, k, chunk_size, str(Path(teacher).resolve()), local_teacher, log=log, builder=builder)
+    return fill_cache(
+        root / key, sequences, k, chunk_size, str(Path(teacher).resolve()), local_teacher, log=log, builder=builder
+    )
 
 
-def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: str, open_teacher, log=None,
-               builder: bool = True, poll_s: float = 0.5) -> LogitCache:
+def fill_cache(
+    path: Path,
+    sequences,
+    k: int,
+    chunk_size: int,
+    teacher_label: str,
+    open_teacher,
+    log=None,
+    builder: bool = True,
+    poll_s: float = 0.5,
+) -> LogitCache:
     """The cache folder `path` over `sequences`: found complete (`hit`), or completed chunk by chunk. Only when a
     chunk is missing is `open_teacher()` entered: a context manager giving `score(sequences) -> chunk arrays`
     (`pack_chunk`), a local model's forward passes or a server's log-probabilities. With `builder` False the
@@ -303,7 +335,7 @@ def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: st
     if missing:
         with open_teacher() as score:
             for c in missing:
-                arrays = score(sequences[c * chunk_size: (c + 1) * chunk_size])
+                arrays = score(sequences[c * chunk_size : (c + 1) * chunk_size])
                 tmp = path / f".{chunk_name(c)}.tmp-{os.getpid()}"
                 save_file(arrays, str(tmp))
                 os.chmod(tmp, 0o644)  # shared like a checkpoint's files (safetensors writes 0600)
@@ -314,8 +346,15 @@ def fill_cache(path: Path, sequences, k: int, chunk_size: int, teacher_label: st
     on_disk = sum((path / chunk_name(c)).stat().st_size for c in range(chunks))
     tokens = sum(len(ids) - start for ids, start in sequences)
     manifest = {
-        "format": FORMAT, "key": path.name, "teacher": teacher_label, "k": k, "chunk_size": chunk_size,
-        "sequences": len(sequences), "chunks": chunks, "completion_tokens": tokens, "bytes": on_disk,
+        "format": FORMAT,
+        "key": path.name,
+        "teacher": teacher_label,
+        "k": k,
+        "chunk_size": chunk_size,
+        "sequences": len(sequences),
+        "chunks": chunks,
+        "completion_tokens": tokens,
+        "bytes": on_disk,
         "bytes_per_token": round(on_disk / tokens, 1),
     }
     tmp = path / f".{MANIFEST}.tmp-{os.getpid()}"

@@ -123,8 +123,18 @@ def masked_mean(values, mask):
     return values[mask].sum() / mask.sum().clamp(min=1)
 
 
-def token_loss(name: str, student_logits, mask, teacher_logits=None, topk_ids=None, topk_logp=None, tail_mass=None,
-               beta: float = 0.5, skew: float = 0.1, temperature: float = 1.0):
+def token_loss(
+    name: str,
+    student_logits,
+    mask,
+    teacher_logits=None,
+    topk_ids=None,
+    topk_logp=None,
+    tail_mass=None,
+    beta: float = 0.5,
+    skew: float = 0.1,
+    temperature: float = 1.0,
+):
     """A divergence between teacher and student, averaged over the positions where `mask` (..., ) is true.
 
     The teacher is either `teacher_logits` (..., V), scaled like the student's by `temperature`, or its cached
@@ -184,6 +194,8 @@ def feature_loss(student_hidden, teacher_hidden, mapping: dict[int, int], mask, 
             h = projector(s, h)
         target = teacher_hidden[t].float()
         if h.shape[-1] != target.shape[-1]:
-            raise ValueError(f"student layer {s} has width {h.shape[-1]} and teacher layer {t} {target.shape[-1]}: give a projector")
+            raise ValueError(
+                f"student layer {s} has width {h.shape[-1]} and teacher layer {t} {target.shape[-1]}: give a projector"
+            )
         total = total + masked_mean((h - target).pow(2).mean(-1), mask)
     return total / len(mapping)

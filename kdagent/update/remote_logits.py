@@ -38,17 +38,25 @@ def top_rows(prompt_logprobs, ids: list[int], start: int, k: int, vocab: int):
     completion position `start .. len(ids) - 1`, as lists of rows."""
     if not isinstance(prompt_logprobs, list) or len(prompt_logprobs) != len(ids):
         got = len(prompt_logprobs) if isinstance(prompt_logprobs, list) else type(prompt_logprobs).__name__
-        raise RemoteLogitsError(f"the server returned prompt_logprobs for {got} positions, not the {len(ids)} prompt tokens it was sent")
+        raise RemoteLogitsError(
+            f"the server returned prompt_logprobs for {got} positions, not the {len(ids)} prompt tokens it was sent"
+        )
     top_ids, top_logp, tails = [], [], []
     for position in range(start, len(ids)):
         entry = prompt_logprobs[position] or {}
-        pairs = sorted(((float(v["logprob"] if isinstance(v, dict) else v), int(t)) for t, v in entry.items()),
-                       key=lambda pair: (-pair[0], pair[1]))[:k]
+        pairs = sorted(
+            ((float(v["logprob"] if isinstance(v, dict) else v), int(t)) for t, v in entry.items()),
+            key=lambda pair: (-pair[0], pair[1]),
+        )[:k]
         if len(pairs) < k:
-            raise RemoteLogitsError(f"the server returned {len(pairs)} log-probabilities at a position, fewer than top_k {k} "
-                                    "(vLLM returns at most --max-logprobs, 20 unless the server raises it)")
+            raise RemoteLogitsError(
+                f"the server returned {len(pairs)} log-probabilities at a position, fewer than top_k {k} "
+                "(vLLM returns at most --max-logprobs, 20 unless the server raises it)"
+            )
         if any(not 0 <= t < vocab for _, t in pairs):
-            raise RemoteLogitsError(f"the server returned a token id outside the student's vocabulary ({vocab}): it serves another tokenizer")
+            raise RemoteLogitsError(
+                f"the server returned a token id outside the student's vocabulary ({vocab}): it serves another tokenizer"
+            )
         top_ids.append([t for _, t in pairs])
         top_logp.append([lp for lp, _ in pairs])
         tails.append(max(0.0, 1.0 - sum(math.exp(lp) for lp, _ in pairs)))
@@ -89,19 +97,25 @@ class PromptScorer:
 
         try:
             response = self.client.completions.create(
-                model=self.model, prompt=ids, max_tokens=1, temperature=0.0, extra_body={"prompt_logprobs": k})
+                model=self.model, prompt=ids, max_tokens=1, temperature=0.0, extra_body={"prompt_logprobs": k}
+            )
         except openai.APIStatusError as exc:
             if exc.status_code >= 500 or exc.status_code == 429:
                 raise  # the endpoint's fault: the pool sends the request elsewhere
-            body = exc.body if isinstance(exc.body, dict) else {}  # FastAPI's {"detail"}, or the OpenAI error's {"message"}
+            body = (
+                exc.body if isinstance(exc.body, dict) else {}
+            )  # FastAPI's {"detail"}, or the OpenAI error's {"message"}
             detail = body.get("detail") or body.get("message") or exc.message
             raise RemoteLogitsError(
                 f"teacher endpoint {self.shown} refused a prompt_logprobs request (HTTP {exc.status_code}: {one_line(str(detail), 160)}): "
-                "the logit cache needs a server that scores token-id prompts with top-k log-probabilities (vLLM's OpenAI server does)") from None
+                "the logit cache needs a server that scores token-id prompts with top-k log-probabilities (vLLM's OpenAI server does)"
+            ) from None
         choice = response.model_dump()["choices"][0]
         if choice.get("prompt_logprobs") is None:
-            raise RemoteLogitsError(f"teacher endpoint {self.shown} answered without prompt_logprobs: it cannot feed the logit cache "
-                                    "(vLLM's OpenAI server returns them)")
+            raise RemoteLogitsError(
+                f"teacher endpoint {self.shown} answered without prompt_logprobs: it cannot feed the logit cache "
+                "(vLLM's OpenAI server returns them)"
+            )
         return choice["prompt_logprobs"]
 
 
@@ -111,7 +125,9 @@ def server_root(url: str) -> str:
     return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
-def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expected: list[int], timeout_s: float) -> bool:
+def check_server_tokenizer(
+    url: str, model: str, api_key: str, text: str, expected: list[int], timeout_s: float
+) -> bool:
     """Refuse, in one line, a server whose tokenizer does not turn `text` into the student's `expected` ids.
     False when the server cannot be reached (a pool's endpoint that is down: the others may answer)."""
     import httpx
@@ -119,8 +135,12 @@ def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expect
     from kdagent.teachers.pool import shown
 
     try:
-        response = httpx.post(f"{server_root(url)}/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False},
-                              headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout_s)
+        response = httpx.post(
+            f"{server_root(url)}/tokenize",
+            json={"model": model, "prompt": text, "add_special_tokens": False},
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+        )
     except httpx.TransportError:
         return False
     try:
@@ -129,11 +149,15 @@ def check_server_tokenizer(url: str, model: str, api_key: str, text: str, expect
         answer = {}
     tokens = answer.get("tokens") if isinstance(answer, dict) else None
     if not isinstance(tokens, list):
-        raise RemoteLogitsError(f"teacher endpoint {shown(url)} has no /tokenize (HTTP {response.status_code}) to show that it shares "
-                                "the student's tokenizer, which the logit cache needs (vLLM's server has one)")
+        raise RemoteLogitsError(
+            f"teacher endpoint {shown(url)} has no /tokenize (HTTP {response.status_code}) to show that it shares "
+            "the student's tokenizer, which the logit cache needs (vLLM's server has one)"
+        )
     if list(tokens) != list(expected):
-        raise RemoteLogitsError(f"teacher endpoint {shown(url)} tokenizes a training example into {len(tokens)} tokens, the student into "
-                                f"{len(expected)}, not the same ids: the logit cache needs teacher and student to share a tokenizer")
+        raise RemoteLogitsError(
+            f"teacher endpoint {shown(url)} tokenizes a training example into {len(tokens)} tokens, the student into "
+            f"{len(expected)}, not the same ids: the logit cache needs teacher and student to share a tokenizer"
+        )
     return True
 
 
@@ -142,8 +166,17 @@ def remote_teacher_hash(model: str) -> str:
     return hashlib.sha256(f"openai:{model}".encode()).hexdigest()
 
 
-def build_remote_cache(config, tokenizer_dir: Path, sequences, probe: tuple[str, list[int]], k: int, root: Path,
-                       chunk_size: int = 64, log=None, builder: bool = True):
+def build_remote_cache(
+    config,
+    tokenizer_dir: Path,
+    sequences,
+    probe: tuple[str, list[int]],
+    k: int,
+    root: Path,
+    chunk_size: int = 64,
+    log=None,
+    builder: bool = True,
+):
     """The logit cache of the teacher served at `config.base_url` (one endpoint or a pool; `config` is the
     recipe's teacher section) over `sequences`, under `root`. `probe` is a training example's text and the
     student's ids for it: each server must tokenize it the same way. No server is asked when the cache is
@@ -174,15 +207,29 @@ def build_remote_cache(config, tokenizer_dir: Path, sequences, probe: tuple[str,
         if k > vocab:
             raise ValueError(f"top_k {k} exceeds the student's vocabulary ({vocab})")
         text, expected = probe
-        checked = [check_server_tokenizer(url, config.model, api_key, text, expected, min(config.timeout_s, 30.0)) for url in urls]
+        checked = [
+            check_server_tokenizer(url, config.model, api_key, text, expected, min(config.timeout_s, 30.0))
+            for url in urls
+        ]
         if not any(checked):
-            raise RemoteLogitsError(f"no teacher endpoint of {len(urls)} could be reached to compare its tokenizer with the student's "
-                                    "(POST /tokenize at the server's root)")
+            raise RemoteLogitsError(
+                f"no teacher endpoint of {len(urls)} could be reached to compare its tokenizer with the student's "
+                "(POST /tokenize at the server's root)"
+            )
         pool = EndpointPool(
-            [Endpoint(url, PromptScorer(url, config.model, api_key, config.timeout_s), models_probe(url, api_key, min(config.timeout_s, 5.0)))
-             for url in urls],
-            concurrency=config.concurrency, max_retries=config.max_retries,
+            [
+                Endpoint(
+                    url,
+                    PromptScorer(url, config.model, api_key, config.timeout_s),
+                    models_probe(url, api_key, min(config.timeout_s, 5.0)),
+                )
+                for url in urls
+            ],
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
         )
         yield lambda part: remote_chunk(lambda ids, n: pool.invoke(ids, k=n), part, k, vocab, pool.max_in_flight)
 
-    return fill_cache(Path(root) / key, sequences, k, chunk_size, f"openai:{config.model}", served_teacher, log=log, builder=builder)
+    return fill_cache(
+        Path(root) / key, sequences, k, chunk_size, f"openai:{config.model}", served_teacher, log=log, builder=builder
+    )

@@ -19,15 +19,33 @@ from kdagent.update.updater import Updater, check_completion_length, training_mb
 
 class RLOOOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt (each one's baseline is the others' mean reward).")
+    num_generations: int = Field(
+        4, ge=2, description="Completions sampled per prompt (each one's baseline is the others' mean reward)."
+    )
     max_completion_length: int = Field(64, ge=1, description="Longest completion, in tokens.")
-    beta: float = Field(0.05, ge=0.0, description="KL penalty against the reference model, as TRL's default (0 loads none).")
+    beta: float = Field(
+        0.05, ge=0.0, description="KL penalty against the reference model, as TRL's default (0 loads none)."
+    )
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the completions.")
-    judge_weight: float = Field(0.0, ge=0.0, le=1.0, description="Share of the reward that comes from the teacher as judge; the rest is the skill's verifier.")
+    judge_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of the reward that comes from the teacher as judge; the rest is the skill's verifier.",
+    )
 
 
-def train_rloo(prompts: list[list[dict]], reward_fn, base_model: Path, out_dir: Path, update, max_length: int, seed: int,
-               options: RLOOOptions, task_ids: list[str]) -> dict:
+def train_rloo(
+    prompts: list[list[dict]],
+    reward_fn,
+    base_model: Path,
+    out_dir: Path,
+    update,
+    max_length: int,
+    seed: int,
+    options: RLOOOptions,
+    task_ids: list[str],
+) -> dict:
     """Train on `prompts` (chat messages; `task_ids` reach the reward function) from `base_model`; save to `out_dir`.
     Prompts longer than `max_length - max_completion_length` tokens are skipped and counted."""
     from datasets import Dataset
@@ -35,21 +53,41 @@ def train_rloo(prompts: list[list[dict]], reward_fn, base_model: Path, out_dir: 
 
     tokenizer, model = load_student(base_model)
     budget = max_length - options.max_completion_length
-    rows = [{"prompt": p, "task_id": tid} for p, tid in zip(prompts, task_ids)
-            if len(tokenizer(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False), add_special_tokens=False).input_ids) <= budget]
+    rows = [
+        {"prompt": p, "task_id": tid}
+        for p, tid in zip(prompts, task_ids)
+        if len(
+            tokenizer(
+                tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+            ).input_ids
+        )
+        <= budget
+    ]
     gen_batch = generation_batch_size(update.batch_size, update.gradient_accumulation_steps, options.num_generations)
     if len(rows) < gen_batch // options.num_generations:
-        raise ValueError(f"RLOO samples {gen_batch // options.num_generations} prompts x {options.num_generations} completions at a "
-                         f"time, but only {len(rows)} of {len(prompts)} prompts fit in {budget} tokens: add prompts or lower batch_size")
+        raise ValueError(
+            f"RLOO samples {gen_batch // options.num_generations} prompts x {options.num_generations} completions at a "
+            f"time, but only {len(rows)} of {len(prompts)} prompts fit in {budget} tokens: add prompts or lower batch_size"
+        )
     out_dir = Path(out_dir)
     work = work_dir(out_dir)
     args = RLOOConfig(
-        **trainer_kwargs(update, work, seed), generation_batch_size=gen_batch, num_generations=options.num_generations,
-        max_completion_length=options.max_completion_length, temperature=options.temperature, beta=options.beta,
+        **trainer_kwargs(update, work, seed),
+        generation_batch_size=gen_batch,
+        num_generations=options.num_generations,
+        max_completion_length=options.max_completion_length,
+        temperature=options.temperature,
+        beta=options.beta,
         remove_unused_columns=False,  # task_id reaches the reward function
     )
-    trainer = RLOOTrainer(model=model, reward_funcs=[reward_fn], args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, peft_config=peft_config(update.lora))
+    trainer = RLOOTrainer(
+        model=model,
+        reward_funcs=[reward_fn],
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config(update.lora),
+    )
     result = train(trainer, work)
     rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
     save_student(trainer, tokenizer, update, work, out_dir)
@@ -76,8 +114,17 @@ class RLOO(Updater):
             return None
         reward = job_reward(job, {t.id: t for t in referenced}, job.options.judge_weight, "rloo")
         try:
-            return train_rloo([job.skill.messages(t) for t in referenced], reward, job.student, job.out, job.update,
-                              job.max_length, job.seed, job.options, [t.id for t in referenced])
+            return train_rloo(
+                [job.skill.messages(t) for t in referenced],
+                reward,
+                job.student,
+                job.out,
+                job.update,
+                job.max_length,
+                job.seed,
+                job.options,
+                [t.id for t in referenced],
+            )
         finally:
             reward.close()
 

@@ -26,7 +26,9 @@ def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, updat
     dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
     tokenizer, model = load_student(base_model)
     args = SFTConfig(**trainer_kwargs(update, work, seed), max_length=max_length, completion_only_loss=True)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
+    )
     result = train(trainer, work)
     save_student(trainer, tokenizer, update, work, out_dir)
     return report(trainer, result, len(examples))

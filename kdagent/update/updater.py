@@ -131,8 +131,10 @@ def updater_named(plugins, name: str, path: str = "update.method") -> Updater:
     registered = plugins.updaters
     if name not in registered:
         close = did_you_mean(name, registered)
-        raise UserError(f"{path}: unknown updater {name!r} (registered: {', '.join(sorted(registered)) or 'none'})"
-                        + (f"; did you mean {close!r}?" if close else ""))
+        raise UserError(
+            f"{path}: unknown updater {name!r} (registered: {', '.join(sorted(registered)) or 'none'})"
+            + (f"; did you mean {close!r}?" if close else "")
+        )
     return registered[name].obj
 
 

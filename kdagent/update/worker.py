@@ -38,10 +38,15 @@ def _alive(pid: int) -> bool:
 
 def watch_parent(pid: int, every: float = 0.5) -> None:
     """Exit this rank (at once, status 1) when process `pid` (the loop) is gone."""
+
     def watch():
         while _alive(pid):
             time.sleep(every)
-        print(f"[kdagent] the run's process {pid} is gone; rank {os.environ.get('RANK', '0')} stops", file=sys.stderr, flush=True)
+        print(
+            f"[kdagent] the run's process {pid} is gone; rank {os.environ.get('RANK', '0')} stops",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(1)
 
     threading.Thread(target=watch, name="kdagent-parent-watch", daemon=True).start()
@@ -65,30 +70,52 @@ def read_job(folder: Path, world_size: int):
     from kdagent.recipe import Recipe
     from kdagent.update.updater import UpdateJob, options_for, updater_named
 
-    sharded = [name for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
-                                      ("Megatron-LM", "ACCELERATE_USE_MEGATRON_LM")) if os.environ.get(var, "").lower() == "true"]
+    sharded = [
+        name
+        for name, var in (
+            ("FSDP", "ACCELERATE_USE_FSDP"),
+            ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED"),
+            ("Megatron-LM", "ACCELERATE_USE_MEGATRON_LM"),
+        )
+        if os.environ.get(var, "").lower() == "true"
+    ]
     # Rank 0 saves the student from its own copy of the model, which a sharded model does not hold. On CPU ranks
     # accelerate builds no FSDP plugin at all (MULTI_CPU: DDP over gloo), so an FSDP config would not shard there.
     if sharded:
-        raise UserError(f"update.launcher.config_file: {sharded[0]} is not wired yet (the student is saved from rank 0's whole model); "
-                        "use a DDP config (distributed_type: MULTI_GPU), or no config file")
+        raise UserError(
+            f"update.launcher.config_file: {sharded[0]} is not wired yet (the student is saved from rank 0's whole model); "
+            "use a DDP config (distributed_type: MULTI_GPU), or no config file"
+        )
     spec = json.loads((folder / JOB).read_text(encoding="utf-8"))
     recipe = Recipe.model_validate(yaml.safe_load((folder / RECIPE).read_text(encoding="utf-8")))
     batch = recipe.update.batch_size
     if batch % world_size:
-        raise UserError(f"update.batch_size: {batch} does not divide among {world_size} processes; "
-                        f"each trains on batch_size / {world_size} examples a step")
+        raise UserError(
+            f"update.batch_size: {batch} does not divide among {world_size} processes; "
+            f"each trains on batch_size / {world_size} examples a step"
+        )
     recipe = recipe.model_copy(update={"update": recipe.update.model_copy(update={"batch_size": batch // world_size})})
     plugins = build_plugins()
     method = spec["method"]
     updater = updater_named(plugins, method)
-    records = {name: read_jsonl(folder / f"{name}.jsonl", _record_type(spec["types"][name]) if name in spec["types"] else None)
-               for name in RECORDS}
+    records = {
+        name: read_jsonl(folder / f"{name}.jsonl", _record_type(spec["types"][name]) if name in spec["types"] else None)
+        for name in RECORDS
+    }
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
-    job = UpdateJob(recipe=recipe, options=options_for(recipe.update, method, updater), student=Path(spec["student"]),
-                    out=Path(spec["out"]), seed=spec["seed"], round=spec["round"], skill=skill, domain=domain,
-                    plugins=plugins, **records)
+    job = UpdateJob(
+        recipe=recipe,
+        options=options_for(recipe.update, method, updater),
+        student=Path(spec["student"]),
+        out=Path(spec["out"]),
+        seed=spec["seed"],
+        round=spec["round"],
+        skill=skill,
+        domain=domain,
+        plugins=plugins,
+        **records,
+    )
     return method, updater, job
 
 
@@ -99,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m kdagent.update.worker JOB_DIR (started by `accelerate launch`; see kdagent/update/launch.py)", file=sys.stderr)
+        print(
+            "usage: python -m kdagent.update.worker JOB_DIR (started by `accelerate launch`; see kdagent/update/launch.py)",
+            file=sys.stderr,
+        )
         return 2
     folder = Path(argv[0])
     if os.environ.get(PARENT_ENV):

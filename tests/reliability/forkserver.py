@@ -19,8 +19,8 @@ def _warm() -> None:
     import chromadb  # noqa: F401
     import datasets  # noqa: F401
     import torch  # noqa: F401
-    import transformers.models.llama.modeling_llama  # noqa: F401
     import transformers.models.bert.modeling_bert  # noqa: F401  (the embedder)
+    import transformers.models.llama.modeling_llama  # noqa: F401
     from trl import SFTTrainer  # noqa: F401
 
     import kdagent.cli  # noqa: F401
@@ -69,7 +69,6 @@ def main() -> None:
             print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
 
 
-
 class ForkServer:
     """The test's side: start the server, run `kdagent` commands in forked children, reap them."""
 
@@ -78,7 +77,9 @@ class ForkServer:
 
         full = dict(os.environ)
         full.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=full)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=full
+        )
         if not json.loads(self.proc.stdout.readline() or "{}").get("ready"):
             raise RuntimeError("the fork server did not start")
 

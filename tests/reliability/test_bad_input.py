@@ -40,14 +40,42 @@ CASES = {
     "nested unknown key": ("", {"teacher": {"tempreature": 0.5}}, ["unknown key 'teacher.tempreature'"]),
     "wrong type": ("", {"teacher": {"samples": "many"}}, ["teacher.samples: Input should be a valid integer"]),
     "out of range": ("", {"teacher": {"samples": 0}}, ["teacher.samples"]),
-    "unsafe yaml tag": ("seed: !!python/object/apply:os.system ['touch {marker}']\n", {}, ["not safe, valid YAML", "python/object"]),
+    "unsafe yaml tag": (
+        "seed: !!python/object/apply:os.system ['touch {marker}']\n",
+        {},
+        ["not safe, valid YAML", "python/object"],
+    ),
     "unknown skill": ("", {"skills": ["nope"]}, ["skills[0].name: unknown skill 'nope' (registered: ", "cot"]),
-    "unknown domain": ("", {"domain": {"name": "nope"}}, ["domain.name: unknown domain 'nope' (registered: ", "arithmetic"]),
-    "unknown teacher": ("", {"teacher": {"kind": "nope"}}, ["teacher.kind: unknown teacher kind 'nope' (registered: hf, langchain, openai, self"]),
-    "unknown tool": ("", {"skills": [{"name": "tool_use", "options": {"tools": ["shell"]}}]}, ["unknown tool 'shell'", "calculator"]),
-    "missing eval file": ("", {"evaluation": {"data": "{tmp}/absent.jsonl"}}, ["evaluation.data: ", "absent.jsonl not found"]),
-    "missing corpus folder": ("", {"retrieval": {"corpus_dir": "{tmp}/absent"}}, ["retrieval.corpus_dir: ", "is not a folder"]),
-    "bad domain option": ("", {"domain": {"options": {"operations": ["div"]}}}, ["domain.options: arithmetic: ", "unknown operation 'div'"]),
+    "unknown domain": (
+        "",
+        {"domain": {"name": "nope"}},
+        ["domain.name: unknown domain 'nope' (registered: ", "arithmetic"],
+    ),
+    "unknown teacher": (
+        "",
+        {"teacher": {"kind": "nope"}},
+        ["teacher.kind: unknown teacher kind 'nope' (registered: hf, langchain, openai, self"],
+    ),
+    "unknown tool": (
+        "",
+        {"skills": [{"name": "tool_use", "options": {"tools": ["shell"]}}]},
+        ["unknown tool 'shell'", "calculator"],
+    ),
+    "missing eval file": (
+        "",
+        {"evaluation": {"data": "{tmp}/absent.jsonl"}},
+        ["evaluation.data: ", "absent.jsonl not found"],
+    ),
+    "missing corpus folder": (
+        "",
+        {"retrieval": {"corpus_dir": "{tmp}/absent"}},
+        ["retrieval.corpus_dir: ", "is not a folder"],
+    ),
+    "bad domain option": (
+        "",
+        {"domain": {"options": {"operations": ["div"]}}},
+        ["domain.options: arithmetic: ", "unknown operation 'div'"],
+    ),
 }
 
 
@@ -57,7 +85,9 @@ def test_bad_recipe_is_one_line_and_exit_2_before_any_model_loads(case, tmp_path
     marker = tmp_path / "PWNED"
     fields = json.loads(json.dumps(fields).replace("{tmp}", str(tmp_path)))
     if case == "unsafe yaml tag":
-        (tmp_path / "recipe.yaml").write_text(f"name: bad\nstudent: {{model: {tiny_model_dir}}}\n" + extra.format(marker=marker))
+        (tmp_path / "recipe.yaml").write_text(
+            f"name: bad\nstudent: {{model: {tiny_model_dir}}}\n" + extra.format(marker=marker)
+        )
         recipe = str(tmp_path / "recipe.yaml")
     else:
         recipe = _recipe(tmp_path, tiny_model_dir, extra, **fields)
@@ -67,13 +97,21 @@ def test_bad_recipe_is_one_line_and_exit_2_before_any_model_loads(case, tmp_path
 
 
 def test_missing_recipe_file(tmp_path):
-    _assert_refused(run_cli("run", str(tmp_path / "absent.yaml"), "--run-dir", str(tmp_path / "run")), tmp_path / "run", "absent.yaml not found")
+    _assert_refused(
+        run_cli("run", str(tmp_path / "absent.yaml"), "--run-dir", str(tmp_path / "run")),
+        tmp_path / "run",
+        "absent.yaml not found",
+    )
 
 
 def test_empty_and_fully_filtered_datasets_are_refused_with_a_count_per_filter(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
     empty = _write(tmp_path / "empty.jsonl", [])
-    _assert_refused(run_cli("run", _recipe(tmp_path, tiny_model_dir, evaluation={"data": empty}), "--run-dir", str(run_dir)), run_dir, "empty.jsonl: no tasks")
+    _assert_refused(
+        run_cli("run", _recipe(tmp_path, tiny_model_dir, evaluation={"data": empty}), "--run-dir", str(run_dir)),
+        run_dir,
+        "empty.jsonl: no tasks",
+    )
 
     broken = _write(tmp_path / "broken.jsonl", [b"\xff\xfe{", b"not json", b'{"id": "x", "prompt": "no answer"}'])
     result = run_cli("run", _recipe(tmp_path, tiny_model_dir, evaluation={"data": broken}), "--run-dir", str(run_dir))
@@ -82,23 +120,48 @@ def test_empty_and_fully_filtered_datasets_are_refused_with_a_count_per_filter(t
     # every seed task also in the evaluation set: decontamination drops them all
     domain = build_plugins(load_entry_points=False).create("domains", "arithmetic")
     seeds = domain.seed_tasks(4, 0 * 1000 + 1)
-    leaked = _write(tmp_path / "leaked.jsonl", [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "kind": "numeric"}).encode() for t in seeds])
-    result = run_cli("run", _recipe(tmp_path, tiny_model_dir, domain={"seed_tasks": 4}, evaluation={"data": leaked}), "--run-dir", str(run_dir))
+    leaked = _write(
+        tmp_path / "leaked.jsonl",
+        [json.dumps({"id": t.id, "prompt": t.prompt, "answer": t.answer, "kind": "numeric"}).encode() for t in seeds],
+    )
+    result = run_cli(
+        "run",
+        _recipe(tmp_path, tiny_model_dir, domain={"seed_tasks": 4}, evaluation={"data": leaked}),
+        "--run-dir",
+        str(run_dir),
+    )
     _assert_refused(result, run_dir, "no seed tasks left for round 1 (the domain gave 4; dropped: contaminated_task 4")
 
-    long = _write(tmp_path / "long.jsonl", [json.dumps({"id": "l", "prompt": "why " * 1100, "answer": "1", "kind": "numeric"}).encode()])
+    long = _write(
+        tmp_path / "long.jsonl",
+        [json.dumps({"id": "l", "prompt": "why " * 1100, "answer": "1", "kind": "numeric"}).encode()],
+    )
     result = run_cli("run", _recipe(tmp_path, tiny_model_dir, evaluation={"data": long}), "--run-dir", str(run_dir))
-    _assert_refused(result, run_dir, "evaluation: no tasks left: all 1 are longer than the student's context (1024 tokens")
+    _assert_refused(
+        result, run_dir, "evaluation: no tasks left: all 1 are longer than the student's context (1024 tokens"
+    )
 
 
 def test_malformed_records_are_quarantined_with_their_line_numbers_and_the_rest_is_used(tmp_path, tiny_model_dir):
-    lines = [json.dumps(GOOD[0]).encode(), b'{"id": "e9", "prompt": "caf\xe9?", "answer": "1"}', json.dumps(GOOD[1]).encode(),
-             b'{"id": "e8", "prompt": ', b"[1, 2]", json.dumps({"id": "e7", "prompt": "no answer"}).encode(), json.dumps(GOOD[2]).encode()]
+    lines = [
+        json.dumps(GOOD[0]).encode(),
+        b'{"id": "e9", "prompt": "caf\xe9?", "answer": "1"}',
+        json.dumps(GOOD[1]).encode(),
+        b'{"id": "e8", "prompt": ',
+        b"[1, 2]",
+        json.dumps({"id": "e7", "prompt": "no answer"}).encode(),
+        json.dumps(GOOD[2]).encode(),
+    ]
     data = _write(tmp_path / "eval.jsonl", lines)
     result = run_cli("eval", "--model", str(tiny_model_dir), "--data", data, "--json", "--max-new-tokens", "2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["n"] == 3  # the three good records were scored
-    for line, why in [(2, "not UTF-8"), (4, "not valid JSON"), (5, "a JSON list, not an object"), (6, "not in the evaluation format: answer")]:
+    for line, why in [
+        (2, "not UTF-8"),
+        (4, "not valid JSON"),
+        (5, "a JSON list, not an object"),
+        (6, "not in the evaluation format: answer"),
+    ]:
         assert f"eval.jsonl:{line}: {why}" in result.stderr, (line, result.stderr[-2000:])
     assert "quarantined 4 of 7 records" in result.stderr
 
@@ -106,5 +169,9 @@ def test_malformed_records_are_quarantined_with_their_line_numbers_and_the_rest_
 
     quarantine = []
     assert [t.id for t in load_tasks(data, quarantine)] == ["e1", "e2", "e3"]
-    assert [(q["line"], q["error"].split(" (")[0]) for q in quarantine][:3] == [(2, "not UTF-8"), (4, "not valid JSON"), (5, "a JSON list, not an object")]
+    assert [(q["line"], q["error"].split(" (")[0]) for q in quarantine][:3] == [
+        (2, "not UTF-8"),
+        (4, "not valid JSON"),
+        (5, "a JSON list, not an object"),
+    ]
     assert quarantine[1]["text"] == '{"id": "e8", "prompt": '  # kept as it was, for the user to fix

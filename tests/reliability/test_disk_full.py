@@ -23,9 +23,20 @@ def small_disk(tmp_path):
     """(folder, how, limit_fn, grow): a folder on a nearly full disk and how to give it room again."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = shutil.which("mount") and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    mounted = (
+        shutil.which("mount")
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+        == 0
+    )
     if mounted:
-        yield folder, "tmpfs", None, lambda: subprocess.run(["mount", "-o", "remount,size=128M", str(folder)], check=True)
+        yield (
+            folder,
+            "tmpfs",
+            None,
+            lambda: subprocess.run(["mount", "-o", "remount,size=128M", str(folder)], check=True),
+        )
         subprocess.run(["umount", "-l", str(folder)], check=False)
         return
 
@@ -39,12 +50,20 @@ def small_disk(tmp_path):
 def test_a_full_disk_fails_cleanly_and_resume_finishes_once_there_is_room(tmp_path, tiny_model_dir, small_disk):
     folder, how, limit, grow = small_disk
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "full", "student": {"model": str(tiny_model_dir)}, "retrieval": {"enabled": False},
-        "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
-        "domain": {"seed_tasks": 4, "eval_tasks": 2}, "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 4}, "evaluation": {"max_new_tokens": 2},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "full",
+                "student": {"model": str(tiny_model_dir)},
+                "retrieval": {"enabled": False},
+                "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
+                "domain": {"seed_tasks": 4, "eval_tasks": 2},
+                "feedback": {"fallback_to_reference": True},
+                "update": {"epochs": 1, "batch_size": 4},
+                "evaluation": {"max_new_tokens": 2},
+            }
+        )
+    )
     run_dir = folder / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [KDAGENT, "run", str(recipe), "--run-dir", str(run_dir)]
@@ -60,10 +79,14 @@ def test_a_full_disk_fails_cleanly_and_resume_finishes_once_there_is_room(tmp_pa
 
     round_dir = run_dir / "round-01"
     written = {p.name: p.read_bytes() for p in round_dir.glob("*.json*")}
-    assert {"tasks.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl"} <= written.keys() and not (round_dir / "student").exists()
+    assert {"tasks.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl"} <= written.keys() and not (
+        round_dir / "student"
+    ).exists()
     for path in run_dir.rglob("*.json*"):
         text = path.read_text()
-        [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(text)  # each one whole
+        [json.loads(line) for line in text.splitlines()] if path.suffix == ".jsonl" else json.loads(
+            text
+        )  # each one whole
     assert not [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
 
     grow()

@@ -38,8 +38,14 @@ print(json.dumps({"code": code, "seconds": time.monotonic() - start, "peak_mb": 
 
 
 def _measured(*args, env=None):
-    result = subprocess.run([sys.executable, "-c", _MEASURED], input=json.dumps(list(args)), capture_output=True,
-                            text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURED],
+        input=json.dumps(list(args)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.stdout.strip(), result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
@@ -65,23 +71,33 @@ def _write(tmp_path, text: str):
 
 def test_the_alias_bomb_is_refused_before_it_expands(tmp_path):
     assert len(ALIAS_BOMB) < 400
-    _assert_refused_quickly(["validate", _write(tmp_path, "name: x\n" + ALIAS_BOMB)], "YAML aliases expand to more than")
+    _assert_refused_quickly(
+        ["validate", _write(tmp_path, "name: x\n" + ALIAS_BOMB)], "YAML aliases expand to more than"
+    )
     # under a field that takes any value, where it used to be expanded and printed whole
-    nested = "name: x\ndomain:\n  name: arithmetic\n  options:\n" + "".join(f"    {line}\n" for line in ALIAS_BOMB.splitlines())
+    nested = "name: x\ndomain:\n  name: arithmetic\n  options:\n" + "".join(
+        f"    {line}\n" for line in ALIAS_BOMB.splitlines()
+    )
     _assert_refused_quickly(["validate", _write(tmp_path, nested)], "YAML aliases expand to more than")
 
 
-@pytest.mark.parametrize("text", [
-    "[" * 100_000,
-    "name: x\nseed: " + "{a: " * 50_000,
-    "name: x\n" + "".join(" " * i + "a:\n" for i in range(1000)),  # block style, by indentation
-], ids=["flow sequences", "flow mappings", "block mappings"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        "name: x\nseed: " + "{a: " * 50_000,
+        "name: x\n" + "".join(" " * i + "a:\n" for i in range(1000)),  # block style, by indentation
+    ],
+    ids=["flow sequences", "flow mappings", "block mappings"],
+)
 def test_deep_nesting_is_refused_without_a_traceback(tmp_path, text):
     _assert_refused_quickly(["validate", _write(tmp_path, text)], "nesting deeper than 64 levels")
 
 
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
-    _assert_refused_quickly(["validate", _write(tmp_path, "name: x\nseed: &s [1, *s]\n")], "the alias *s refers to itself")
+    _assert_refused_quickly(
+        ["validate", _write(tmp_path, "name: x\nseed: &s [1, *s]\n")], "the alias *s refers to itself"
+    )
 
 
 def test_a_recipe_over_1_mb_is_refused_before_it_is_read(tmp_path):
@@ -96,9 +112,15 @@ def test_a_recipe_of_many_nodes_is_refused(tmp_path):
 
 def test_a_1_mb_set_value_and_a_set_alias_bomb_are_refused(tmp_path):
     recipe = _write(tmp_path, "name: x\n")
-    _assert_refused_quickly(["validate", recipe, "--set", "name=" + "x" * 2**20], "--set name: the value is 1048576 characters, over the limit")
+    _assert_refused_quickly(
+        ["validate", recipe, "--set", "name=" + "x" * 2**20],
+        "--set name: the value is 1048576 characters, over the limit",
+    )
     bomb = "{" + ", ".join(ALIAS_BOMB.strip().splitlines()) + "}"
-    _assert_refused_quickly(["validate", recipe, "--set", f"domain.options={bomb}"], "--set domain.options: YAML aliases expand to more than")
+    _assert_refused_quickly(
+        ["validate", recipe, "--set", f"domain.options={bomb}"],
+        "--set domain.options: YAML aliases expand to more than",
+    )
 
 
 @pytest.mark.parametrize("name", ["../../outside", "/tmp/absolute", "..", "a\\b"])
@@ -153,7 +175,9 @@ def test_a_secret_across_a_cut_of_a_cli_error_is_masked_whole(tmp_path):
     # few hundred characters, before its last hundred or so); masked, it is still long enough to be cut
     block = "-".join([secret] * 12)
     assignment = block + "y" * 400 + block
-    result = run_cli("validate", _write(tmp_path, "name: x\n"), "--set", assignment, env={"KDAGENT_TEST_SECRET_TOKEN": secret})
+    result = run_cli(
+        "validate", _write(tmp_path, "name: x\n"), "--set", assignment, env={"KDAGENT_TEST_SECRET_TOKEN": secret}
+    )
     assert result.returncode == 2 and "characters in all)" in result.stderr, result.stderr[-2000:]
     assert len(result.stderr.strip()) <= len("Error: ") + 500 and "***" in result.stderr
     assert not any(f in result.stderr for f in _fragments(secret)), result.stderr

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from forkserver import ForkServer, alive, open_files
+
 from kdagent.jsonl import read_jsonl
 from kdagent.records import Generation
 
@@ -29,28 +29,70 @@ TASKS = 16
 DATASETS = ["tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.jsonl", "sft.jsonl"]
 STAGES = ("indexing", "elicitation", "feedback", "training", "checkpoint writing")
 PLAN = [
-    "index", "index", "elicit_start", "elicit_chunk", "index", "elicit_chunk", "elicit_chunk",
-    "feedback_start", "feedback_chunk", "feedback_chunk", "index", "feedback_chunk",
-    "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done", "ckpt_write", "ckpt_done",
-    "final_save", "evaluate",
+    "index",
+    "index",
+    "elicit_start",
+    "elicit_chunk",
+    "index",
+    "elicit_chunk",
+    "elicit_chunk",
+    "feedback_start",
+    "feedback_chunk",
+    "feedback_chunk",
+    "index",
+    "feedback_chunk",
+    "ckpt_write",
+    "ckpt_done",
+    "ckpt_write",
+    "ckpt_done",
+    "ckpt_write",
+    "ckpt_done",
+    "ckpt_write",
+    "ckpt_done",
+    "final_save",
+    "evaluate",
 ]
-DELAY = {"index": 0.3, "elicit_start": 0.3, "elicit_chunk": 0.03, "feedback_start": 0.3, "feedback_chunk": 0.0,
-         "ckpt_write": 0.0, "ckpt_done": 0.1, "final_save": 0.0, "evaluate": 0.2}
+DELAY = {
+    "index": 0.3,
+    "elicit_start": 0.3,
+    "elicit_chunk": 0.03,
+    "feedback_start": 0.3,
+    "feedback_chunk": 0.0,
+    "ckpt_write": 0.0,
+    "ckpt_done": 0.1,
+    "final_save": 0.0,
+    "evaluate": 0.2,
+}
 
 
 def write_recipe(path: Path, model_dir: Path) -> Path:
     """16 tasks: elicitation and judging each take 4 chunks; training takes 4 steps, a checkpoint each."""
-    path.write_text(yaml.safe_dump({
-        "name": "kills", "seed": 5,
-        "student": {"model": str(model_dir), "max_length": 128},
-        "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 32, "batch_size": 1},
-        "domain": {"name": "arithmetic", "seed_tasks": TASKS, "eval_tasks": 2, "options": {"corpus_examples": 4}},
-        "retrieval": {"top_k": 1},
-        # the judge writes its verdicts (decoded, chunk by chunk, long enough for kills to land in)
-        "feedback": {"verifier": "judge", "judge_attempts": 1, "fallback_to_reference": True, "judge_score": "verdict"},
-        "update": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_steps": 1},
-        "evaluation": {"max_new_tokens": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "kills",
+                "seed": 5,
+                "student": {"model": str(model_dir), "max_length": 128},
+                "teacher": {"kind": "self", "samples": 1, "temperature": 1.0, "max_new_tokens": 32, "batch_size": 1},
+                "domain": {
+                    "name": "arithmetic",
+                    "seed_tasks": TASKS,
+                    "eval_tasks": 2,
+                    "options": {"corpus_examples": 4},
+                },
+                "retrieval": {"top_k": 1},
+                # the judge writes its verdicts (decoded, chunk by chunk, long enough for kills to land in)
+                "feedback": {
+                    "verifier": "judge",
+                    "judge_attempts": 1,
+                    "fallback_to_reference": True,
+                    "judge_score": "verdict",
+                },
+                "update": {"epochs": 1, "batch_size": 4, "learning_rate": 1e-3, "checkpoint_steps": 1},
+                "evaluation": {"max_new_tokens": 2},
+            }
+        )
+    )
     return path
 
 
@@ -74,7 +116,12 @@ class State:
         found = {}
         for folder, renamed in ((self.trainer / ".staging", False), (self.trainer, True)):
             if folder.is_dir():
-                found.update({int(p.name.split("-")[1]): renamed and (p / "trainer_state.json").exists() for p in folder.glob("checkpoint-*")})
+                found.update(
+                    {
+                        int(p.name.split("-")[1]): renamed and (p / "trainer_state.json").exists()
+                        for p in folder.glob("checkpoint-*")
+                    }
+                )
         return found
 
     def last_complete(self) -> int:
@@ -89,7 +136,10 @@ class State:
         if not self.has("feedback.jsonl"):
             return "feedback"
         if not self.has("student"):
-            writing = any(not done for done in self.checkpoints().values()) or (self.round / ".student.partial" / "student").exists()
+            writing = (
+                any(not done for done in self.checkpoints().values())
+                or (self.round / ".student.partial" / "student").exists()
+            )
             return "checkpoint writing" if writing else "training"
         return "evaluation" if not self.has("metrics.json") else "after the round"
 
@@ -101,7 +151,9 @@ def trigger(kind: str, state: State, pid: int, log, start: dict) -> bool:
     if kind == "elicit_start":
         return indexed and state.has("grounded.jsonl") and not state.has("generations.jsonl")
     if kind == "elicit_chunk":
-        return state.lines("generations.partial.jsonl") > start["gen"] or state.has("generations.jsonl")  # the last chunk: the partial file may be gone at once
+        return state.lines("generations.partial.jsonl") > start["gen"] or state.has(
+            "generations.jsonl"
+        )  # the last chunk: the partial file may be gone at once
     if kind == "feedback_start":
         return indexed and state.has("generations.jsonl") and not state.has("feedback.jsonl")
     if kind == "feedback_chunk":
@@ -124,8 +176,13 @@ def read(log: Path) -> str:
         return ""
 
 
-DONE = {"elicit_chunk": "generations.jsonl", "feedback_chunk": "feedback.jsonl", "ckpt_write": "student", "ckpt_done": "student",
-        "final_save": "student"}
+DONE = {
+    "elicit_chunk": "generations.jsonl",
+    "feedback_chunk": "feedback.jsonl",
+    "ckpt_write": "student",
+    "ckpt_done": "student",
+    "final_save": "student",
+}
 
 
 def kill_at(server: ForkServer, args, log: Path, kind: str, state: State, rng: random.Random) -> str | None:
@@ -136,7 +193,11 @@ def kill_at(server: ForkServer, args, log: Path, kind: str, state: State, rng: r
     full = {"elicit_chunk": "generations.partial.jsonl", "feedback_chunk": "feedback.judge.partial.jsonl"}
     if kind in full and state.lines(full[kind]) >= TASKS:  # every chunk is in, only the stage's final write is left
         return None
-    start = {"gen": state.lines("generations.partial.jsonl"), "fb": state.lines("feedback.judge.partial.jsonl"), "ckpt": state.last_complete()}
+    start = {
+        "gen": state.lines("generations.partial.jsonl"),
+        "fb": state.lines("feedback.judge.partial.jsonl"),
+        "ckpt": state.last_complete(),
+    }
     pid = server.start(args, log)
     deadline = time.time() + 120
     while time.time() < deadline and alive(pid) and not trigger(kind, state, pid, lambda: read(log), start):
@@ -159,7 +220,9 @@ def server():
 def test_twenty_two_kills_then_resume_match_an_uninterrupted_run(server, tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path / "recipe.yaml", tiny_model_dir)
     reference = tmp_path / "uninterrupted"
-    assert server.run(["run", recipe, "--run-dir", reference], tmp_path / "reference.log") == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    assert server.run(["run", recipe, "--run-dir", reference], tmp_path / "reference.log") == 0, (
+        tmp_path / "reference.log"
+    ).read_text()[-3000:]
 
     run_dir = tmp_path / "killed"
     state, rng, landed = State(run_dir), random.Random(20261), []

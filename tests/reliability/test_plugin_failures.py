@@ -9,7 +9,7 @@ import yaml
 
 from conftest import run_cli
 
-PLUGIN = '''
+PLUGIN = """
 import os
 from kdagent.hookspecs import hookimpl
 
@@ -17,7 +17,7 @@ from kdagent.hookspecs import hookimpl
 @hookimpl
 def kdagent_veto_example(example, recipe):
     raise RuntimeError("the filter service refused us with token " + os.environ["BOOM_API_TOKEN"])
-'''
+"""
 
 
 @pytest.fixture
@@ -36,12 +36,20 @@ def boom_site(tmp_path):
 @pytest.mark.integration
 def test_a_plugin_that_raises_is_named_and_the_run_stops_cleanly(tmp_path, tiny_model_dir, boom_site):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "boom", "student": {"model": str(tiny_model_dir)}, "retrieval": {"enabled": False},
-        "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
-        "domain": {"seed_tasks": 4, "eval_tasks": 2}, "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 4}, "evaluation": {"max_new_tokens": 2},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "boom",
+                "student": {"model": str(tiny_model_dir)},
+                "retrieval": {"enabled": False},
+                "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 4, "batch_size": 4},
+                "domain": {"seed_tasks": 4, "eval_tasks": 2},
+                "feedback": {"fallback_to_reference": True},
+                "update": {"epochs": 1, "batch_size": 4},
+                "evaluation": {"max_new_tokens": 2},
+            }
+        )
+    )
     run_dir = tmp_path / "run"
     env = {"PYTHONPATH": str(boom_site), "BOOM_API_TOKEN": "tok-boom-5551212", "OMP_NUM_THREADS": "1"}
     listed = json.loads(run_cli("plugins", "--json", env=env).stdout)
@@ -53,14 +61,17 @@ def test_a_plugin_that_raises_is_named_and_the_run_stops_cleanly(tmp_path, tiny_
     assert error == [
         "Error: plugin boom (kdagent-boom) in kdagent_veto_example (__init__.py:8) raised RuntimeError: the filter service refused us "
         "with token ***; the run stopped and its finished stages are kept: fix or remove the plugin (or leave it out of "
-        "KDAGENT_PLUGINS), then continue with --resume"]
+        "KDAGENT_PLUGINS), then continue with --resume"
+    ]
     round_dir = run_dir / "round-01"
     done = {p.name for p in round_dir.iterdir()}
     assert {"tasks.jsonl", "grounded.jsonl", "generations.jsonl", "feedback.jsonl"} <= done and "sft.jsonl" not in done
     assert not [name for name in done if ".tmp-" in name]  # nothing half-written
     generations = (round_dir / "generations.jsonl").read_bytes()
 
-    resumed = run_cli("run", str(recipe), "--run-dir", str(run_dir), "--resume", env={**env, "KDAGENT_PLUGINS": ""})  # the allowlist leaves it out
+    resumed = run_cli(
+        "run", str(recipe), "--run-dir", str(run_dir), "--resume", env={**env, "KDAGENT_PLUGINS": ""}
+    )  # the allowlist leaves it out
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (round_dir / "generations.jsonl").read_bytes() == generations  # the finished stages were reused
     assert json.loads((run_dir / "metrics.json").read_text())["rounds"][0]["counts"]["sft_examples"] > 0

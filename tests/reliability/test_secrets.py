@@ -14,18 +14,31 @@ from openai_server import ScriptedServer
 
 
 def _recipe(path, tiny_model_dir, base_url, model):
-    path.write_text(yaml.safe_dump({
-        "name": "canary", "seed": 1,
-        "student": {"model": str(tiny_model_dir), "max_length": 256},
-        "teacher": {"kind": "openai", "model": model, "base_url": base_url, "api_key_env": "KDAGENT_CANARY_KEY",
-                    "samples": 1, "max_new_tokens": 8, "timeout_s": 60, "max_retries": 0},
-        "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2},
-        "skills": ["cot"],
-        "retrieval": {"enabled": False},
-        "feedback": {"fallback_to_reference": True},
-        "update": {"epochs": 1, "batch_size": 2},
-        "evaluation": {"max_new_tokens": 8},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "canary",
+                "seed": 1,
+                "student": {"model": str(tiny_model_dir), "max_length": 256},
+                "teacher": {
+                    "kind": "openai",
+                    "model": model,
+                    "base_url": base_url,
+                    "api_key_env": "KDAGENT_CANARY_KEY",
+                    "samples": 1,
+                    "max_new_tokens": 8,
+                    "timeout_s": 60,
+                    "max_retries": 0,
+                },
+                "domain": {"name": "arithmetic", "seed_tasks": 2, "eval_tasks": 2},
+                "skills": ["cot"],
+                "retrieval": {"enabled": False},
+                "feedback": {"fallback_to_reference": True},
+                "update": {"epochs": 1, "batch_size": 2},
+                "evaluation": {"max_new_tokens": 8},
+            }
+        )
+    )
     return path
 
 
@@ -53,6 +66,8 @@ def test_the_api_key_is_never_written_anywhere(tmp_path, tiny_model_dir, openai_
             assert _grep_tree(run_dir, canary.encode()) == [], name
     assert len(echo.requests) == 2  # the hostile server did see the key (in the Authorization header)
     recorded = (tmp_path / "runs" / "echoing" / "round-01" / "generations.counts.json").read_text()
-    assert '"teacher_failures": 2' in recorded and "Incorrect API key provided: ***" in recorded  # errors recorded, key masked
+    assert (
+        '"teacher_failures": 2' in recorded and "Incorrect API key provided: ***" in recorded
+    )  # errors recorded, key masked
     masked = yaml.safe_load((tmp_path / "runs" / "served" / "recipe.yaml").read_text())
     assert masked["teacher"]["api_key_env"] == "KDAGENT_CANARY_KEY"  # the variable's name, never its value

@@ -45,8 +45,19 @@ class FaultServer(ScriptedServer):
         super().__init__(reply, model="faulty")
 
     def teacher(self, **overrides):
-        settings = dict(kind="openai", model="faulty", base_url=self.url, samples=1,
-                        max_retries=3, timeout_s=1.0, concurrency=8, max_new_tokens=16) | overrides
+        settings = (
+            dict(
+                kind="openai",
+                model="faulty",
+                base_url=self.url,
+                samples=1,
+                max_retries=3,
+                timeout_s=1.0,
+                concurrency=8,
+                max_new_tokens=16,
+            )
+            | overrides
+        )
         return openai_teacher(TeacherConfig(**settings), None)
 
 
@@ -80,8 +91,19 @@ def test_a_task_whose_retries_ran_out_is_recorded_as_failed_never_dropped():
     with FaultServer() as server:
         teacher = server.teacher(max_retries=1)
         replies = teacher.generate(_prompts(["ok-a", "dead-b"]), seed=0)
-    gens = [Generation(id=f"g-{tid}", task_id=tid, round=1, sample=0, teacher=teacher.label, skill="cot",
-                       messages=[], text=reply[0]) for tid, reply in zip(tasks, replies)]
+    gens = [
+        Generation(
+            id=f"g-{tid}",
+            task_id=tid,
+            round=1,
+            sample=0,
+            teacher=teacher.label,
+            skill="cot",
+            messages=[],
+            text=reply[0],
+        )
+        for tid, reply in zip(tasks, replies)
+    ]
     ok, dead = judge(ChainOfThought(), tasks, gens)
     assert ok.passed and not ok.failed
     assert dead.failed and not dead.passed and dead.reason == "empty reply from the teacher"

@@ -70,9 +70,14 @@ def test_corrupt_and_partial_checkpoints_are_skipped_for_the_last_complete_one(t
     optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
     assert resume_point(tmp_path / ".student.partial") == str(trainer / "checkpoint-2")
     err = capfd.readouterr().err
-    for step, reason in [(3, "model.safetensors is truncated"), (4, "no readable trainer_state.json"), (5, "no optimizer.pt"),
-                         (6, "no readable trainer_state.json"), (7, "rng_state.pth is not a complete archive"),
-                         (8, "optimizer.pt is not a complete archive")]:
+    for step, reason in [
+        (3, "model.safetensors is truncated"),
+        (4, "no readable trainer_state.json"),
+        (5, "no optimizer.pt"),
+        (6, "no readable trainer_state.json"),
+        (7, "rng_state.pth is not a complete archive"),
+        (8, "optimizer.pt is not a complete archive"),
+    ]:
         assert f"checkpoint-{step} ({reason}" in err, (step, err)
     assert sorted(p.name for p in trainer.iterdir()) == ["checkpoint-1", "checkpoint-2"]  # the broken ones are gone
     assert not marker.exists()

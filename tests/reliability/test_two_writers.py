@@ -19,14 +19,25 @@ from kdagent.retrieval.store import ChromaStore
 @pytest.mark.integration
 def test_a_second_run_on_the_same_run_directory_is_refused(tmp_path, tiny_model_dir):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump({
-        "name": "two", "student": {"model": str(tiny_model_dir)}, "retrieval": {"enabled": False},
-        "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 32, "batch_size": 1},
-        "domain": {"seed_tasks": 24, "eval_tasks": 8}, "evaluation": {"max_new_tokens": 32},
-    }))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two",
+                "student": {"model": str(tiny_model_dir)},
+                "retrieval": {"enabled": False},
+                "teacher": {"kind": "self", "samples": 1, "max_new_tokens": 32, "batch_size": 1},
+                "domain": {"seed_tasks": 24, "eval_tasks": 8},
+                "evaluation": {"max_new_tokens": 32},
+            }
+        )
+    )
     run_dir = tmp_path / "run"
-    first = subprocess.Popen([KDAGENT, "run", str(recipe), "--run-dir", str(run_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = subprocess.Popen(
+        [KDAGENT, "run", str(recipe), "--run-dir", str(run_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.time() + 120
         while not (run_dir / "recipe.yaml").exists() and first.poll() is None and time.time() < deadline:
@@ -38,7 +49,8 @@ def test_a_second_run_on_the_same_run_directory_is_refused(tmp_path, tiny_model_
             assert second.returncode == 2, second.stderr[-2000:]
             assert second.stderr.strip().splitlines() == [
                 f"Error: run directory {run_dir.resolve()} is in use by another kdagent process (pid {first.pid}); "
-                "wait for it to finish or use another --run-dir"]
+                "wait for it to finish or use another --run-dir"
+            ]
         assert first.poll() is None  # the first run goes on
         assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p.exists())  # the second touched nothing
     finally:
@@ -68,11 +80,16 @@ store.release()
 
 def test_a_second_process_writing_the_same_chroma_store_is_refused(tmp_path):
     path = tmp_path / "chroma"
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         store = ChromaStore(path, "shared", _Embedder())
-        with pytest.raises(UserError, match=r"Chroma store .*chroma is being written by another process; wait for it or use another store"):
+        with pytest.raises(
+            UserError,
+            match=r"Chroma store .*chroma is being written by another process; wait for it or use another store",
+        ):
             store.index([Document("b", "the second process's passage")], 100)
         assert store.count() == 1  # nothing of the second writer's got in
     finally:

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from kdagent.errors import UserError
 from conftest import run_cli
+from kdagent.errors import UserError
 
 
 class _Payload:
@@ -38,12 +38,19 @@ def test_pickle_weights_are_refused_before_loading(tmp_path, pickled_model):
     from kdagent.models import resolve_model
 
     folder, marker = pickled_model
-    with pytest.raises(UserError, match=r"has no safetensors weights \(found pytorch_model.bin\): kdagent loads safetensors only.*KDAGENT_ALLOW_PICKLE=1"):
+    with pytest.raises(
+        UserError,
+        match=r"has no safetensors weights \(found pytorch_model.bin\): kdagent loads safetensors only.*KDAGENT_ALLOW_PICKLE=1",
+    ):
         resolve_model(str(folder))
     data = tmp_path / "eval.jsonl"
     data.write_text(json.dumps({"id": "a", "prompt": "2 + 3?", "answer": "5", "kind": "numeric"}) + "\n")
     result = run_cli("eval", "--model", str(folder), "--data", str(data))
-    assert result.returncode == 2 and "no safetensors weights" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 2
+        and "no safetensors weights" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
     assert not marker.exists()
 
 
@@ -70,7 +77,9 @@ def test_remote_code_never_runs(tmp_path, tiny_model_dir):
     config["auto_map"] = {"AutoModelForCausalLM": "evil_model.EvilModel", "AutoConfig": "evil_model.EvilConfig"}
     (folder / "config.json").write_text(json.dumps(config))
     try:
-        load_causal_lm(folder, "cpu")  # trust_remote_code is off: the built-in class loads, the module is never imported
+        load_causal_lm(
+            folder, "cpu"
+        )  # trust_remote_code is off: the built-in class loads, the module is never imported
     except Exception:
         pass  # refusing is just as good
     assert not marker.exists()

@@ -21,11 +21,21 @@ def append(path: Path, line: dict) -> None:
 
 @hookimpl
 def kdagent_round_start(round, run_dir, recipe):
-    append(log_path(run_dir), {"event": "round_start", "round": round, "recipe": getattr(recipe, "name", None), "time": time.time()})
+    append(
+        log_path(run_dir),
+        {"event": "round_start", "round": round, "recipe": getattr(recipe, "name", None), "time": time.time()},
+    )
 
 
 @hookimpl
 def kdagent_round_end(round, run_dir, recipe, metrics):
     accuracy = (metrics.get("eval") or {}).get("accuracy")
-    line = {"event": "round_end", "round": round, "recipe": getattr(recipe, "name", None), "time": time.time(), "accuracy": accuracy, "metrics": metrics}
+    line = {
+        "event": "round_end",
+        "round": round,
+        "recipe": getattr(recipe, "name", None),
+        "time": time.time(),
+        "accuracy": accuracy,
+        "metrics": metrics,
+    }
     append(log_path(run_dir), line)

@@ -9,8 +9,8 @@ bundled.
 
 from functools import cached_property
 
-from kdagent_finance.loaders import AGREEMENTS, files, load_convfinqa, load_phrasebank, load_tatqa
 from kdagent.splits import Keyed, SplitDomain, require
+from kdagent_finance.loaders import AGREEMENTS, files, load_convfinqa, load_phrasebank, load_tatqa
 
 DATASETS = ("phrasebank", "tatqa", "convfinqa")
 RUBRIC = """\
@@ -25,13 +25,22 @@ Grade the reply as a careful financial analyst would.
 class Finance(SplitDomain):
     name = "finance"
     description = "Financial news sentiment (Financial PhraseBank) and numbers from reports (TAT-QA, ConvFinQA)."
-    system_prompt = ("You are a careful financial analyst. Judge news from an investor's point of view, compute numbers "
-                     "from the table and text given, and answer with one of the options or a number.")
+    system_prompt = (
+        "You are a careful financial analyst. Judge news from an investor's point of view, compute numbers "
+        "from the table and text given, and answer with one of the options or a number."
+    )
     rubric = RUBRIC
     package = "kdagent_finance"
 
-    def __init__(self, data_dir: str | None = None, datasets: list[str] | None = None, agreement: str = "AllAgree",
-                 held_out_fraction: float = 0.3, max_chars: int = 1200, eval_agreement: str | None = None):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        datasets: list[str] | None = None,
+        agreement: str = "AllAgree",
+        held_out_fraction: float = 0.3,
+        max_chars: int = 1200,
+        eval_agreement: str | None = None,
+    ):
         """`datasets`: which of phrasebank, tatqa, convfinqa to use with `data_dir` (default: all three);
         `agreement`: the Financial PhraseBank file the tasks come from (AllAgree, 75Agree, 66Agree or 50Agree);
         `eval_agreement`: a stricter file whose sentences alone are held out (e.g. train on 75Agree, evaluate

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from kdagent.evaluate.grading import format_number, parse_number
 from kdagent.records import Task, stable_id
-
 from kdagent.splits import Keyed, clip
 
 PHRASEBANK = "financial_phrasebank"
@@ -45,12 +44,22 @@ def load_phrasebank(data_dir: Path, agreement: str = "AllAgree", max_chars: int 
             continue
         seen.add(sentence)
         text = clip(sentence, max_chars)
-        rephrasings = [f"{text}\nIs this good news, bad news or neither for the company's investors?",
-                       f"Financial news: \"{text}\"\nWhat is its sentiment from an investor's point of view?",
-                       f"Classify the investor sentiment of this sentence.\n{text}"]
-        task = Task(id=f"fin-phrasebank-{stable_id(sentence, length=12)}", prompt=f"Sentence: {text}\nSentiment for an investor?",
-                    choices=SENTIMENTS, answer=label, kind="choice", domain="finance", source="phrasebank", rephrasings=rephrasings,
-                    unseen_question=f"Is the following sentence positive, negative or neutral for investors?\n{text}")
+        rephrasings = [
+            f"{text}\nIs this good news, bad news or neither for the company's investors?",
+            f'Financial news: "{text}"\nWhat is its sentiment from an investor\'s point of view?',
+            f"Classify the investor sentiment of this sentence.\n{text}",
+        ]
+        task = Task(
+            id=f"fin-phrasebank-{stable_id(sentence, length=12)}",
+            prompt=f"Sentence: {text}\nSentiment for an investor?",
+            choices=SENTIMENTS,
+            answer=label,
+            kind="choice",
+            domain="finance",
+            source="phrasebank",
+            rephrasings=rephrasings,
+            unseen_question=f"Is the following sentence positive, negative or neutral for investors?\n{text}",
+        )
         out.append((sentence, task))
     return out
 
@@ -73,8 +82,15 @@ def load_tatqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
                 if q["answer_type"] not in ("arithmetic", "count") or value is None:
                     continue
                 hint = f" Give the number {SCALES[q['scale']]}." if q.get("scale") in SCALES else ""
-                task = Task(id=f"fin-tatqa-{q['uid']}", prompt=q["question"].strip() + hint, context=context,
-                            answer=format_number(value), kind="numeric", domain="finance", source="tatqa")
+                task = Task(
+                    id=f"fin-tatqa-{q['uid']}",
+                    prompt=q["question"].strip() + hint,
+                    context=context,
+                    answer=format_number(value),
+                    kind="numeric",
+                    domain="finance",
+                    source="tatqa",
+                )
                 out.append((doc["table"]["uid"], task))
     return out
 
@@ -88,9 +104,18 @@ def load_convfinqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
         if not isinstance(item["answer"], (int, float)):
             continue
         *earlier, last = [q.strip() for q in item["questions"]]
-        prompt = ("Earlier questions:\n" + "\n".join(f"- {q}" for q in earlier) + f"\nQuestion: {last}") if earlier else last
+        prompt = (
+            ("Earlier questions:\n" + "\n".join(f"- {q}" for q in earlier) + f"\nQuestion: {last}") if earlier else last
+        )
         page = re.sub(r"-\d+$", "", item["id"].split("_", 1)[-1])
-        task = Task(id=f"fin-convfinqa-{stable_id(item['id'], length=12)}", prompt=prompt, context=clip(f"{item['table']}\n\n{item['text']}", max_chars),
-                    answer=format_number(float(item["answer"])), kind="numeric", domain="finance", source="convfinqa")
+        task = Task(
+            id=f"fin-convfinqa-{stable_id(item['id'], length=12)}",
+            prompt=prompt,
+            context=clip(f"{item['table']}\n\n{item['text']}", max_chars),
+            answer=format_number(float(item["answer"])),
+            kind="numeric",
+            domain="finance",
+            source="convfinqa",
+        )
         out.append((page, task))
     return out

@@ -6,8 +6,8 @@ tasks come from the LegalBench tasks named in `tasks`, split by hash into seed a
 SARA statutes join the notes as the corpus.
 """
 
-from kdagent_law.legalbench import STATUTES, TASKS, YES_NO, load_task, statutes, task_file
 from kdagent.splits import Keyed, SplitDomain, require
+from kdagent_law.legalbench import STATUTES, TASKS, YES_NO, load_task, statutes, task_file
 
 RUBRIC = """\
 Grade the reply as a careful lawyer would.
@@ -20,14 +20,23 @@ Grade the reply as a careful lawyer would.
 
 class Law(SplitDomain):
     name = "law"
-    description = "Contract clauses (CUAD), diversity and personal jurisdiction, overruling, SARA tax statutes; Yes/No choices."
-    system_prompt = ("You are a careful legal analyst. Read the clause or facts, apply the governing rule, and answer with "
-                     "one of the options given.")
+    description = (
+        "Contract clauses (CUAD), diversity and personal jurisdiction, overruling, SARA tax statutes; Yes/No choices."
+    )
+    system_prompt = (
+        "You are a careful legal analyst. Read the clause or facts, apply the governing rule, and answer with "
+        "one of the options given."
+    )
     rubric = RUBRIC
     package = "kdagent_law"
 
-    def __init__(self, data_dir: str | None = None, tasks: list[str] | None = None, held_out_fraction: float = 0.3,
-                 max_chars: int = 1200):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        tasks: list[str] | None = None,
+        held_out_fraction: float = 0.3,
+        max_chars: int = 1200,
+    ):
         """`tasks`: LegalBench task folders to use with `data_dir` (default: every Yes/No task)."""
         super().__init__(data_dir, held_out_fraction, max_chars)
         self.tasks = list(tasks or YES_NO)

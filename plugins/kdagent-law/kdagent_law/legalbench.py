@@ -15,7 +15,6 @@ from pathlib import Path
 
 from kdagent.domain import Document
 from kdagent.records import Task, stable_id
-
 from kdagent.splits import Keyed, clip
 
 LEGALBENCH = "legalbench_early"
@@ -33,8 +32,10 @@ YES_NO = {
     "personal_jurisdiction": ("Facts", "Is there personal jurisdiction?"),
 }
 TASKS = (*YES_NO, SARA)
-OWN_RULES = {"overruling": "A sentence overrules a previous case when it declares that the earlier decision is no longer good law "
-                           "(it is overruled, disapproved or abrogated); citing, following or distinguishing a case does not overrule it."}
+OWN_RULES = {
+    "overruling": "A sentence overrules a previous case when it declares that the earlier decision is no longer good law "
+    "(it is overruled, disapproved or abrogated); citing, following or distinguishing a case does not overrule it."
+}
 
 
 def task_rule(data_dir: Path, task: str) -> str | None:
@@ -70,10 +71,26 @@ def load_yes_no(data_dir: Path, task: str, max_chars: int = 1200) -> list[Keyed]
         body = clip(text, max_chars)
         prompt = f"{kind}: {body}\n{question}"
         rephrasings = [f"{question}\n{kind}: {body}", f"Read the {kind.lower()} below.\n{body}\nQuestion: {question}"]
-        unseen = f"Legal question, Yes or No: {question[0].lower() + question[1:]} It concerns this {kind.lower()}: {body}"
-        out.append((text, Task(id=f"law-{task}-{stable_id(text, length=12)}", prompt=prompt, choices=["Yes", "No"],
-                               answer=label, kind="choice", domain="law", source=task, rephrasings=rephrasings, unseen_question=unseen,
-                               **({"rule": rule} if rule else {}))))
+        unseen = (
+            f"Legal question, Yes or No: {question[0].lower() + question[1:]} It concerns this {kind.lower()}: {body}"
+        )
+        out.append(
+            (
+                text,
+                Task(
+                    id=f"law-{task}-{stable_id(text, length=12)}",
+                    prompt=prompt,
+                    choices=["Yes", "No"],
+                    answer=label,
+                    kind="choice",
+                    domain="law",
+                    source=task,
+                    rephrasings=rephrasings,
+                    unseen_question=unseen,
+                    **({"rule": rule} if rule else {}),
+                ),
+            )
+        )
     return out
 
 
@@ -92,11 +109,26 @@ def load_sara(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
         facts = _plain(row["description"])
         if label in ("Entailment", "Contradiction"):
             context = clip(f"Statute:\n{_plain(row['statute'])}\n\nFacts:\n{facts}", max_chars)
-            task = Task(id=f"law-sara-{case}", prompt=f"Statement: {_plain(row['question'])}\nIs it entailed or contradicted?",
-                        context=context, choices=["Entailment", "Contradiction"], answer=label, kind="choice", domain="law", source=SARA)
+            task = Task(
+                id=f"law-sara-{case}",
+                prompt=f"Statement: {_plain(row['question'])}\nIs it entailed or contradicted?",
+                context=context,
+                choices=["Entailment", "Contradiction"],
+                answer=label,
+                kind="choice",
+                domain="law",
+                source=SARA,
+            )
         else:
-            task = Task(id=f"law-sara-{case}", prompt=f"{_plain(row['question'])} Answer in dollars.", context=clip(facts, max_chars),
-                        answer=label.replace("$", "").replace(",", ""), kind="numeric", domain="law", source=SARA)
+            task = Task(
+                id=f"law-sara-{case}",
+                prompt=f"{_plain(row['question'])} Answer in dollars.",
+                context=clip(facts, max_chars),
+                answer=label.replace("$", "").replace(",", ""),
+                kind="numeric",
+                domain="law",
+                source=SARA,
+            )
         out.append((key, task))
     return out
 
@@ -107,4 +139,6 @@ def load_task(data_dir: Path, task: str, max_chars: int = 1200) -> list[Keyed]:
 
 def statutes(data_dir: Path) -> list[Document]:
     """The SARA statutes (US tax code sections), one document per section file."""
-    return [Document(f"sara/{p.name}", p.read_text(encoding="utf-8")) for p in sorted((data_dir / STATUTES).glob("*.txt"))]
+    return [
+        Document(f"sara/{p.name}", p.read_text(encoding="utf-8")) for p in sorted((data_dir / STATUTES).glob("*.txt"))
+    ]

@@ -27,7 +27,10 @@ def test_uninstalled_domain_exits_2_listing_the_installed_ones(tmp_path):
 def test_missing_data_dir_exits_2_naming_the_path(tmp_path):
     missing = tmp_path / "no-data"
     base = ["recipes/law.yaml", "--set", f"domain.options.data_dir={missing}"]
-    for args in (["validate", *base], ["run", *base, "--run-dir", str(tmp_path / "run")]):  # run fails before any model loads
+    for args in (
+        ["validate", *base],
+        ["run", *base, "--run-dir", str(tmp_path / "run")],
+    ):  # run fails before any model loads
         result = kdagent(*args)
         assert result.returncode == 2, result.stderr
         assert f"domain.options.data_dir: folder {missing} not found" in result.stderr.strip().splitlines()[-1]

@@ -5,8 +5,8 @@ Without `data_dir` it uses its own seed and held-out tasks and its own notes (kd
 the datasets named in `datasets`, split by hash into seed and held-out pools.
 """
 
-from kdagent_medicine.loaders import FILES, LOADERS
 from kdagent.splits import Keyed, SplitDomain, require
+from kdagent_medicine.loaders import FILES, LOADERS
 
 RUBRIC = """\
 Grade the reply as a careful clinician reading the evidence would.
@@ -20,13 +20,20 @@ Grade the reply as a careful clinician reading the evidence would.
 class Medicine(SplitDomain):
     name = "medicine"
     description = "Evidence from abstracts (PubMedQA: yes / no / maybe) and clinical knowledge (MedMCQA: four options)."
-    system_prompt = ("You are a careful clinician. Answer from the evidence given when there is some, say 'maybe' when it "
-                     "is inconclusive, and answer with one of the options given.")
+    system_prompt = (
+        "You are a careful clinician. Answer from the evidence given when there is some, say 'maybe' when it "
+        "is inconclusive, and answer with one of the options given."
+    )
     rubric = RUBRIC
     package = "kdagent_medicine"
 
-    def __init__(self, data_dir: str | None = None, datasets: list[str] | None = None, held_out_fraction: float = 0.3,
-                 max_chars: int = 1200):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        datasets: list[str] | None = None,
+        held_out_fraction: float = 0.3,
+        max_chars: int = 1200,
+    ):
         """`datasets`: which of pubmedqa, medmcqa to use with `data_dir` (default: both)."""
         super().__init__(data_dir, held_out_fraction, max_chars)
         self.datasets = list(datasets or FILES)

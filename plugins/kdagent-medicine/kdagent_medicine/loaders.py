@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 from kdagent.records import Task, stable_id
-
 from kdagent.splits import Keyed, clip
 
 PUBMEDQA = "pubmedqa/pubmedqa_dev.json"
@@ -21,11 +20,22 @@ def load_pubmedqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
     out = []
     for pmid, item in items.items():
         question = item["QUESTION"].strip()
-        task = Task(id=f"med-pubmedqa-{pmid}", prompt=question, context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
-                    choices=["yes", "no", "maybe"], answer=item["final_decision"], kind="choice", domain="medicine", source="pubmedqa",
-                    rephrasings=[f"Question: {question}\nWhat do the study's results say?", f"According to this abstract: {question}"],
-                    unseen_question=f"Given the study above, answer the research question yes, no or maybe. {question}",
-                    solution=(item.get("LONG_ANSWER") or "").strip() or None)  # the abstract's conclusion: a rationale to train on, never shown at evaluation
+        task = Task(
+            id=f"med-pubmedqa-{pmid}",
+            prompt=question,
+            context=clip("\n".join(item["CONTEXTS"]), max_chars, keep_end=True),
+            choices=["yes", "no", "maybe"],
+            answer=item["final_decision"],
+            kind="choice",
+            domain="medicine",
+            source="pubmedqa",
+            rephrasings=[
+                f"Question: {question}\nWhat do the study's results say?",
+                f"According to this abstract: {question}",
+            ],
+            unseen_question=f"Given the study above, answer the research question yes, no or maybe. {question}",
+            solution=(item.get("LONG_ANSWER") or "").strip() or None,
+        )  # the abstract's conclusion: a rationale to train on, never shown at evaluation
         out.append((pmid, task))
     return out
 
@@ -42,8 +52,16 @@ def load_medmcqa(data_dir: Path, max_chars: int = 1200) -> list[Keyed]:
             options = [str(record["options"][letter]).strip() for letter in "ABCD"]
             index = "ABCD".index(record["answer_idx"])
             question = clip(record["question"], max_chars)
-            task = Task(id=f"med-medmcqa-{stable_id(record.get('realidx'), question, options, length=12)}", prompt=question,
-                        choices=options, answer=options[index], answer_index=index, kind="choice", domain="medicine", source="medmcqa")
+            task = Task(
+                id=f"med-medmcqa-{stable_id(record.get('realidx'), question, options, length=12)}",
+                prompt=question,
+                choices=options,
+                answer=options[index],
+                answer_index=index,
+                kind="choice",
+                domain="medicine",
+                source="medmcqa",
+            )
             out.append((record["question"].strip(), task))
     return out
 

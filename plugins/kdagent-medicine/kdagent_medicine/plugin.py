@@ -1,7 +1,6 @@
 """The plugin module kdagent loads through the entry-point group `kdagent`: it registers the `medicine` domain."""
 
 from kdagent.hookspecs import hookimpl
-
 from kdagent_medicine.domain import Medicine
 
 
