@@ -1,4 +1,4 @@
-"""The run directory (INTERFACES.md): one writer at a time, the recipe it was started with, stage outputs.
+"""The run directory (docs/run-directory.md): one writer at a time, the recipe it was started with, stage outputs.
 
 A stage is finished when its output file exists: outputs are written to a temporary name and renamed.
 `--resume` reuses finished stages; a recipe that changed since the run began is refused, naming the
