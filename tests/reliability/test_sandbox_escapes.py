@@ -236,7 +236,9 @@ def test_every_attack_is_contained(host, user, mode):
             or "FileNotFoundError" in results["new file in the run"][2]
         )
         assert "No space left" in results["disk"][2] or "File too large" in results["disk"][2], results["disk"]
-    assert "MemoryError" in results["memory"][2] and "CPU time limit" in results["cpu"][2]
+    assert "MemoryError" in results["memory"][2], results["memory"]
+    # the CPU limit ends a busy loop; on a loaded machine the wall-clock limit may come first: contained either way
+    assert "CPU time limit" in results["cpu"][2] or "wall-clock limit" in results["cpu"][2], results["cpu"]
     assert {p: p.read_bytes() for p in (host["key"], host["sft"])} == before
     assert sorted(p.name for p in host["rundir"].iterdir()) == ["sft.jsonl"] and not host["marker"].exists()
     assert not os.path.exists(f"/dev/shm/{host['shm']}")
