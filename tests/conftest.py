@@ -68,6 +68,38 @@ def tiny_model_dir(tmp_path_factory, tiny_llama) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def peaked_teacher_dir(tmp_path_factory, tiny_llama) -> Path:
+    """A 3-layer tiny llama whose output head is scaled up: a peakier distribution than the init's near-uniform
+    one, so a teacher's top-k log-probabilities have a shape to learn."""
+    import torch
+
+    model, tokenizer = tiny_llama(num_hidden_layers=3)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8)
+    out = tmp_path_factory.mktemp("peaked-teacher")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def label_examples(n: int = 8) -> list:
+    """n curated SFT examples of a three-label task, for the distillation updaters."""
+    from kdagent.records import Provenance, SFTExample
+
+    prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
+    labels = ["positive", "negative", "neutral"]
+    return [
+        SFTExample(
+            id=f"e{i}",
+            prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
+            completion=[{"role": "assistant", "content": labels[i % 3]}],
+            provenance=prov,
+        )
+        for i in range(n)
+    ]
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -15,10 +15,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import label_examples
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe, TeacherConfig
 from kdagent.recipe_io import check_names
-from kdagent.records import Provenance, SFTExample
 from kdagent.update import logit_cache
 from kdagent.update.remote_logits import (
     PromptScorer,
@@ -36,34 +36,9 @@ SERVED = "teacher-7b"  # the served model's name: it keys the cache in place of 
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tiny_llama):
-    model, tokenizer = tiny_llama(num_hidden_layers=3)
-    with torch.no_grad():  # a peakier distribution than the init's near-uniform one, so top-k means something
-        model.lm_head.weight.mul_(8)
-    out = tmp_path_factory.mktemp("teacher")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def examples(n: int = 8) -> list[SFTExample]:
-    prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
-    labels = ["positive", "negative", "neutral"]
-    return [
-        SFTExample(
-            id=f"e{i}",
-            prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
-            completion=[{"role": "assistant", "content": labels[i % 3]}],
-            provenance=prov,
-        )
-        for i in range(n)
-    ]
-
-
-@pytest.fixture(scope="module")
 def sequences(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    return logit_cache.tokenize_examples(tokenizer, [(e.prompt, e.completion) for e in examples()], max_length=64)
+    return logit_cache.tokenize_examples(tokenizer, [(e.prompt, e.completion) for e in label_examples()], max_length=64)
 
 
 def vllm_prompt_logprobs(model, tokenizer, ids: list[int], k: int) -> list:
@@ -93,14 +68,14 @@ def vllm_prompt_logprobs(model, tokenizer, ids: list[int], k: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def served_answers(teacher_dir, sequences):
-    model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+def served_answers(peaked_teacher_dir, sequences):
+    model = AutoModelForCausalLM.from_pretrained(peaked_teacher_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(peaked_teacher_dir)
     return {tuple(ids): vllm_prompt_logprobs(model, tokenizer, ids, K) for ids, _ in sequences}
 
 
 def test_served_log_probs_fill_the_cache_the_local_teacher_would(
-    teacher_dir, tiny_model_dir, sequences, served_answers, tmp_path
+    peaked_teacher_dir, tiny_model_dir, sequences, served_answers, tmp_path
 ):
     from contextlib import contextmanager
 
@@ -116,7 +91,7 @@ def test_served_log_probs_fill_the_cache_the_local_teacher_would(
         yield lambda part: remote_chunk(score, part, K, vocab, workers=4)
 
     remote = logit_cache.fill_cache(tmp_path / "remote", sequences, K, 3, f"openai:{SERVED}", served)
-    local = logit_cache.build_cache(teacher_dir, tiny_model_dir, sequences, K, tmp_path / "local", chunk_size=3)
+    local = logit_cache.build_cache(peaked_teacher_dir, tiny_model_dir, sequences, K, tmp_path / "local", chunk_size=3)
     assert (remote.built, len(remote), set(asked), len(asked)) == (3, len(sequences), {K}, len(sequences))
     assert remote.manifest()["teacher"] == f"openai:{SERVED}"
     assert remote.manifest()["completion_tokens"] == local.manifest()["completion_tokens"]
@@ -197,7 +172,7 @@ def test_distill_cached_trains_from_a_served_teachers_cache_without_the_teacher(
             tiny_model_dir,
             tmp_path / "student",
             seed=0,
-            examples=examples(),
+            examples=label_examples(),
         )
     )
     assert report["cache"]["hit"] is True and report["cache"]["path"] == str(root / key)

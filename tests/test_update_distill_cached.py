@@ -6,37 +6,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from conftest import label_examples
 from kdagent.errors import UserError
 from kdagent.plugins import build_plugins
 from kdagent.recipe import LoraConfig, Recipe
 from kdagent.recipe_io import check_names
-from kdagent.records import Provenance, SFTExample
 from kdagent.update.updater import UpdateJob, options_for
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory, tiny_llama):
-    model, tokenizer = tiny_llama(num_hidden_layers=3)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(8)  # a distribution with a shape to learn, not the init's near-uniform one
-    out = tmp_path_factory.mktemp("teacher")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-def examples(n: int = 8) -> list[SFTExample]:
-    prov = Provenance(round=1, teacher="test", skill="label", domain="finance", task_id="t")
-    labels = ["positive", "negative", "neutral"]
-    return [
-        SFTExample(
-            id=f"e{i}",
-            prompt=[{"role": "user", "content": f"Is this positive, negative or neutral? Item {i}."}],
-            completion=[{"role": "assistant", "content": labels[i % 3]}],
-            provenance=prov,
-        )
-        for i in range(n)
-    ]
 
 
 def _recipe(student, teacher, cache_dir, **options):
@@ -57,8 +32,10 @@ def _recipe(student, teacher, cache_dir, **options):
     )
 
 
-def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tiny_model_dir, teacher_dir, tmp_path):
-    recipe = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="skew_kl", skew=0.1, ce_weight=0.2)
+def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(
+    tiny_model_dir, peaked_teacher_dir, tmp_path
+):
+    recipe = _recipe(tiny_model_dir, peaked_teacher_dir, tmp_path / "cache", loss="skew_kl", skew=0.1, ce_weight=0.2)
     plugins = build_plugins(load_entry_points=False)
     check_names(recipe, plugins)
     updater = plugins.updaters["distill_cached"].obj
@@ -66,7 +43,7 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tin
     options = options_for(recipe.update, "distill_cached", updater)
     assert (options.loss, options.top_k, options.ce_weight) == ("skew_kl", 16, 0.2)
     out = tmp_path / "student"
-    report = updater.train(UpdateJob(recipe, options, tiny_model_dir, out, seed=0, examples=examples()))
+    report = updater.train(UpdateJob(recipe, options, tiny_model_dir, out, seed=0, examples=label_examples()))
     assert report["steps"] == 8 and report["examples"] == 8
     assert report["cache"]["hit"] is False and report["cache"]["chunks_built"] == 2
     assert all(loss == loss and loss < 1e4 for loss in report["losses"])  # finite
@@ -78,7 +55,7 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tin
     assert not list(tmp_path.glob(".student.*"))
 
     # another student (here: the same start, another loss, LoRA) of the same teacher on the same data: a cache hit
-    other = _recipe(tiny_model_dir, teacher_dir, tmp_path / "cache", loss="tvd", ce_weight=0.0)
+    other = _recipe(tiny_model_dir, peaked_teacher_dir, tmp_path / "cache", loss="tvd", ce_weight=0.0)
     other = other.model_copy(
         update={"update": other.update.model_copy(update={"lora": LoraConfig(r=4, alpha=8), "epochs": 1})}
     )
@@ -89,7 +66,7 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(tin
             tiny_model_dir,
             tmp_path / "s2",
             seed=0,
-            examples=examples(),
+            examples=label_examples(),
         )
     )
     assert again["cache"]["hit"] is True and again["cache"]["path"] == report["cache"]["path"]
