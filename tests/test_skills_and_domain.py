@@ -80,3 +80,7 @@ def test_math_domain_reads_gsm8k_and_svamp(shared_data):
         MathWordProblems()
     with pytest.raises(ValueError, match="unknown set 'mmlu'"):
         MathWordProblems(str(shared_data), eval_sets=["mmlu"])
+    short = MathWordProblems(str(shared_data), max_solution_steps=2)  # the curriculum: 1 or 2 calculator steps
+    assert len(short._train) == 2579 and {t.solution.count("<<") for t in short.seed_tasks(300, seed=0)} == {1, 2}
+    with pytest.raises(ValueError, match="max_solution_steps must be at least 1"):
+        MathWordProblems(str(shared_data), max_solution_steps=0)

@@ -6,6 +6,8 @@ Seed tasks are GSM8K train problems (shuffled by the seed), each with its worked
 keeps GSM8K's `<<48/2=24>>` calculator annotations, which the `tool_use` skill turns into calculator
 calls and the `cot` skill drops. Held-out tasks are SVAMP and GSM8K test problems, interleaved in file
 order (`eval_sets` picks which), so every run is scored on the same items. Graded as `numeric`.
+`max_solution_steps` is a curriculum: only seed problems whose worked solution takes at most that many
+calculator steps (1 to 2 steps: 2,579 of GSM8K's 7,473), closer to what a small student can learn to do.
 """
 
 import json
@@ -73,7 +75,9 @@ class MathWordProblems(Domain):
     }  # no corpus; GSM8K's worked solutions
     system_prompt = None
 
-    def __init__(self, data_dir: str | None = None, eval_sets: list[str] | None = None):
+    def __init__(
+        self, data_dir: str | None = None, eval_sets: list[str] | None = None, max_solution_steps: int | None = None
+    ):
         if data_dir is None:
             raise ValueError(
                 "domain.options.data_dir is required: a folder holding gsm8k/ and svamp/ (such as ../shared/data)"
@@ -83,10 +87,16 @@ class MathWordProblems(Domain):
         unknown = [s for s in self.eval_sets if s not in EVAL_SETS]
         if unknown:
             raise ValueError(f"domain.options.eval_sets: unknown set {unknown[0]!r} (use {', '.join(EVAL_SETS)})")
+        if max_solution_steps is not None and max_solution_steps < 1:
+            raise ValueError("domain.options.max_solution_steps must be at least 1")
+        self.max_solution_steps = max_solution_steps
 
     @cached_property
     def _train(self) -> list[Task]:
-        return load_gsm8k(self.data_dir / "gsm8k" / "train.jsonl", "train")
+        tasks = load_gsm8k(self.data_dir / "gsm8k" / "train.jsonl", "train")
+        if self.max_solution_steps is None:
+            return tasks
+        return [t for t in tasks if 1 <= t.solution.count("<<") <= self.max_solution_steps]
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
         return random.Random(seed).sample(self._train, min(n, len(self._train)))
