@@ -16,6 +16,12 @@ KV heads, vocabulary), so nothing is loaded. They are upper-bound estimates, not
   gradient) of one batch of `update.batch_size x student.max_length` tokens;
 - `RUNTIME_MB` for the interpreter, torch, transformers and Chroma.
 
+Each entry is keyed by its stage's name in the stage table (kdagent/loop/round.py), as the measured peaks in
+`metrics.json` are; `update` is the largest of its methods' (`update_methods_mb`). Under `update.launcher`
+each of the N training processes holds its own copy of what it trains on `batch_size / N` examples a step:
+on GPUs the plan is one process's (one GPU each), on the CPU the N processes share the machine's memory,
+so the plan is N of them.
+
 The estimates are checked against measured peaks (docs/benchmarks.md, "Measurements behind the code"). The plan
 is written to RUN_DIR/memory-plan.json and logged. Set KDAGENT_MEMORY_PLAN=off to run a refused plan anyway.
 """
@@ -96,10 +102,10 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
     positions = recipe.student.max_length + recipe.teacher.max_new_tokens
     stages: dict[str, float] = {}
     if teacher is not None:
-        stages["elicit (teacher)"] = _inference_mb(
+        stages["elicit"] = _inference_mb(
             teacher, bytes_a_weight(recipe.teacher.dtype), recipe.teacher.batch_size * recipe.teacher.samples, positions
         )
-    stages["evaluate (student)"] = _inference_mb(
+    stages["evaluate"] = _inference_mb(
         student,
         weight_bytes,
         recipe.evaluation.batch_size,
@@ -109,16 +115,28 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
         from kdagent.plugins import build_plugins
 
         updaters = {name: entry.obj for name, entry in build_plugins(load_entry_points=False).updaters.items()}
+    processes = training_processes(recipe.update)
+    one_process = recipe
+    if processes > 1:  # each process trains on its share of the batch
+        share = recipe.update.model_copy(update={"batch_size": max(1, recipe.update.batch_size // processes)})
+        one_process = recipe.model_copy(update={"update": share})
+    copies = processes if device == "cpu" else 1  # CPU processes share the machine's memory; GPUs are one a process
+    methods = {}
     for method in recipe.update.methods():
         updater = updaters[method]
         options = options_for(recipe.update, method, updater)
-        stages[f"update ({method})"] = updater.memory_mb(recipe, options, student, teacher, weight_bytes)
+        one = updater.memory_mb(one_process, options, student, teacher, weight_bytes) + RUNTIME_MB
+        methods[method] = round(copies * one + (RUNTIME_MB if copies > 1 else 0))  # and the loop's own process
     stages = {k: round(v + RUNTIME_MB) for k, v in stages.items()}
+    if methods:
+        stages["update"] = max(methods.values())
     peak = max(stages, key=stages.get)
     available, source = available_mb(device)
     return {
         "device": device,
         "stages_mb": stages,
+        "update_methods_mb": methods,
+        "training_processes": processes,
         "peak_stage": peak,
         "peak_mb": stages[peak],
         "available_mb": round(available) if math.isfinite(available) else None,
@@ -126,6 +144,32 @@ def memory_plan(recipe, student_dir: Path, teacher_dir: Path | None, device: str
         "student_params": student["params"],
         "teacher_params": teacher["params"] if teacher else None,
     }
+
+
+def training_processes(update) -> int:
+    """How many processes the update stage trains on: `update.launcher`'s `num_processes`, else its accelerate
+    config file's, else 1."""
+    launcher = getattr(update, "launcher", None)
+    if launcher is None:
+        return 1
+    if launcher.num_processes:
+        return launcher.num_processes
+    if launcher.config_file and Path(launcher.config_file).is_file():
+        import yaml
+
+        config = yaml.safe_load(Path(launcher.config_file).read_text(encoding="utf-8")) or {}
+        return int(config.get("num_processes") or 1) if isinstance(config, dict) else 1
+    return 1
+
+
+def stage_label(plan: dict, stage: str) -> str:
+    """`update (dpo)` for the update stage (its largest method), the stage's name otherwise."""
+    methods = plan.get("update_methods_mb") or {}
+    if stage != "update" or not methods:
+        return stage
+    processes = plan.get("training_processes", 1)
+    label = f"update ({max(methods, key=methods.get)})"
+    return label if processes == 1 else f"{label} on {processes} processes"
 
 
 def check_plan(plan: dict) -> None:
@@ -136,11 +180,11 @@ def check_plan(plan: dict) -> None:
     stage = plan["peak_stage"]
     hint = (
         "lower update.batch_size or student.max_length, or train a LoRA adapter (update.lora)"
-        if stage.startswith("update")
+        if stage == "update"
         else "lower teacher.batch_size, teacher.samples or evaluation.batch_size"
     )
     raise UserError(
-        f"memory plan: {stage} needs about {plan['peak_mb']} MiB but {available} MiB is available ({plan['available_from']} "
+        f"memory plan: {stage_label(plan, stage)} needs about {plan['peak_mb']} MiB but {available} MiB is available ({plan['available_from']} "
         f"on {plan['device']}): {hint}; or set KDAGENT_MEMORY_PLAN=off to run anyway"
     )
 

@@ -22,22 +22,45 @@ def test_the_plan_grows_with_what_each_stage_holds(tiny_model_dir):
         return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")
 
     small, big = plan(batch_size=2), plan(batch_size=16)
-    assert set(small["stages_mb"]) == {"elicit (teacher)", "evaluate (student)", "update (sft)"}
-    assert big["stages_mb"]["update (sft)"] > small["stages_mb"]["update (sft)"]
-    assert big["stages_mb"]["evaluate (student)"] == small["stages_mb"]["evaluate (student)"]
-    both = plan(method=["sft", "dpo"], batch_size=2)["stages_mb"]
-    assert both["update (dpo)"] > both["update (sft)"]  # chosen and rejected, and a reference model
-    lora = plan(method="dpo", batch_size=2, lora={"r": 4})["stages_mb"]
-    assert lora["update (dpo)"] < both["update (dpo)"]  # an adapter: no reference copy, no full optimiser state
+    assert set(small["stages_mb"]) == {"elicit", "evaluate", "update"}  # the stage table's names
+    assert big["stages_mb"]["update"] > small["stages_mb"]["update"] == small["update_methods_mb"]["sft"]
+    assert big["stages_mb"]["evaluate"] == small["stages_mb"]["evaluate"]
+    both = plan(method=["sft", "dpo"], batch_size=2)
+    methods = both["update_methods_mb"]
+    assert methods["dpo"] > methods["sft"] and both["stages_mb"]["update"] == methods["dpo"]  # and a reference model
+    lora = plan(method="dpo", batch_size=2, lora={"r": 4})["update_methods_mb"]
+    assert lora["dpo"] < methods["dpo"]  # an adapter: no reference copy, no full optimiser state
     assert small["student_params"] == param_count(tiny_model_dir) and small["available_mb"] > 0
     check_plan(small)  # fits this machine
+
+
+def test_the_plan_of_several_training_processes(tmp_path, tiny_model_dir, monkeypatch):
+    """Under update.launcher each process trains on its share of the batch; CPU processes share the memory."""
+    monkeypatch.setattr("kdagent.memory.available_mb", lambda device: (80_000.0, device))  # no GPU here to ask
+
+    def plan(launcher=None, device="cpu", batch_size=8):
+        update = {"batch_size": batch_size, **({"launcher": launcher} if launcher else {})}
+        recipe = Recipe.model_validate({"name": "p", "student": {"model": str(tiny_model_dir)}, "update": update})
+        return memory_plan(recipe, tiny_model_dir, tiny_model_dir, device)
+
+    one, two = plan(), plan({"num_processes": 2})
+    assert one["training_processes"] == 1 and two["training_processes"] == 2
+    half = plan(batch_size=4)["update_methods_mb"]["sft"]  # one process's share of the batch
+    assert two["update_methods_mb"]["sft"] == 2 * half + 1000  # two of them and the loop's own process
+    gpu = plan({"num_processes": 2}, device="cuda")["update_methods_mb"]["sft"]
+    assert gpu == plan(device="cuda", batch_size=4)["update_methods_mb"]["sft"]  # one GPU a process
+    config = tmp_path / "accelerate.yaml"
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 4\n")
+    assert plan({"config_file": str(config)})["training_processes"] == 4
 
 
 def test_a_plan_over_the_limit_is_refused_unless_turned_off(monkeypatch):
     plan = {
         "device": "cpu",
-        "stages_mb": {"update (sft)": 900},
-        "peak_stage": "update (sft)",
+        "stages_mb": {"update": 900},
+        "update_methods_mb": {"sft": 900},
+        "training_processes": 1,
+        "peak_stage": "update",
         "peak_mb": 900,
         "available_mb": 500,
         "available_from": "MemAvailable",
@@ -103,6 +126,6 @@ def test_a_bf16_teacher_is_planned_at_two_bytes_a_weight(tiny_model_dir):
         recipe = Recipe.model_validate(
             {"name": "p", "student": {"model": str(tiny_model_dir)}, "teacher": {"dtype": dtype}}
         )
-        return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")["stages_mb"]["elicit (teacher)"]
+        return memory_plan(recipe, tiny_model_dir, tiny_model_dir, "cpu")["stages_mb"]["elicit"]
 
     assert elicit("auto") == elicit("float32") > elicit("bfloat16") == elicit("float16")

@@ -132,14 +132,15 @@ def test_the_memory_plan_asks_each_updater(tiny_model_dir):
     plugins, copy = plugins_with_copy()
     updaters = {"copy": copy}
     small = memory_plan(recipe(tiny_model_dir, method="copy"), tiny_model_dir, None, "cpu", updaters)["stages_mb"]
-    big = memory_plan(
+    big_plan = memory_plan(
         recipe(tiny_model_dir, method="copy", options={"copy": {"extra_mb": 5000}}),
         tiny_model_dir,
         None,
         "cpu",
         updaters,
-    )["stages_mb"]
-    assert big["update (copy)"] == small["update (copy)"] + 5000
+    )
+    big = big_plan["stages_mb"]
+    assert big["update"] == small["update"] + 5000 and big["update"] == big_plan["update_methods_mb"]["copy"]
 
 
 def test_the_schema_takes_any_updater_name():
