@@ -172,7 +172,8 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
 
 def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str], resamples: int) -> dict:
     """Every JSON entry of one domain (math gives two: SVAMP and GSM8K test)."""
-    from kdagent.loop.runner import _evaluate, _fitting_eval_tasks, _load_eval_tasks, run_recipe
+    from kdagent.evaluate.held_out import _evaluate, _fitting_eval_tasks, _load_eval_tasks
+    from kdagent.loop.runner import run_recipe
     from kdagent.models import resolve_model
     from kdagent.plugins import build_plugins
     from kdagent.recipe_io import load_recipe

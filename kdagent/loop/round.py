@@ -19,13 +19,13 @@ from kdagent.curate.examples import curate_stage
 from kdagent.curate.pairs import preference_pairs
 from kdagent.errors import WorkError
 from kdagent.feedback.stage import run as verify, sample_labels
-from kdagent.loop.update import run_methods
 from kdagent.memory import gpu_peak_mb, peak_rss_mb, reset_peak_rss
 from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, SFTExample, Task
 from kdagent.resume import finished_or_run
 from kdagent.synth.elicit import elicit_stage
 from kdagent.synth.tasks import eval_texts, ground, make_tasks
 from kdagent.teachers.lazy import LazyTeacher
+from kdagent.update.stage import run_methods
 
 
 @dataclass

@@ -6,95 +6,20 @@ from pathlib import Path
 
 from kdagent.errors import UserError
 from kdagent.evaluate.gate import apply_gate, raised, set_scores
-from kdagent.evaluate.runner import check_tasks, load_tasks
+from kdagent.evaluate.held_out import evaluate_sets, fitting_sets, held_out_sets
 from kdagent.jsonl import write_jsonl
 from kdagent.loop.round import Context, run_round
 from kdagent.loop.rundir import RunDir
 from kdagent.models import resolve_model
 from kdagent.recipe import Recipe
 from kdagent.recipe_io import check_names
-from kdagent.records import Task
+from kdagent.retrieval.indexing import open_retrieval
 from kdagent.synth.tasks import eval_texts, seed_tasks
 from kdagent.update.updater import options_for
 
 
 def _log(message: str) -> None:
     print(f"[kdagent] {message}", file=sys.stderr, flush=True)
-
-
-def _load_eval_tasks(recipe: Recipe, domain, quarantine: list) -> list[Task]:
-    if recipe.evaluation.data:
-        return load_tasks(Path(recipe.evaluation.data), quarantine)
-    try:
-        tasks = domain.eval_tasks(recipe.domain.eval_tasks)
-    except ValueError as exc:
-        raise UserError(f"domain.eval_tasks: {exc}") from None
-    check_tasks(tasks, f"domain {recipe.domain.name}")
-    return tasks
-
-
-def _skill_eval_sets(recipe: Recipe, plugins, skill) -> dict[str, tuple]:
-    """Each listed skill's own held-out set (`Skill.eval_tasks`, at most `evaluation.skill_tasks` tasks),
-    by skill name, with the skill that prompts it; skills without one are left out."""
-    sets: dict[str, tuple] = {}
-    if recipe.evaluation.skill_tasks == 0:
-        return sets
-    for i, cfg in enumerate(recipe.skills):
-        if cfg.name in sets:
-            continue
-        obj = skill if i == 0 else plugins.instantiate("skills", cfg.name, f"skills[{i}].options", cfg.options)
-        try:
-            tasks = obj.eval_tasks(recipe.evaluation.skill_tasks)
-        except ValueError as exc:
-            raise UserError(f"skills[{i}].eval_tasks: {exc}") from None
-        if tasks:
-            check_tasks(tasks, f"skill {cfg.name}'s held-out set")
-            sets[cfg.name] = (obj, tasks)
-    return sets
-
-
-def _evaluate(model_path: Path, tasks, skill, skill_sets: dict, recipe: Recipe, out: Path, desc: str) -> dict:
-    """The domain's held-out set (predictions in `out`), under the evaluation's reserved phrasing too with
-    `evaluation.unseen_phrasing` (`unseen_phrasing` in the summary, predictions in `<stem>.unseen.jsonl`), then
-    each skill's (`skills` in the summary, predictions beside `out` as `<stem>.<skill>.jsonl`), with one engine."""
-    from kdagent.evaluate.runner import evaluate
-    from kdagent.generation.engine import Engine
-
-    e = recipe.evaluation
-    engine = Engine(model_path, backend=e.backend)
-    try:
-        summary, predictions = evaluate(engine, tasks, skill, e.max_new_tokens, e.batch_size, desc, e.bootstrap)
-        write_jsonl(out, predictions)
-        choice = [t for t in tasks if t.kind == "choice"]
-        if e.unseen_phrasing and choice:
-            result, predictions = evaluate(
-                engine,
-                choice,
-                skill,
-                e.max_new_tokens,
-                e.batch_size,
-                f"{desc} (unseen phrasing)",
-                e.bootstrap,
-                "unseen",
-            )
-            write_jsonl(out.with_name(f"{out.stem}.unseen.jsonl"), predictions)
-            summary["unseen_phrasing"] = result
-        for name, (obj, held_out) in skill_sets.items():  # "domain:<name>" for a cross-checked domain
-            kind, _, short = name.rpartition(":")
-            result, predictions = evaluate(
-                engine,
-                held_out,
-                obj,
-                e.max_new_tokens,
-                e.batch_size,
-                f"{desc} ({short} {kind or 'skill'})",
-                e.bootstrap,
-            )
-            write_jsonl(out.with_name(f"{out.stem}.{name.replace(':', '-')}.jsonl"), predictions)
-            summary.setdefault("domains" if kind == "domain" else "skills", {})[short] = result
-    finally:
-        engine.close()
-    return summary
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, plugins, resume: bool = False) -> dict:
@@ -119,26 +44,13 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
             f"(got {', '.join(recipe.update.methods())}): the other trainers do not run the tool loop"
         )
     quarantine: list[dict] = []  # malformed lines of the user's files, written to RUN_DIR/quarantine.jsonl
-    eval_tasks = _load_eval_tasks(recipe, domain, quarantine)
-    skill_sets = _skill_eval_sets(recipe, plugins, skill)
-    for i, cfg in enumerate(recipe.evaluation.cross_check):  # other domains' held-out sets, scored as the skill prompts
-        other = plugins.instantiate("domains", cfg.name, f"evaluation.cross_check[{i}].options", cfg.options)
-        try:
-            tasks = other.eval_tasks(cfg.eval_tasks)
-        except ValueError as exc:
-            raise UserError(f"evaluation.cross_check[{i}].eval_tasks: {exc}") from None
-        check_tasks(tasks, f"domain {cfg.name}'s held-out set")
-        skill_sets[f"domain:{cfg.name}"] = (skill, tasks)
+    eval_tasks, skill_sets = held_out_sets(recipe, plugins, domain, skill, quarantine)
     held_out = eval_tasks + [t for _, tasks in skill_sets.values() for t in tasks]
     seed_tasks(
         recipe, plugins, domain, eval_texts(held_out), 1
     )  # an empty or fully filtered dataset fails before any model loads
     student = resolve_model(recipe.student.model)
-    eval_tasks, too_long = _fitting_eval_tasks(recipe, skill, eval_tasks, student)
-    for name, (obj, tasks) in list(skill_sets.items()):
-        kept, dropped = _fitting_eval_tasks(recipe, obj, tasks, student, f"skill {name}'s held-out set")
-        skill_sets[name] = (obj, kept)
-        too_long += dropped
+    eval_tasks, skill_sets, too_long = fitting_sets(recipe, skill, eval_tasks, skill_sets, student)
     inputs = {
         "evaluation_tasks": len(eval_tasks),
         "dropped": {"eval_too_long": too_long} if too_long else {},
@@ -170,35 +82,6 @@ def _memory_plan(recipe: Recipe, student: Path, updaters: dict) -> dict:
     return plan
 
 
-def _fitting_eval_tasks(
-    recipe: Recipe, skill, tasks: list[Task], student: Path, what: str = "evaluation"
-) -> tuple[list[Task], int]:
-    """The evaluation tasks whose prompt leaves room for `evaluation.max_new_tokens` in the student's
-    context; the others are dropped by policy (a truncated question is another question) and counted."""
-    from kdagent.synth.elicit import context_length, token_counts
-
-    limit = context_length(student)
-    if limit is None:
-        return tasks, 0
-    from transformers import AutoTokenizer
-
-    from kdagent.skill import plain_messages
-
-    prompts = [skill.messages(t) if t.kind == "numeric" else plain_messages(t) for t in tasks]
-    lengths = token_counts(AutoTokenizer.from_pretrained(student), prompts, generation_prompt=True)
-    kept = [t for t, n in zip(tasks, lengths) if n + recipe.evaluation.max_new_tokens <= limit]
-    if not kept:
-        raise UserError(
-            f"{what}: no tasks left: all {len(tasks)} are longer than the student's context ({limit} tokens, "
-            f"with room for evaluation.max_new_tokens={recipe.evaluation.max_new_tokens})"
-        )
-    if len(kept) < len(tasks):
-        _log(
-            f"{what}: dropped {len(tasks) - len(kept)} of {len(tasks)} tasks longer than the student's context ({limit} tokens)"
-        )
-    return kept, len(tasks) - len(kept)
-
-
 def _write_inputs(rd: RunDir, inputs: dict) -> None:
     """RUN_DIR/inputs.counts.json (what the input checks dropped) and RUN_DIR/quarantine.jsonl (the
     malformed records of the user's files, each with its file and line)."""
@@ -214,24 +97,7 @@ def _run(
 ) -> dict:
     metrics = (rd.read_json("metrics.json") if resume else None) or {"baseline": None, "rounds": []}
 
-    store = embedder = None
-    if recipe.retrieval.enabled or recipe.synthesis.expansion is not None:
-        from kdagent.retrieval.embedder import Embedder
-
-        embedder = Embedder(resolve_model(recipe.retrieval.embedder))
-    if recipe.retrieval.enabled:
-        from kdagent.retrieval.corpus import load_folder
-        from kdagent.retrieval.store import ChromaStore
-
-        started = time.time()
-        store = ChromaStore(
-            rd.path / "chroma", collection=recipe.domain.name, embedder=embedder, server=recipe.retrieval.server
-        )
-        documents = list(domain.corpus()) if recipe.retrieval.domain_corpus else []
-        if recipe.retrieval.corpus_dir:
-            documents += list(load_folder(recipe.retrieval.corpus_dir, inputs["quarantined"]))
-        indexed = store.index(documents, recipe.retrieval.chunk_chars)
-        _log(f"indexed {indexed} passages into {store.location} ({time.time() - started:.1f}s)")
+    store, embedder = open_retrieval(recipe, domain, rd.path / "chroma", inputs["quarantined"])
 
     _write_inputs(rd, inputs)
     scores: dict[str, dict] = {}  # a student that did not change is not evaluated twice
@@ -239,7 +105,7 @@ def _run(
     def evaluate(model_path: Path, out: Path, desc: str) -> dict:
         key = str(Path(model_path).resolve())
         if key not in scores:
-            scores[key] = _evaluate(model_path, eval_tasks, skill, skill_sets, recipe, out, desc)
+            scores[key] = evaluate_sets(model_path, eval_tasks, skill, skill_sets, recipe, out, desc)
         return {k: v for k, v in scores[key].items() if k != "seconds"}
 
     if metrics["baseline"] is None:
