@@ -30,7 +30,10 @@ def kdagent_register_domains(register):
 @hookspec
 def kdagent_register_teachers(register):
     """Register teacher kinds: `register(kind, factory)`; `factory(config, student_path)` returns a
-    `kdagent.teachers.Teacher` for a `TeacherConfig` and the current student's folder."""
+    `kdagent.teachers.Teacher` for a `TeacherConfig` and the current student's folder. The factory may
+    declare its kind's own options (`options_model`, given in a recipe as `teacher.options` and passed to
+    the factory as `options=`), a `check` of the recipe's teacher settings, the `local_path` of the model
+    it runs and its `capabilities` (kdagent/teachers/kinds.py)."""
 
 
 @hookspec

@@ -95,13 +95,11 @@ class Plugins:
         return obj
 
     def create_teacher(self, config, student_path):
-        """The recipe's teacher; a factory that takes a `plugins` argument gets this registry too."""
-        import inspect
+        """The recipe's teacher; a factory that takes a `plugins` argument gets this registry too, one that
+        takes `options` its kind's validated `teacher.options` (kdagent/teachers/kinds.py)."""
+        from kdagent.teachers.kinds import create_teacher
 
-        factory = self.teachers[config.kind].obj
-        if "plugins" in inspect.signature(factory).parameters:
-            return factory(config, student_path, plugins=self)
-        return factory(config, student_path)
+        return create_teacher(config, student_path, self)
 
     def instantiate(self, kind: str, name: str, path: str, options: dict):
         """A skill or domain from the recipe; options it rejects are a UserError naming the recipe field."""

@@ -33,6 +33,11 @@ class TeacherConfig(_Config):
         None,
         description="The teacher model: an alias, local folder or cached Hub id for 'hf', the served model name for 'openai', a registered chat model for 'langchain'.",
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The teacher kind's own options, validated by the model the kind declares (`options_model`); "
+        "a kind that declares none, as the built-in ones, takes none.",
+    )
     samples: int = Field(4, ge=1, le=64, description="Answers sampled per task.")
     temperature: float = Field(
         0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy (then samples must be 1)."

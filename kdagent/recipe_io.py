@@ -3,7 +3,8 @@
 YAML is read with a safe loader that also bounds what a hostile file can cost (`bounded_yaml`): its size, its depth and
 how far its aliases expand (a "billion laughs"). Errors become one-line `UserError`s naming the path of the
 bad field, with a "did you mean" for an unknown key.
-Names of skills, domains and teachers are checked against what the plugins registered (`check_names`).
+Names of skills, domains and teachers are checked against what the plugins registered, and the teacher's kind
+and the updaters check their own options (`check_names`).
 Written back (`masked_dump`, `recipe_to_yaml`), a recipe's secrets are masked.
 """
 
@@ -211,7 +212,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
 
 def check_names(recipe: Recipe, plugins) -> None:
     """Unknown skill, domain, teacher, verifier or updater names are UserErrors that list what is registered;
-    each updater checks its options and the settings it depends on."""
+    the teacher's kind and each updater check their options and the settings they depend on."""
 
     def known(kind: str, path: str, name: str, registered: dict) -> None:
         if name not in registered:
@@ -228,15 +229,9 @@ def check_names(recipe: Recipe, plugins) -> None:
     for i, other in enumerate(recipe.evaluation.cross_check):
         known("domain", f"evaluation.cross_check[{i}].name", other.name, plugins.domains)
     known("teacher kind", "teacher.kind", recipe.teacher.kind, plugins.teachers)
-    if recipe.teacher.kind == "langchain" and recipe.teacher.model not in plugins.chat_models:
-        names = ", ".join(sorted(plugins.chat_models)) or "none"
-        raise UserError(
-            f"teacher.model: unknown chat model {recipe.teacher.model!r} for the 'langchain' teacher (registered: {names})"
-        )
-    if recipe.teacher.kind in ("hf", "openai") and not recipe.teacher.model:
-        raise UserError(f"teacher.model: the {recipe.teacher.kind!r} teacher needs a model")
-    if recipe.teacher.kind == "openai" and not recipe.teacher.base_url:
-        raise UserError("teacher.base_url: the 'openai' teacher needs an endpoint, e.g. http://127.0.0.1:8000/v1")
+    from kdagent.teachers.kinds import check_teacher
+
+    check_teacher(recipe.teacher, plugins)  # the kind's own options and checks
     if recipe.retrieval.corpus_dir and not Path(recipe.retrieval.corpus_dir).is_dir():
         raise UserError(f"retrieval.corpus_dir: {recipe.retrieval.corpus_dir} is not a folder")
     if recipe.evaluation.data and not Path(recipe.evaluation.data).is_file():
@@ -296,6 +291,7 @@ def masked_dump(recipe: Recipe) -> dict:
         data["teacher"]["base_url"] = _mask_url(data["teacher"]["base_url"])
     if data["retrieval"].get("server"):
         data["retrieval"]["server"] = _mask_url(data["retrieval"]["server"])
+    data["teacher"]["options"] = _mask_options(data["teacher"]["options"])
     data["domain"]["options"] = _mask_options(data["domain"]["options"])
     data["skills"] = [{**s, "options": _mask_options(s["options"])} for s in data["skills"]]
     data["update"]["options"] = _mask_options(data["update"]["options"])

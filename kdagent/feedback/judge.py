@@ -5,15 +5,16 @@ All items go to the judge in one batch. An item whose output does not parse (or 
 `max_attempts` in all. An item still malformed after that becomes a failed check (`failed=True`), never
 a pass, with the judge's last raw output kept for inspection.
 
-A local teacher (one that `continues_final_message`, as `self` and `hf` do) gets its verdict's opening
-prefilled, `{"score":`, and stops at the closing brace: the model only fills in the values. An API teacher
-writes the whole object.
+A teacher that declares the capability `prefill` (it continues a prefilled reply, as `self` and `hf` do) gets
+its verdict's opening prefilled, `{"score":`, and stops at the closing brace: the model only fills in the
+values. An API teacher writes the whole object.
 
-A teacher that also gives token probabilities (`choice_logprobs`, as `self` and `hf` do) scores by
+A teacher that also declares `choice_logprobs` (token probabilities, as `self` and `hf` do) scores by
 expectation by default (G-Eval, arXiv 2303.16634), and writes no verdict at all: after that opening, the
 twenty ways the verdict can go on, ` <score>, "passed": <true|false>` for scores 1..10, are scored in one
 forward pass (the prompt and its ten score stems packed into one sequence, each stem attending to the prompt
-and itself; both values of passed are read off each stem's last position: `branch_logprobs`). The score is the probability-weighted mean of 1..10 and `passed` is whether
+and itself; both values of passed are read off each stem's last position, where the teacher declares
+`branch_logprobs`). The score is the probability-weighted mean of 1..10 and `passed` is whether
 P(true) > 1/2, both from that joint distribution. A small judge that would write "1" for nearly every reply
 still ranks them by how sure it is, so replies to one task get different scores (and preference pairs), and
 nothing is decoded, so there is nothing malformed to retry. `score="verdict"` asks for the written verdict.
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kdagent.records import Feedback, Generation, Message, Task
+from kdagent.teachers import BRANCH_LOGPROBS, CHOICE_LOGPROBS, PREFILL, can
 
 DEFAULT_RUBRIC = (
     "Grade the reply on four criteria: it is helpful (it does what the task asks), honest (no invented "
@@ -134,7 +136,7 @@ def expected_verdicts(teacher, prompts: list[list[Message]]) -> list[tuple[float
     import math
 
     opened = [p + [{"role": "assistant", "content": _PREFILL}] for p in prompts]
-    if hasattr(teacher, "branch_logprobs"):  # each score's stem once, both values of passed read off its end
+    if can(teacher, BRANCH_LOGPROBS):  # each score's stem once, both values of passed read off its end
         joint = teacher.branch_logprobs(opened, _STEMS, _LEAVES)
     else:
         joint = teacher.choice_logprobs(opened, [[text for _, _, text in _OPENINGS]] * len(opened))
@@ -191,8 +193,8 @@ def judge_with_stats(
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     base = [judge_messages(task, gen.text, rubric) for task, gen in items]
-    prefill = bool(getattr(teacher, "continues_final_message", False))
-    if score == "expected" and prefill and hasattr(teacher, "choice_logprobs"):
+    prefill = can(teacher, PREFILL)
+    if score == "expected" and prefill and can(teacher, CHOICE_LOGPROBS):
         return _expected_feedback(teacher, items, base)
     stats = JudgeStats(items=len(items), item_attempts=[0] * len(items))
     verdicts: dict[int, JudgeVerdict] = {}

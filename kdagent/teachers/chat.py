@@ -26,6 +26,8 @@ def _as_chat(messages: list[Message]) -> list[tuple[str, str]]:
 
 
 class ChatModelTeacher:
+    capabilities: frozenset[str] = frozenset()  # text in, text out: no prefill, no token probabilities
+
     def __init__(self, chat_model, config, label: str):
         self.chat = chat_model
         self.config = config

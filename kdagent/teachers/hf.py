@@ -4,14 +4,16 @@ from pathlib import Path
 
 from kdagent.generation.engine import Engine
 from kdagent.records import Message
+from kdagent.teachers import BRANCH_LOGPROBS, CHOICE_LOGPROBS, LOCAL_PATH, PREFILL, TOKEN_LOGPROBS
 
 
 class HFTeacher:
-    continues_final_message = True  # a prompt ending in an assistant message is continued (a prefilled reply)
+    capabilities = frozenset({PREFILL, TOKEN_LOGPROBS, CHOICE_LOGPROBS, BRANCH_LOGPROBS, LOCAL_PATH})
 
     def __init__(self, model_path: Path, config, label: str):
         self.config = config
         self.label = label
+        self.path = Path(model_path)
         self.engine = Engine(model_path, dtype=config.dtype, backend=config.backend)
 
     def generate(

@@ -1,0 +1,103 @@
+"""Teacher kinds: a factory registered by name (`kdagent_register_teachers`), and what it declares about
+its kind as attributes, so that the core asks the kind instead of naming it.
+
+`factory(config, student_path)` returns a `kdagent.teachers.Teacher` for the recipe's `TeacherConfig` and
+the current student's folder; one that takes a `plugins` argument also gets the registry, one that takes
+`options` gets its validated options. The factory (a function, or a class) may carry:
+
+- `options_model`: a pydantic model (`extra="forbid"`) of the kind's own options, `teacher.options` in a
+  recipe, validated when the recipe is checked. A kind without one takes no options.
+- `check`: a function of some of `config`, `plugins` and `options` (passed by name) that refuses the
+  recipe's teacher settings with a `UserError` naming the field; run by `kdagent validate` and
+  `kdagent run` before anything loads.
+- `local_path(config, student)`: the folder of the local model the teacher will run, known before it
+  loads (its context length, the memory plan); absent for a teacher that runs elsewhere.
+- `capabilities`: what its teachers declare (`kdagent.teachers.CAPABILITIES`), known before one is built.
+
+`declare` sets them on a factory function; a class sets them as class attributes (`check` a staticmethod).
+"""
+
+import inspect
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from kdagent.errors import UserError, did_you_mean
+
+
+def declare(*, options_model=None, check=None, local_path=None, capabilities=()):
+    """Decorate a teacher factory function with what its kind declares (see the module's docstring)."""
+
+    def wrap(factory):
+        factory.options_model = options_model
+        factory.check = check
+        factory.local_path = local_path
+        factory.capabilities = frozenset(capabilities)
+        return factory
+
+    return wrap
+
+
+def _by_name(fn, **available) -> dict:
+    """The keyword arguments among `available` that `fn` takes (all of them where it takes **kwargs)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return available
+    return {k: v for k, v in available.items() if k in params}
+
+
+def teacher_options(config, factory) -> BaseModel | None:
+    """`teacher.options` validated by the kind's `options_model` (None for a kind without one, which takes
+    no options). Invalid ones are a one-line UserError naming `teacher.options.<field>`."""
+    model = getattr(factory, "options_model", None)
+    if model is None:
+        if config.options:
+            raise UserError(
+                f"teacher.options: the {config.kind!r} teacher takes no options (got {', '.join(map(repr, config.options))})"
+            )
+        return None
+    try:
+        return model.model_validate(config.options)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            path = ".".join(["teacher.options", *(str(p) for p in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+                hint = (
+                    f"did you mean 'teacher.options.{close}'?"
+                    if close
+                    else f"valid keys: {', '.join(model.model_fields)}"
+                )
+                parts.append(f"unknown key {path!r} ({hint})")
+            else:
+                parts.append(f"{path}: {err['msg']}")
+        raise UserError("; ".join(parts)) from None
+
+
+def check_teacher(config, plugins) -> None:
+    """The recipe's teacher kind accepts its options and settings (before anything loads)."""
+    factory = plugins.teachers[config.kind].obj
+    options = teacher_options(config, factory)
+    check = getattr(factory, "check", None)
+    if check is not None:
+        check(**_by_name(check, config=config, plugins=plugins, options=options))
+
+
+def create_teacher(config, student_path, plugins):
+    """The recipe's teacher, built by its kind's factory."""
+    factory = plugins.teachers[config.kind].obj
+    options = teacher_options(config, factory)
+    return factory(config, student_path, **_by_name(factory, plugins=plugins, options=options))
+
+
+def local_teacher_path(config, plugins, student: Path) -> Path | None:
+    """The folder of the local model the recipe's teacher will run, before it loads, or None (a teacher
+    that runs elsewhere, or a kind that does not say)."""
+    local_path = getattr(plugins.teachers[config.kind].obj, "local_path", None)
+    return None if local_path is None else local_path(config, student)
+
+
+def kind_capabilities(config, plugins) -> frozenset[str]:
+    """What the recipe's teacher will be able to do (its kind's declared `capabilities`), before it is built."""
+    return frozenset(getattr(plugins.teachers[config.kind].obj, "capabilities", ()))
