@@ -196,3 +196,26 @@ def test_the_schema_describes_teacher_options():
     field = TeacherConfig.model_fields["options"]
     assert field.description and "options_model" in field.description
     assert json.dumps(Recipe.model_json_schema()).count("teacher kind's own options") == 1
+
+
+def test_the_example_in_docs_plugins_md_is_a_working_kind(tiny_model_dir):
+    import re
+    import types
+
+    from conftest import REPO
+
+    docs = (REPO / "docs" / "plugins.md").read_text().split("### Teacher kinds", 1)[1]
+    module = types.ModuleType("docs_prefixed")
+    exec(re.search(r"```python\n(.*?)```", docs, re.S).group(1), module.__dict__)
+    plugins = build_plugins(load_entry_points=False)
+    plugins.pm.register(module, name="docs_prefixed")
+    plugins.teachers.clear()
+    _collect(plugins, "teachers")
+    check_names(tiny_recipe(tiny_model_dir, kind="prefixed", options={"prefix": "T:"}), plugins)
+    with pytest.raises(UserError, match=r"^teacher\.options\.prefix: Input should be a valid string$"):
+        check_names(tiny_recipe(tiny_model_dir, kind="prefixed", options={"prefix": 3}), plugins)
+    config = TeacherConfig(kind="prefixed", options={"prefix": "T:"}, samples=2, max_new_tokens=3)
+    teacher = plugins.create_teacher(config, tiny_model_dir)
+    (replies,) = teacher.generate([[{"role": "user", "content": "2 + 2?"}]], seed=0)
+    teacher.close()
+    assert teacher.label == "prefixed:T:" and len(replies) == 2 and all(r.startswith("T: ") for r in replies)
