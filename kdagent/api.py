@@ -63,12 +63,9 @@ def finish_run(run_dir: Path, warn=None) -> dict[str, Path | None]:
         written["model_card"] = write_model_card(run_dir)
     except Exception as exc:  # noqa: BLE001
         warn(f"warning: model card not written ({type(exc).__name__}: {exc})")
-    try:
-        from kdagent.trackers import log_rounds
+    from kdagent.trackers import send_rounds
 
-        log_rounds(run_dir)
-    except Exception as exc:  # noqa: BLE001
-        warn(f"warning: per-round scores not sent to the trackers ({type(exc).__name__}: {exc})")
+    send_rounds(run_dir, warn)  # the loop sent them as each round ended; a failure then is mended here
     return written
 
 

@@ -1,7 +1,10 @@
 """Per-round scores to the experiment trackers of `update.report_to` (the trainer sends its own per-step
-losses there already). Written when a run finishes, from metrics.json: TensorBoard gets the held-out scores of
-the baseline (step 0) and each round (step N), and each round's data counts, under RUN_DIR/tensorboard/rounds."""
+losses there already). Sent from metrics.json each time the loop writes it (after the baseline and after each
+round) and once more when the run finishes: TensorBoard gets the held-out scores of the baseline (step 0) and each
+round (step N), and each round's data counts, under RUN_DIR/tensorboard/rounds. Each sending rewrites that folder's
+one event file from metrics.json, so a round is never there twice, on --resume either."""
 
+import sys
 from pathlib import Path
 
 import yaml
@@ -38,10 +41,26 @@ def log_rounds(run_dir: str | Path) -> Path | None:
     from torch.utils.tensorboard import SummaryWriter
 
     out = run_dir / "tensorboard" / "rounds"
+    earlier = list(out.glob("events.out.tfevents.*"))  # replaced by the new one once it is complete
     writer = SummaryWriter(log_dir=str(out))
     try:
         for tag, value, step in round_scalars(read_json(run_dir / "metrics.json") or {}):
             writer.add_scalar(tag, value, step)
     finally:
         writer.close()
+    for path in earlier:
+        path.unlink(missing_ok=True)
     return out
+
+
+def send_rounds(run_dir: str | Path, warn=None) -> Path | None:
+    """`log_rounds`, where a tracker's failure does not fail the run: it is reported in one line through `warn`."""
+    try:
+        return log_rounds(run_dir)
+    except Exception as exc:  # noqa: BLE001 - the scores are in metrics.json; the next sending writes them all
+        (warn or _warn)(f"warning: per-round scores not sent to the trackers ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr)

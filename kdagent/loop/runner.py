@@ -15,6 +15,7 @@ from kdagent.recipe import Recipe
 from kdagent.recipe_io import check_names
 from kdagent.retrieval.indexing import open_retrieval
 from kdagent.synth.tasks import eval_texts, seed_tasks
+from kdagent.trackers import send_rounds
 from kdagent.update.updater import options_for
 
 
@@ -117,6 +118,7 @@ def _run(
         metrics["baseline"] = evaluate(student, rd.path / "baseline-predictions.jsonl", "baseline: evaluate")
         metrics["baseline"]["seconds"] = round(time.time() - started, 1)
         rd.write_json("metrics.json", metrics)
+        send_rounds(rd.path)  # the trackers of update.report_to, as metrics.json grows
     scores.setdefault(str(student.resolve()), metrics["baseline"])
     _log(
         f"baseline accuracy {metrics['baseline']['accuracy']:.3f}"
@@ -156,6 +158,7 @@ def _run(
         rd.write_json(rd.round_dir(round_) / "metrics.json", entry)
         metrics["rounds"].append(entry)
         rd.write_json("metrics.json", metrics)
+        send_rounds(rd.path)
         c = entry["counts"]
         _log(
             f"round {round_}: {c['passed']}/{c['generations']} samples passed; {c['sft_examples']} training examples, "
