@@ -38,6 +38,12 @@ DEFAULT_JSON = REPO / "docs" / "results" / "distill_quality.json"
 # domain -> (recipe file, the data it needs, {entry in the JSON: task-id prefix of its held-out items, "" for all})
 DOMAINS = {
     "finance": ("recipes/finance.yaml", ["financial_phrasebank"], {"finance": ""}),
+    # 500 gold labels, the other sentences unlabelled: plain SFT gets the 500 (the only tasks with a reference)
+    "finance_500_labels": (
+        "recipes/finance_500_labels.yaml",
+        ["financial_phrasebank"],
+        {"finance_500_labels": ""},
+    ),
     "medicine": ("recipes/medicine.yaml", ["pubmedqa"], {"medicine": ""}),
     "law": ("recipes/law.yaml", ["legalbench_early", "sara_statutes"], {"law": ""}),
     "math": ("recipes/math_tool_use.yaml", ["gsm8k", "svamp"], {"math_svamp": "svamp-", "math_gsm8k": "gsm8k-"}),
@@ -160,7 +166,7 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
     out = work / "student"
     trainer.model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    labels = Counter(t.answer for t in tasks.values() if t.kind == "choice")
+    labels = Counter(t.answer for t in tasks.values() if t.kind == "choice" and t.answer)
     return out, {
         "examples": len(rows),
         "steps": trainer.state.global_step,

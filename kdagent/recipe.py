@@ -183,6 +183,14 @@ class FeedbackConfig(_Config):
         "('reference'): a registered verifier that needs none ('self_consistency', 'judge', or one a plugin adds), or 'drop'.",
         examples=["self_consistency", "judge", "drop"],
     )
+    min_agreement: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="For 'self_consistency': the share of a task's samples that its majority answer must hold for the replies "
+        "reaching it to pass. Where the round also has choice tasks with reference answers, a voted label must also have been "
+        "right this share of the time on them (the teacher's confident votes checked against the gold labels).",
+    )
     rubric: str | None = Field(
         None,
         description="The judge's rubric; omitted means the domain's, else a default (helpful, honest, harmless, correct).",

@@ -45,6 +45,12 @@ def interleave(groups: list[list[Task]]) -> list[Task]:
     return out
 
 
+def unlabel(task: Task) -> Task:
+    """`task` without what gives its answer away: the answer (""), the worked solution, the gold index."""
+    data = task.model_dump(exclude={"answer_index"})
+    return Task.model_validate({**data, "answer": "", "solution": None})
+
+
 def require(path: Path, what: str) -> Path:
     """`path`, or a UserError naming it when it does not exist."""
     if not path.exists():
@@ -70,13 +76,28 @@ class SplitDomain(Domain):
 
     Without `data_dir` it uses the package's own `data/seed_tasks.jsonl` and `data/held_out.jsonl`; with
     it, `public_groups()` reads the public files (never bundled) and each group is split by `split`.
+
+    With `labelled: k`, only k seed tasks keep their reference answer, the same k in every round and run:
+    the first k of the seed pools in hash order, the groups interleaved. `seed_tasks(n, seed)` gives those
+    first (as many as `n` allows, shuffled by `seed`), then unlabelled tasks drawn by `seed` from the rest,
+    with `answer` "" and no `solution` or `answer_index`: the loop labels them itself (`feedback.unreferenced`,
+    such as a self-consistency vote). The held-out tasks are untouched.
     """
 
     package: str = ""  # the package whose data/ holds notes.md, seed_tasks.jsonl and held_out.jsonl
     rubric: str = ""
     starter = {"skills": ["label"]}  # labelled choices: answered and taught as the bare option
 
-    def __init__(self, data_dir: str | None = None, held_out_fraction: float = 0.3, max_chars: int = 1200):
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        held_out_fraction: float = 0.3,
+        max_chars: int = 1200,
+        labelled: int | None = None,
+    ):
+        if labelled is not None and labelled < 0:
+            raise ValueError(f"labelled must be at least 0 (got {labelled})")
+        self.labelled = labelled
         if not 0 < held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be between 0 and 1 (got {held_out_fraction})")
         if max_chars < 100:
@@ -104,9 +125,16 @@ class SplitDomain(Domain):
         return [seeds for seeds, _ in parts], [held for _, held in parts]
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
-        """`n` training tasks (all of them when there are fewer): each group shuffled by `seed`, then interleaved."""
+        """`n` training tasks (all of them when there are fewer): each group shuffled by `seed`, then interleaved;
+        with `labelled`, the labelled tasks first and the others without their answer (see the class)."""
         rng = random.Random(seed)
-        return interleave([rng.sample(pool, len(pool)) for pool in self.pools[0]])[:n]
+        drawn = interleave([rng.sample(pool, len(pool)) for pool in self.pools[0]])
+        if self.labelled is None:
+            return drawn[:n]
+        gold = {t.id for t in interleave(self.pools[0])[: self.labelled]}
+        labelled = [t for t in drawn if t.id in gold]
+        unlabelled = [unlabel(t) for t in drawn if t.id not in gold]
+        return (labelled + unlabelled)[:n]
 
     def eval_tasks(self, n: int) -> list[Task]:
         """The first `n` held-out tasks (all of them when there are fewer), the groups interleaved."""

@@ -86,14 +86,49 @@ def consistency_feedback(
 
 
 def self_consistency(
-    skill, tasks: dict[str, Task], generations: list[Generation], parse: AnswerParser | None = None
+    skill,
+    tasks: dict[str, Task],
+    generations: list[Generation],
+    parse: AnswerParser | None = None,
+    min_share: float = 0.5,
+    parser: Callable[[Task], AnswerParser] | None = None,
 ) -> list[Feedback]:
-    """`consistency_feedback` over many tasks (the shape of `kdagent.feedback.verifiers.check_with_skill`), in the generations' order."""
+    """`consistency_feedback` over many tasks (the shape of `kdagent.feedback.verifiers.check_with_skill`), in the
+    generations' order; `parser(task)`, where given, reads the answers of that task's replies."""
     by_task: dict[str, list[Generation]] = {}
     for g in generations:
         by_task.setdefault(g.task_id, []).append(g)
     verdicts: dict[str, Feedback] = {}
     for task_id, gens in by_task.items():
-        for f in consistency_feedback(skill, tasks[task_id], gens, parse):
+        task = tasks[task_id]
+        for f in consistency_feedback(skill, task, gens, parser(task) if parser else parse, min_share):
             verdicts[f.generation_id] = f
     return [verdicts[g.id] for g in generations]
+
+
+def vote_precision(tasks: dict[str, Task], verdicts: list[Feedback], min_share: float) -> dict[str, tuple[int, int]]:
+    """How often the teacher's confident votes were right, by label: {label: (right, votes)} over the choice
+    tasks that have a reference answer, where a task's vote is the majority of its samples' answers
+    (`Feedback.predicted`) holding at least `min_share` of them, compared with the reference answer."""
+    by_task: dict[str, list[str | None]] = {}
+    for f in verdicts:
+        task = tasks.get(f.task_id)
+        if task is not None and task.kind == "choice" and task.answer:
+            by_task.setdefault(f.task_id, []).append(f.predicted)
+    tally: dict[str, list[int]] = {}
+    for task_id, answers in by_task.items():
+        vote, share = majority_vote(answers)
+        if vote is not None and share >= min_share:
+            right_votes = tally.setdefault(_key(vote), [0, 0])
+            right_votes[0] += _key(vote) == _key(tasks[task_id].answer)
+            right_votes[1] += 1
+    return {label: (right, votes) for label, (right, votes) in sorted(tally.items())}
+
+
+def trusted_label(precision: dict[str, tuple[int, int]], label: str, min_share: float) -> tuple[bool, str]:
+    """(whether a voted `label` may stand in for a reference, why): its confident votes on gold-labelled tasks
+    were right at least `min_share` of the time, add-one smoothed ((right + 1) / (votes + 2)), so that a
+    label voted confidently only once or twice cannot pass on luck; a label never voted there cannot pass."""
+    right, votes = precision.get(_key(label), (0, 0))
+    ok = votes > 0 and (right + 1) / (votes + 2) >= min_share
+    return ok, f"the teacher's confident votes for {label!r} were right on {right}/{votes} gold-labelled tasks"

@@ -71,6 +71,7 @@ def run(
         teacher,
         rubric,
         judge=lambda shown, gens, rubric, name: _judge(ctx, teacher, shown, gens, rubric, round_, counts, name),
+        checked=verdicts,  # filled group by group: the referenced samples' verdicts come first
     )
     verifier = ctx.plugins.verifiers[cfg.verifier].obj
     groups = [(verifier, generations)]

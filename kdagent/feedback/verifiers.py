@@ -7,11 +7,11 @@ reference answer (`needs_reference`) checks only the samples of tasks that carry
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from kdagent.errors import UserError, did_you_mean
-from kdagent.feedback.consistency import self_consistency
+from kdagent.feedback.consistency import AnswerParser, self_consistency, trusted_label, vote_precision
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Feedback, Generation, Task
 
@@ -19,8 +19,10 @@ from kdagent.records import Feedback, Generation, Task
 @dataclass
 class VerifyJob:
     """What a verifier may consult: the recipe, the skill that prompted the samples, the domain, the tasks by
-    id, the round, the teacher (`teacher.get()` loads it on first use), the judge's rubric, and `judge`, the
-    loop's chunked and resumable teacher-as-judge: `judge(tasks, generations, rubric, name) -> [Feedback]`."""
+    id, the round, the teacher (`teacher.get()` loads it on first use), the judge's rubric, `judge`, the
+    loop's chunked and resumable teacher-as-judge: `judge(tasks, generations, rubric, name) -> [Feedback]`,
+    and `checked`, the round's verdicts given so far by generation id (those of the samples of tasks with a
+    reference answer, when `feedback.unreferenced` checks the others)."""
 
     recipe: Any
     skill: Any
@@ -30,6 +32,7 @@ class VerifyJob:
     teacher: Any
     rubric: str
     judge: Callable
+    checked: dict[str, Feedback] = field(default_factory=dict)
 
 
 class Verifier:
@@ -91,17 +94,45 @@ class Judge(Verifier):
         return job.judge(job.tasks, generations, job.rubric, "judge")
 
 
+def choice_parser(skill, task: Task) -> AnswerParser:
+    """How a reply's answer is read without the skill's `final_answer`: for a choice task, the option the
+    skill's own verifier reads in it (`Verdict.predicted`; None when it names none of the options), else the
+    reply itself, normalised."""
+    if task.kind != "choice" or not task.choices:
+        return lambda text: " ".join(text.lower().split())[:200] or None
+    options = {" ".join(c.split()).casefold(): c for c in task.choices}
+    probe = task.model_copy(update={"answer": task.choices[0]})  # any option: only what the reply names is read
+
+    def parse(text: str) -> str | None:
+        predicted = skill.verify(probe, text).predicted
+        return options.get(" ".join(predicted.split()).casefold()) if predicted else None
+
+    return parse
+
+
 class SelfConsistency(Verifier):
-    """Replies that agree with the majority answer of their task's samples pass."""
+    """Replies that agree with the majority answer of their task's samples pass, when that answer holds at least
+    `feedback.min_agreement` of the samples. A choice task's majority label (a vote standing in for a missing
+    reference) must also be one that the teacher's confident votes got right at least that often on the round's
+    gold-labelled tasks, where it has any: a teacher that votes one label everywhere labels nothing."""
 
     def verify(self, job, generations):
-        skill = job.skill
-        parse = (
-            None
-            if hasattr(skill, "final_answer")
-            else (lambda text, kind="": " ".join(text.lower().split())[:200] or None)
-        )
-        return self_consistency(skill, job.tasks, generations, parse=parse)
+        skill, share = job.skill, job.recipe.feedback.min_agreement
+        parser = None if hasattr(skill, "final_answer") else (lambda task: choice_parser(skill, task))
+        out = self_consistency(skill, job.tasks, generations, min_share=share, parser=parser)
+        seen = [*job.checked.values(), *out]
+        if not any(job.tasks[f.task_id].kind == "choice" and job.tasks[f.task_id].answer for f in seen):
+            return out  # no gold labels in the round to check the votes against
+        precision = vote_precision(job.tasks, seen, share)
+        for i, f in enumerate(out):
+            task = job.tasks[f.task_id]
+            if f.passed and task.kind == "choice" and not task.answer:
+                ok, why = trusted_label(precision, f.predicted, share)
+                if not ok:
+                    out[i] = f.model_copy(update={"passed": False, "score": 0.0, "reason": f"unverified vote: {why}"})
+                else:
+                    out[i] = f.model_copy(update={"reason": f"{f.reason}; {why}"})
+        return out
 
 
 def check_verifiers(recipe, plugins) -> None:

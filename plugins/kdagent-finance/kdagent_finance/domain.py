@@ -40,12 +40,14 @@ class Finance(SplitDomain):
         held_out_fraction: float = 0.3,
         max_chars: int = 1200,
         eval_agreement: str | None = None,
+        labelled: int | None = None,
     ):
         """`datasets`: which of phrasebank, tatqa, convfinqa to use with `data_dir` (default: all three);
         `agreement`: the Financial PhraseBank file the tasks come from (AllAgree, 75Agree, 66Agree or 50Agree);
         `eval_agreement`: a stricter file whose sentences alone are held out (e.g. train on 75Agree, evaluate
-        on AllAgree sentences, whose labels every annotator agreed on); the split stays by sentence."""
-        super().__init__(data_dir, held_out_fraction, max_chars)
+        on AllAgree sentences, whose labels every annotator agreed on); the split stays by sentence;
+        `labelled`: how many seed tasks keep their label, the rest coming unlabelled (`SplitDomain`)."""
+        super().__init__(data_dir, held_out_fraction, max_chars, labelled)
         if eval_agreement is not None and eval_agreement not in AGREEMENTS:
             raise ValueError(f"unknown eval_agreement {eval_agreement!r} (known: {', '.join(AGREEMENTS)})")
         self.eval_agreement = eval_agreement
