@@ -1,0 +1,108 @@
+"""benchmarks/compression.py runs end to end in its quick mode (a handful of finance examples, 30 held-out
+sentences, a 4-layer student cut from the teacher): the teacher, the shrunk student by SFT alone, the student
+distilled from the teacher's logit cache and on-policy, each through its own `kdagent run`. The embedded model
+stands in for a finance-tuned teacher; the numbers are not the point, the JSON and the table are."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def test_compression_quick_mode_writes_every_arm_and_the_table(tmp_path, smollm_path, shared_data):
+    if not (shared_data / "financial_phrasebank").exists():
+        pytest.skip(f"the finance data ({shared_data / 'financial_phrasebank'}) is absent")
+    results, table = tmp_path / "compression.json", tmp_path / "benchmarks.md"
+    table.write_text(
+        "# Benchmarks\n\nintro kept\n\n## Compression\n\n<!-- compression -->\nold\n<!-- /compression -->\n\nafter\n"
+    )
+    script = str(REPO / "benchmarks" / "compression.py")
+    result = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--quick",
+            "--teacher",
+            str(smollm_path),
+            "--data",
+            str(shared_data),
+            "--work",
+            str(tmp_path / "work"),
+            "--json",
+            str(results),
+            "--markdown",
+            str(table),
+            "--bootstrap",
+            "50",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert json.loads(results.read_text()) == out
+    assert out["domain"] == "finance" and out["quick"] and out["layers"] == 4 and out["teacher_layers"] == 30
+    assert out["commit"] and out["commit"] != "unknown"
+
+    arms = out["arms"]
+    assert set(arms) == {"teacher", "shrunk_untrained", "sft", "kd_skew_kl", "kd_on_policy"}
+    n = arms["teacher"]["n"]
+    assert n == 30
+    for name, a in arms.items():
+        assert a["n"] == n, name  # every arm on the same held-out items
+        assert a["ci"][0] <= a["macro_f1"] <= a["ci"][1], name
+        assert sum(a["histogram"].values()) == n, name
+    assert arms["teacher"]["params"] > 2 * arms["sft"]["params"]  # 4 of 30 layers
+    assert arms["teacher"]["disk_mb"] > arms["sft"]["disk_mb"] > 0
+    trained = [arms[k] for k in ("sft", "kd_skew_kl", "kd_on_policy")]
+    assert len({a["examples"] for a in trained}) == 1 and trained[0]["examples"] > 0  # the same curated examples
+    for a in trained:
+        assert a["steps"] >= 1 and a["train_seconds"] > 0 and a["peak_rss_mb"] > 0 and a["train_tokens_per_s"] > 0
+        assert a["tokens_per_s"] > 0 and a["generation"]["new_tokens"] == arms["teacher"]["generation"]["new_tokens"]
+    assert arms["kd_skew_kl"]["method"] == "distill_cached" and arms["kd_skew_kl"]["loss"] == "skew_kl"
+    assert arms["kd_skew_kl"]["cache_hit"]  # built once beforehand: the arm trained with no teacher loaded
+    assert arms["kd_on_policy"]["method"] == "distill" and arms["kd_on_policy"]["trainer"] == "distillation"
+
+    # the issue's keys
+    for who in ("teacher", "sft", "kd"):
+        for key in ("macro_f1", "ci", "params", "tokens_per_s"):
+            assert out[who][key] is not None, (who, key)
+    for who in ("sft", "kd"):
+        assert out[who]["train_tokens_per_s"] > 0 and out[who]["peak_rss_mb"] > 0
+    assert out["kd"]["arm"] in ("kd_skew_kl", "kd_on_policy")
+    assert out["kd"]["macro_f1"] == max(arms[k]["macro_f1"] for k in ("kd_skew_kl", "kd_on_policy"))
+    assert out["cache"]["k"] == 32 and 0 < out["cache"]["bytes_per_token"] < 1000
+    targets = out["targets"]
+    assert {
+        "kd_keeps_90pct_teacher_f1",
+        "kd_beats_sft_by_3_points",
+        "kd_1_7x_teacher_tokens_per_s",
+        "cache_400_bytes_per_token_at_k32",
+    } <= set(targets)
+    assert all(isinstance(v, bool) for v in targets.values())
+    assert targets["cache_400_bytes_per_token_at_k32"] == (out["cache"]["bytes_per_token"] <= 400)
+
+    # the table replaces the marked block only, one row per arm, generated from the JSON
+    text = table.read_text()
+    assert text.startswith("# Benchmarks\n\nintro kept\n") and text.endswith("<!-- /compression -->\n\nafter\n")
+    assert "old" not in text and text.count("<!-- compression -->") == 1
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0].strip("| ").removesuffix(" (best)") for r in rows[1:]] == list(arms)
+    assert f"{arms['teacher']['macro_f1']:.3f} [" in rows[1]
+
+    # --tables-only regenerates the same table from the JSON alone
+    table.write_text("# Benchmarks\n\n<!-- compression -->\nstale\n<!-- /compression -->\n")
+    again = subprocess.run(
+        [sys.executable, script, "--tables-only", "--json", str(results), "--markdown", str(table)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [line for line in table.read_text().splitlines() if line.startswith("| ")] == rows
