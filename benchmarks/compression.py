@@ -115,7 +115,8 @@ def arm_dir(prepared: Path, dest: Path, recipe) -> Path:
 
 
 def scores(path: Path, resamples: int) -> dict:
-    """n, accuracy, macro-F1 with its bootstrap 95% interval (`ci`), balanced accuracy and the label histograms."""
+    """n, accuracy, macro-F1 with its bootstrap 95% interval (`ci`), balanced accuracy and the label histograms;
+    the same under the evaluation's reserved phrasing (`unseen_phrasing`) where those predictions exist."""
     from kdagent.evaluate.runner import choice_scores, intervals
     from kdagent.jsonl import read_jsonl
 
@@ -128,6 +129,9 @@ def scores(path: Path, resamples: int) -> dict:
         ci = intervals(rows, resamples)
         out["ci"] = ci.get("macro_f1", ci["accuracy"])
         out["accuracy_ci"] = ci["accuracy"]
+    unseen = path.with_name(f"{path.stem}.unseen.jsonl")
+    if unseen.exists():
+        out["unseen_phrasing"] = scores(unseen, resamples)
     return out
 
 
@@ -154,22 +158,28 @@ def held_out(recipe, student: Path):
     return skill, tasks
 
 
-def build_teacher_cache(recipe, prepared: Path, teacher: Path, student: Path) -> dict:
-    """The teacher's logit cache over the preparing run's curated examples, keyed as `distill_cached` keys it
-    (so every cached arm finds it), and what it costs."""
+def curated_sequences(recipe, prepared: Path, student: Path) -> list:
+    """The preparing run's curated examples as `distill_cached` tokenizes them ((token ids, completion start))."""
     from transformers import AutoTokenizer
 
     from kdagent.jsonl import read_jsonl
-    from kdagent.memory import peak_rss_mb, reset_peak_rss
     from kdagent.records import SFTExample
-    from kdagent.update.distill_cached import DistillCachedOptions
-    from kdagent.update.logit_cache import build_cache, tokenize_examples
+    from kdagent.update.logit_cache import tokenize_examples
 
-    options = DistillCachedOptions(**recipe.update.options.get("distill_cached", {}))
     examples = [e for f in sorted(prepared.glob("round-*/sft.jsonl")) for e in read_jsonl(f, SFTExample)]
-    sequences = tokenize_examples(
+    return tokenize_examples(
         AutoTokenizer.from_pretrained(student), [(e.prompt, e.completion) for e in examples], recipe.student.max_length
     )
+
+
+def build_teacher_cache(recipe, sequences: list, teacher: Path, student: Path) -> dict:
+    """The teacher's logit cache over the curated `sequences`, keyed as `distill_cached` keys it (so every cached
+    arm finds it), and what it costs."""
+    from kdagent.memory import peak_rss_mb, reset_peak_rss
+    from kdagent.update.distill_cached import DistillCachedOptions
+    from kdagent.update.logit_cache import build_cache
+
+    options = DistillCachedOptions(**recipe.update.options.get("distill_cached", {}))
     reset_peak_rss()
     started = time.time()
     cache = build_cache(
@@ -188,7 +198,6 @@ def build_teacher_cache(recipe, prepared: Path, teacher: Path, student: Path) ->
         "completion_tokens": manifest["completion_tokens"],
         "sequences": len(sequences),
         "hit": cache.hit,  # found complete: `seconds` is then the lookup, not the build
-        "train_tokens": sum(len(ids) for ids, _ in sequences),  # prompt and completion, one epoch
         "seconds": round(time.time() - started, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -276,7 +285,8 @@ def run_benchmark(args, work: Path) -> dict:
     _log(f"preparing: tasks, the teacher's answers and the curated examples once ({prepared})")
     if not (prepared / "metrics.json").exists() or not json.loads((prepared / "metrics.json").read_text())["rounds"]:
         kdagent_run(prepared, sets + ["update.method=none"], resume=prepared.exists())
-    cache = build_teacher_cache(recipe, prepared, teacher, student) if args.losses else None
+    sequences = curated_sequences(recipe, prepared, student)
+    cache = build_teacher_cache(recipe, sequences, teacher, student) if args.losses else None
     if cache:
         _log(f"teacher cache: {cache['bytes_per_token']} bytes a token at k = {cache['k']}, {cache['seconds']} s")
 
@@ -296,7 +306,7 @@ def run_benchmark(args, work: Path) -> dict:
         },
     }
     epochs = recipe.update.epochs
-    train_tokens = cache["train_tokens"] * epochs if cache else None
+    train_tokens = sum(len(ids) for ids, _ in sequences) * epochs  # prompt and completion tokens, every epoch
     for name, overrides in arms_to_run(args.losses, not args.no_on_policy).items():
         run_dir = work / name
         arm_sets = sets + set_args(overrides)
@@ -324,9 +334,8 @@ def run_benchmark(args, work: Path) -> dict:
             "peak_rss_mb": entry["peak_rss_mb"]["update"],
             "gate_passed": entry.get("gate", {}).get("passed", True),  # the loop's gate; scored here either way
         }
-        if train_tokens:
-            result["train_tokens"] = train_tokens
-            result["train_tokens_per_s"] = round(train_tokens / train_s, 1)
+        result["train_tokens"] = train_tokens
+        result["train_tokens_per_s"] = round(train_tokens / train_s, 1)
         if "cache" in report:
             result["cache_hit"] = report["cache"]["hit"]
         if name == "kd_on_policy":
@@ -427,7 +436,12 @@ def markdown(results: dict) -> str:
         lines += [
             "",
             f"Logit cache: k = {cache['k']}, {cache['bytes_per_token']} bytes per completion token, "
-            f"{cache['completion_tokens']} completion tokens, built in {cache['seconds']} s.",
+            f"{cache['completion_tokens']} completion tokens, "
+            + (
+                "found already built (this --work's earlier run)."
+                if cache.get("hit")
+                else f"built in {cache['seconds']} s."
+            ),
         ]
     if results.get("targets"):
         lines += [
@@ -509,6 +523,8 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from kdagent.errors import UserError
+
     if not args.data.is_dir() or not (args.data / "financial_phrasebank").exists():
         print(f"compression: the finance data in {args.data} is absent; nothing to run", file=sys.stderr)
         return 2
@@ -524,7 +540,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="kdagent-compression-") as tmp:
         work = (args.work or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        measured = run_benchmark(args, work)
+        try:
+            measured = run_benchmark(args, work)
+        except UserError as exc:  # a teacher, data folder or override that is wrong: one line
+            print(f"compression: {exc}", file=sys.stderr)
+            return 2
     results = {
         "benchmark": "compression",
         "commit": commit(),
