@@ -343,7 +343,7 @@ def run_benchmark(args, work: Path) -> dict:
         arms[name] = result
 
     prompts = [skill.messages(t) for t in tasks[: args.speed_prompts]]
-    _log(f"greedy generation speed on {len(prompts)} held-out prompts, {args.speed_new_tokens} new tokens at most")
+    _log(f"greedy generation speed on {len(prompts)} held-out prompts, {args.speed_new_tokens} new tokens each")
     speed = generation_speed(
         {name: Path(a["model"]) for name, a in arms.items() if name != "shrunk_untrained"},
         prompts,
