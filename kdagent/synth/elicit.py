@@ -171,7 +171,9 @@ def elicit_stage(
         fitting,
         round_,
         recipe.seed,
-        recipe.teacher.model_dump(mode="json"),
+        recipe.teacher.model_dump(
+            mode="json", exclude=set() if recipe.teacher.options else {"options"}
+        ),  # ids of teachers without options stay stable
         partial,
         chunk=4 * recipe.teacher.batch_size,
         failures=failures,
