@@ -98,10 +98,10 @@ def test_a_label_without_examples_is_reported_missing(lopsided):
 
 def test_each_accepted_completion_is_taught_under_every_training_prompt():
     from kdagent.curate.examples import curate
-    from kdagent.default_plugins.label import Label
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe
     from kdagent.records import Feedback, Generation, GroundedTask
+    from kdagent.skills.label import Label
 
     class TwoPhrasings(Label):
         def training_prompts(self, task, passages=None):
@@ -135,10 +135,10 @@ def test_each_accepted_completion_is_taught_under_every_training_prompt():
 
 def test_a_tasks_rationale_is_taught_beside_its_answer():
     from kdagent.curate.examples import curate
-    from kdagent.default_plugins.label import Label
     from kdagent.plugins import build_plugins
     from kdagent.recipe import Recipe
     from kdagent.records import GroundedTask
+    from kdagent.skills.label import Label
 
     recipe = Recipe.model_validate({"name": "r", "feedback": {"fallback_to_reference": True}})
     task = choice(0, "no").model_copy(update={"solution": "The trial found no effect."})

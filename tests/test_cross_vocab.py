@@ -20,7 +20,7 @@ def other_vocab_student(tmp_path_factory, smollm_path):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from kdagent.default_plugins.arithmetic import Arithmetic
+    from kdagent.domains.arithmetic import Arithmetic
 
     domain = Arithmetic()
     texts = [f"{t.prompt} {t.solution}" for t in domain.seed_tasks(300, 99)] + [d.text for d in domain.corpus()]

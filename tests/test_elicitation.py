@@ -63,7 +63,7 @@ def test_elicitation_recipe_runs_against_each_teacher_kind(kind, tmp_path, reque
 
 
 def test_planted_evaluation_items_never_reach_training(tmp_path, tiny_model_dir):
-    from kdagent.default_plugins.arithmetic import Arithmetic
+    from kdagent.domains.arithmetic import Arithmetic
 
     seeds = Arithmetic().seed_tasks(6, seed=1 * 1000 + 1)  # the seeds round 1 of a seed-1 recipe takes
     planted = seeds[:2]

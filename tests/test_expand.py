@@ -1,6 +1,6 @@
 import pytest
 
-from kdagent.default_plugins.arithmetic import Arithmetic
+from kdagent.domains.arithmetic import Arithmetic
 from kdagent.models import resolve_model
 from kdagent.records import Task
 from kdagent.retrieval.embedder import Embedder

@@ -6,7 +6,6 @@ from collections import Counter
 
 import pytest
 
-from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.feedback import (
     DEFAULT_RUBRIC,
     JudgeStats,
@@ -20,6 +19,7 @@ from kdagent.feedback import (
 from kdagent.feedback.judge import judge_messages, parse_verdict
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Feedback, Generation, PreferencePair, Task
+from kdagent.skills.cot import ChainOfThought
 from kdagent.teachers.chat import openai_teacher
 from openai_server import ScriptedServer
 

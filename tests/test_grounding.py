@@ -50,11 +50,11 @@ def test_overlap_faithfulness():
 
 @pytest.mark.integration
 def test_a_task_answered_only_by_the_corpus_is_answered_with_a_citation_to_the_right_passage(tmp_path, smollm_path):
-    from kdagent.default_plugins.qa import GroundedQA
     from kdagent.models import resolve_model
     from kdagent.recipe import TeacherConfig
     from kdagent.retrieval.embedder import Embedder
     from kdagent.retrieval.store import ChromaStore
+    from kdagent.skills.qa import GroundedQA
     from kdagent.synth.tasks import ground
     from kdagent.teachers.hf import HFTeacher
 

@@ -145,7 +145,7 @@ def test_domain_teacher_and_tool_registration(tmp_path):
     assert plugins.failures == []
     rows = {(r["kind"], r["name"]): r["plugin"] for r in plugins.as_rows()}
     assert rows[("domain", "tiny")] == rows[("teacher", "echo")] == rows[("tool", "word_count")] == "registrations"
-    assert rows[("domain", "arithmetic")] == "kdagent.default_plugins.arithmetic"  # built-ins registered first
+    assert rows[("domain", "arithmetic")] == "kdagent.domains.arithmetic"  # built-ins registered first
 
     # a recipe can name them; options reach the factory, and a wrong one is a UserError naming the field
     recipe = load_recipe(QUICKSTART, ["domain.name=tiny", "domain.options.size=2", "teacher.kind=echo"])

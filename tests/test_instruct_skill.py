@@ -5,8 +5,7 @@ import pytest
 
 from kdagent.curate import contaminated_ids
 from kdagent.curate.examples import split_dialogue
-from kdagent.default_plugins.instruct import Instruct, check_constraints, constraints_from_text
-from kdagent.default_plugins.instructions import HELD_OUT, SEED, Instructions, check_builtin
+from kdagent.domains.instructions import HELD_OUT, SEED, Instructions, check_builtin
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks
 from kdagent.jsonl import read_jsonl
@@ -14,6 +13,7 @@ from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe, TeacherConfig
 from kdagent.records import GroundedTask, SFTExample, Task
+from kdagent.skills.instruct import Instruct, check_constraints, constraints_from_text
 from kdagent.synth.elicit import elicit
 
 # (constraints, a reply that meets them, a reply that breaks them, the name the failure starts with)

@@ -1,7 +1,7 @@
-from kdagent.default_plugins.label import Label, named_choice
 from kdagent.plugins import build_plugins
 from kdagent.records import Passage, Task
 from kdagent.skill import plain_messages
+from kdagent.skills.label import Label, named_choice
 
 CHOICE = Task(
     id="c",

@@ -119,8 +119,8 @@ def test_failure_mining_seeds_the_next_expansion_and_methods_run_in_order(tmp_pa
 
 @pytest.mark.parametrize("judge_score", ["verdict", "expected"])
 def test_grpo_rewards_from_the_verifier_and_the_teacher_as_judge(tmp_path, tiny_model_dir, judge_score):
-    from kdagent.default_plugins.arithmetic import Arithmetic
-    from kdagent.default_plugins.cot import ChainOfThought
+    from kdagent.domains.arithmetic import Arithmetic
+    from kdagent.skills.cot import ChainOfThought
     from kdagent.update.grpo import job_reward
     from kdagent.update.updater import UpdateJob
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from kdagent.default_plugins.label import Label
 from kdagent.phrasings import TRAINING_LAYOUTS, questions, training_contents, unseen_content
 from kdagent.records import Task
 from kdagent.skill import plain_messages
+from kdagent.skills.label import Label
 
 
 def task(**extra) -> Task:

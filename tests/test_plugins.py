@@ -60,7 +60,7 @@ def test_builtins_are_listed_with_their_distribution():
     ]:
         assert rows[key]["distribution"] == "kdagent"
     text = run_cli("plugins", env={"KDAGENT_PLUGINS": ""}).stdout
-    assert "cot" in text and "kdagent (kdagent.default_plugins.cot)" in text
+    assert "cot" in text and "kdagent (kdagent.skills.cot)" in text
 
 
 def test_entry_point_plugin_is_discovered_and_broken_one_reported(installed_plugins):
@@ -172,7 +172,7 @@ def test_duplicate_registration_is_reported_not_fatal():
 
     plugins.skills.clear()
     _collect(plugins, "skills")
-    assert plugins.skills["cot"].plugin == "kdagent.default_plugins.cot"
+    assert plugins.skills["cot"].plugin == "kdagent.skills.cot"
     assert any("already registered" in e for _, e in plugins.failures)
 
 

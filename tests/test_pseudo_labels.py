@@ -134,7 +134,7 @@ def test_balance_counts_a_voted_example_under_its_voted_label():
 
 
 def _job(tasks: list[Task], min_agreement: float, checked: dict | None = None) -> VerifyJob:
-    from kdagent.default_plugins.label import Label
+    from kdagent.skills.label import Label
 
     recipe = Recipe.model_validate({"name": "v", "feedback": {"min_agreement": min_agreement}})
     return VerifyJob(recipe, Label(), None, {t.id: t for t in tasks}, 1, None, "", judge=None, checked=checked or {})

@@ -1,7 +1,7 @@
 import pytest
 
-from kdagent.default_plugins.arithmetic import Arithmetic
 from kdagent.domain import Document
+from kdagent.domains.arithmetic import Arithmetic
 from kdagent.errors import UserError
 from kdagent.models import resolve_model
 from kdagent.retrieval.embedder import Embedder

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_healthy
-from kdagent.default_plugins.arithmetic import Arithmetic
 from kdagent.domain import Document
+from kdagent.domains.arithmetic import Arithmetic
 from kdagent.errors import UserError
 from kdagent.models import resolve_model
 from kdagent.recipe import RetrievalConfig

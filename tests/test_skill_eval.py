@@ -5,19 +5,19 @@ import json
 import pytest
 
 from kdagent.curate import contaminated_ids
-from kdagent.default_plugins import skill_sets
 from kdagent.errors import UserError
 from kdagent.evaluate.runner import check_tasks
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe
+from kdagent.skills import skill_sets
 from kdagent.synth.tasks import eval_texts
 
 
 def test_the_built_in_sets_are_fixed_sound_and_disjoint_from_the_built_in_seeds():
-    from kdagent.default_plugins.arithmetic import Arithmetic
-    from kdagent.default_plugins.assistant import BENIGN, HARMFUL
-    from kdagent.default_plugins.instructions import SEED
+    from kdagent.domains.arithmetic import Arithmetic
+    from kdagent.domains.assistant import BENIGN, HARMFUL
+    from kdagent.domains.instructions import SEED
 
     plugins = build_plugins(load_entry_points=False)
     held_out = []

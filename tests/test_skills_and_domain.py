@@ -1,9 +1,9 @@
 import pytest
 
-from kdagent.default_plugins.arithmetic import Arithmetic
-from kdagent.default_plugins.cot import ChainOfThought
+from kdagent.domains.arithmetic import Arithmetic
 from kdagent.evaluate.grading import is_refusal, last_number, macro_f1, numbers_match
 from kdagent.records import Passage, Task
+from kdagent.skills.cot import ChainOfThought
 from kdagent.tools.calculator import calculator
 
 
@@ -61,7 +61,7 @@ def test_calculator_is_safe():
 
 
 def test_math_domain_reads_gsm8k_and_svamp(shared_data):
-    from kdagent.default_plugins.math_word import MathWordProblems
+    from kdagent.domains.math import MathWordProblems
     from kdagent.evaluate.runner import check_tasks
 
     domain = MathWordProblems(data_dir=str(shared_data))

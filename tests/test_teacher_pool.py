@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, wait_healthy
-from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.jsonl import read_jsonl
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Generation, GroundedTask, Task
+from kdagent.skills.cot import ChainOfThought
 from kdagent.synth.elicit import elicit
 from kdagent.teachers.chat import openai_teacher
 from openai_server import ScriptedServer

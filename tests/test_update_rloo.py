@@ -3,11 +3,11 @@ the tiny config-built llama for a couple of steps, rewarded by the skill's verif
 
 from transformers import AutoModelForCausalLM
 
-from kdagent.default_plugins.arithmetic import Arithmetic
-from kdagent.default_plugins.cot import ChainOfThought
+from kdagent.domains.arithmetic import Arithmetic
 from kdagent.plugins import build_plugins
 from kdagent.recipe import Recipe
 from kdagent.recipe_io import check_names
+from kdagent.skills.cot import ChainOfThought
 from kdagent.update.updater import UpdateJob, options_for
 
 

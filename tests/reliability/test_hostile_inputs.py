@@ -288,8 +288,8 @@ def test_the_drop_policy_leaves_long_examples_out_with_a_count(tiny_model_dir):
 
 
 def test_a_prompt_longer_than_a_local_teachers_context_is_not_sent_and_is_counted(tiny_model_dir):
-    from kdagent.default_plugins.cot import ChainOfThought
     from kdagent.records import GroundedTask, Task
+    from kdagent.skills.cot import ChainOfThought
     from kdagent.synth.elicit import fitting_prompts
 
     grounded = [

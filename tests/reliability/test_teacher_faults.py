@@ -8,10 +8,10 @@ import os
 import time
 from collections import Counter, defaultdict
 
-from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.feedback.verifiers import check_with_skill as judge
 from kdagent.recipe import TeacherConfig
 from kdagent.records import Generation, Task
+from kdagent.skills.cot import ChainOfThought
 from kdagent.teachers.chat import openai_teacher
 from openai_server import ScriptedServer
 

@@ -178,7 +178,7 @@ INSTRUCT = [
 
 
 def instruct_tasks(n: int) -> list[Task]:
-    from kdagent.default_plugins.instructions import held_out_task
+    from kdagent.domains.instructions import held_out_task
 
     return [held_out_task(*item, prefix="instruct-eval", domain="skill:instruct") for item in INSTRUCT[:n]]
 
@@ -186,7 +186,7 @@ def instruct_tasks(n: int) -> list[Task]:
 def check_sets() -> list[str]:
     """Problems with the built-in sets (for the tests): every instruct prompt states constraints that its
     following reply meets and its breaking reply breaks; every worked numeric solution states its answer."""
-    from kdagent.default_plugins.instructions import pair_problems
+    from kdagent.domains.instructions import pair_problems
     from kdagent.evaluate.grading import last_number, numbers_match
 
     problems = pair_problems(INSTRUCT)

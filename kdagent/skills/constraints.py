@@ -1,6 +1,6 @@
 """Format constraints of instruction-following tasks: checking a reply against them (`check_constraints`)
 and reading them from an instruction's own words (`constraints_from_text`). The `instruct` skill verifies
-with them and the `instructions` domain states them; the list of checks is in kdagent/default_plugins/instruct.py.
+with them and the `instructions` domain states them; the list of checks is in kdagent/skills/instruct.py.
 """
 
 import json

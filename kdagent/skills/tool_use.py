@@ -8,11 +8,11 @@ call the tools itself. A task whose worked solution shows its arithmetic (`a + b
 
 import re
 
-from kdagent.default_plugins.cot import ChainOfThought
 from kdagent.evaluate.grading import numbers_match, parse_number
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Message, Passage, Task
 from kdagent.skill import Skill, Verdict, format_passages
+from kdagent.skills.cot import ChainOfThought
 from kdagent.tools import sandbox
 from kdagent.tools.agent import describe_tools, format_call, run_tool
 
@@ -79,7 +79,7 @@ class ToolUse(Skill):
         return [{"role": "system", "content": system}, *demo, {"role": "user", "content": question}]
 
     def eval_tasks(self, n: int) -> list[Task]:
-        from kdagent.default_plugins.skill_sets import tool_use_tasks
+        from kdagent.skills.skill_sets import tool_use_tasks
 
         return tool_use_tasks(n)
 

@@ -59,7 +59,7 @@ class ChainOfThought(Skill):
         return Verdict(ok, 1.0 if ok else 0.0, answer, "" if ok else f"expected {task.answer}")
 
     def eval_tasks(self, n: int) -> list[Task]:
-        from kdagent.default_plugins.skill_sets import cot_tasks
+        from kdagent.skills.skill_sets import cot_tasks
 
         return cot_tasks(n)
 

@@ -22,10 +22,10 @@ import json
 import random
 from pathlib import Path
 
-from kdagent.default_plugins.alignment import ALIGNMENT_RUBRIC
 from kdagent.domain import Domain
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Task, stable_id
+from kdagent.skills.alignment import ALIGNMENT_RUBRIC
 
 BENIGN: list[tuple[str, str]] = [
     (

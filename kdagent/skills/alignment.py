@@ -94,7 +94,7 @@ class Alignment(Skill):
         return Verdict(False, 0.0, None, f"the alignment skill cannot check tasks of kind {task.kind!r}")
 
     def eval_tasks(self, n: int) -> list[Task]:
-        from kdagent.default_plugins.skill_sets import alignment_tasks
+        from kdagent.skills.skill_sets import alignment_tasks
 
         return alignment_tasks(n)
 

@@ -17,7 +17,7 @@ one (`check_constraints`) and names each that failed. The checks:
 
 A reply to a request the task marks as one to carry out (kind `refusal`, answer `comply`, the evaluation
 format's way of saying so) also fails when it is a refusal (`is_refusal`); a task whose answer is `refuse`
-passes only a refusal. Tasks come from the built-in `instructions` domain (kdagent/default_plugins/
+passes only a refusal. Tasks come from the built-in `instructions` domain (kdagent/domains/
 instructions.py) or from expansion (`synthesis.expansion`): an expanded task has no constraints field, so
 when the recipe's first skill is `instruct` the `kdagent_transform_task` hook below reads them from the
 instruction's own words (`constraints_from_text`: "in at most 40 words", "exactly 3 bullet points",
@@ -39,17 +39,17 @@ from the first replies only.
 
 import re
 
-from kdagent.default_plugins.constraints import (  # noqa: F401 (this skill's checks)
+from kdagent.evaluate.grading import is_refusal, last_number, numbers_match
+from kdagent.hookspecs import hookimpl
+from kdagent.records import Message, Passage, Task
+from kdagent.skill import Skill, Verdict, grounding_parts
+from kdagent.skills.constraints import (  # noqa: F401 (this skill's checks)
     CONSTRAINTS,
     check_constraints,
     constraints_from_text,
     count_words,
     task_constraints,
 )
-from kdagent.evaluate.grading import is_refusal, last_number, numbers_match
-from kdagent.hookspecs import hookimpl
-from kdagent.records import Message, Passage, Task
-from kdagent.skill import Skill, Verdict, grounding_parts
 
 FOLLOW_UP_INSTRUCTION = (
     "You are the user in the conversation below, talking to an AI assistant. Write the user's next message: "
@@ -110,7 +110,7 @@ class Instruct(Skill):
         return Verdict(not failed, max(score, 0.0), None, "; ".join(failed))
 
     def eval_tasks(self, n: int) -> list[Task]:
-        from kdagent.default_plugins.skill_sets import instruct_tasks
+        from kdagent.skills.skill_sets import instruct_tasks
 
         return instruct_tasks(n)
 

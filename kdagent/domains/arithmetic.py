@@ -112,9 +112,7 @@ class Arithmetic(Domain):
         return self._stream(seed, n, self._held_out_prompts(), "seed")
 
     def corpus(self):
-        notes = (
-            resources.files("kdagent.default_plugins").joinpath("data/arithmetic_notes.md").read_text(encoding="utf-8")
-        )
+        notes = resources.files("kdagent.domains").joinpath("data/arithmetic_notes.md").read_text(encoding="utf-8")
         yield Document("arithmetic_notes.md", notes)
         examples = self._stream(CORPUS_STREAM, self.corpus_examples, self._held_out_prompts(), "corpus")
         for task in examples:

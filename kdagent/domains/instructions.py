@@ -13,10 +13,10 @@ comparable lengths where the constraint allows it (a word limit cannot).
 
 import random
 
-from kdagent.default_plugins.constraints import CONSTRAINTS, check_constraints, constraints_from_text
 from kdagent.domain import Domain
 from kdagent.hookspecs import hookimpl
 from kdagent.records import Task, stable_id
+from kdagent.skills.constraints import CONSTRAINTS, check_constraints, constraints_from_text
 
 # (instruction, a reference reply that meets its constraints)
 SEED: list[tuple[str, str]] = [

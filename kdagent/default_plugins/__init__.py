@@ -1,1 +1,0 @@
-"""Built-in skills, domains, teachers and tools, registered through the same hooks as outside plugins."""
