@@ -92,6 +92,18 @@ def test_finance_labelled_on_the_phrasebank(shared_data):
     assert not {t.id for t in few.eval_tasks(10_000)} & {t.id for t in few.seed_tasks(10_000, seed=1)}
 
 
+def test_law_and_medicine_take_labelled_too(shared_data):
+    from kdagent_law.domain import Law
+    from kdagent_medicine.domain import Medicine
+
+    for domain in (
+        Law(data_dir=str(shared_data), tasks=["overruling", "diversity_1"], labelled=40),
+        Medicine(data_dir=str(shared_data), datasets=["pubmedqa"], labelled=40),
+    ):
+        drawn = domain.seed_tasks(100, seed=0)
+        assert len(drawn) == 100 and sum(bool(t.answer) for t in drawn) == 40, domain.name
+
+
 # --- balance by voted label -------------------------------------------------------------------------
 
 

@@ -36,9 +36,11 @@ class Law(SplitDomain):
         tasks: list[str] | None = None,
         held_out_fraction: float = 0.3,
         max_chars: int = 1200,
+        labelled: int | None = None,
     ):
-        """`tasks`: LegalBench task folders to use with `data_dir` (default: every Yes/No task)."""
-        super().__init__(data_dir, held_out_fraction, max_chars)
+        """`tasks`: LegalBench task folders to use with `data_dir` (default: every Yes/No task).
+        `labelled`: how many seed tasks keep their label, the rest coming unlabelled (`SplitDomain`)."""
+        super().__init__(data_dir, held_out_fraction, max_chars, labelled)
         self.tasks = list(tasks or YES_NO)
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:

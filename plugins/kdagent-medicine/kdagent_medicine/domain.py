@@ -33,9 +33,11 @@ class Medicine(SplitDomain):
         datasets: list[str] | None = None,
         held_out_fraction: float = 0.3,
         max_chars: int = 1200,
+        labelled: int | None = None,
     ):
-        """`datasets`: which of pubmedqa, medmcqa to use with `data_dir` (default: both)."""
-        super().__init__(data_dir, held_out_fraction, max_chars)
+        """`datasets`: which of pubmedqa, medmcqa to use with `data_dir` (default: both).
+        `labelled`: how many seed tasks keep their label, the rest coming unlabelled (`SplitDomain`)."""
+        super().__init__(data_dir, held_out_fraction, max_chars, labelled)
         self.datasets = list(datasets or FILES)
         unknown = [d for d in self.datasets if d not in FILES]
         if unknown:
