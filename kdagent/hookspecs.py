@@ -63,6 +63,14 @@ def kdagent_register_verifiers(register):
     A recipe names it in `feedback.verifier` (or `feedback.unreferenced`)."""
 
 
+@hookspec
+def kdagent_register_stores(register):
+    """Register retrieval store kinds: `register(name, factory)`; `factory(path, collection, embedder)` returns a
+    `kdagent.retrieval.stores.Store`. A factory may declare its kind's own options (`options_model`, given in a
+    recipe as `retrieval.options` and passed as `options=`) and take the recipe's `RetrievalConfig` as `config=`
+    (kdagent/retrieval/stores.py). A recipe names it in `retrieval.store`."""
+
+
 # --- Round: called by the loop -------------------------------------------------------------------------
 
 

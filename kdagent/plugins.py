@@ -32,6 +32,7 @@ DEFAULT_PLUGINS = (
     "kdagent.teachers.builtin",
     "kdagent.tools.builtin",
     "kdagent.feedback.verifiers",
+    "kdagent.retrieval.chroma_kind",
     "kdagent.update.sft",
     "kdagent.update.dpo",
     "kdagent.update.distill",
@@ -40,7 +41,7 @@ DEFAULT_PLUGINS = (
     "kdagent.update.rloo",
     "kdagent.update.distill_cached",
 )
-KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "verifiers", "updaters")
+KINDS = ("skills", "domains", "teachers", "chat_models", "tools", "verifiers", "updaters", "stores")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Plugins:
     tools: dict[str, Registered] = field(default_factory=dict)
     verifiers: dict[str, Registered] = field(default_factory=dict)
     updaters: dict[str, Registered] = field(default_factory=dict)
+    stores: dict[str, Registered] = field(default_factory=dict)
 
     # -- calls the loop makes -------------------------------------------------------------------------
     def transform_task(self, task, recipe):
@@ -100,6 +102,13 @@ class Plugins:
         from kdagent.teachers.kinds import create_teacher
 
         return create_teacher(config, student_path, self)
+
+    def create_store(self, config, path, collection: str, embedder):
+        """A retrieval store of the recipe's kind (`retrieval.store`, with its validated `retrieval.options`)
+        in `path`, holding `collection` (kdagent/retrieval/stores.py)."""
+        from kdagent.retrieval.stores import create_store
+
+        return create_store(config, self, path, collection, embedder)
 
     def instantiate(self, kind: str, name: str, path: str, options: dict):
         """A skill or domain from the recipe; options it rejects are a UserError naming the recipe field."""

@@ -110,7 +110,15 @@ class SkillConfig(_Config):
 
 class RetrievalConfig(_Config):
     enabled: bool = Field(
-        True, description="Index the domain corpus into a persistent Chroma store and ground each task with passages."
+        True, description="Index the domain corpus into a persistent store and ground each task with passages."
+    )
+    store: str = Field(
+        "chroma",
+        description="The store kind holding the passages (and the earlier tasks that expansion checks against): "
+        "a name registered through kdagent_register_stores; `kdagent plugins` lists them.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The store kind's own options, validated by its options model."
     )
     embedder: str = Field("minilm-l6", description="The sentence embedder: a model alias or a local folder.")
     top_k: int = Field(2, ge=1, le=20, description="Passages retrieved per task.")

@@ -211,7 +211,7 @@ def load_recipe(path: str | Path, sets: list[str] | None = None) -> Recipe:
 
 
 def check_names(recipe: Recipe, plugins) -> None:
-    """Unknown skill, domain, teacher, verifier or updater names are UserErrors that list what is registered;
+    """Unknown skill, domain, teacher, store, verifier or updater names are UserErrors that list what is registered;
     the teacher's kind and each updater check their options and the settings they depend on."""
 
     def known(kind: str, path: str, name: str, registered: dict) -> None:
@@ -232,6 +232,9 @@ def check_names(recipe: Recipe, plugins) -> None:
     from kdagent.teachers.kinds import check_teacher
 
     check_teacher(recipe.teacher, plugins)  # the kind's own options and checks
+    from kdagent.retrieval.stores import check_store
+
+    check_store(recipe.retrieval, plugins)  # a registered store kind, and its own options
     if recipe.retrieval.corpus_dir and not Path(recipe.retrieval.corpus_dir).is_dir():
         raise UserError(f"retrieval.corpus_dir: {recipe.retrieval.corpus_dir} is not a folder")
     if recipe.evaluation.data and not Path(recipe.evaluation.data).is_file():

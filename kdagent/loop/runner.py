@@ -98,7 +98,7 @@ def _run(
 ) -> dict:
     metrics = (rd.read_json("metrics.json") if resume else None) or {"baseline": None, "rounds": []}
 
-    store, embedder = open_retrieval(recipe, domain, rd.path / "chroma", inputs["quarantined"])
+    store, embedder = open_retrieval(recipe, domain, rd.path / "chroma", inputs["quarantined"], plugins)
 
     _write_inputs(rd, inputs)
     scores: dict[str, dict] = {}  # a student that did not change is not evaluated twice

@@ -1,4 +1,4 @@
-"""The run's retrieval: the embedder (for retrieval, and for task expansion) and the Chroma store, with the
+"""The run's retrieval: the embedder (for retrieval, and for task expansion) and the passage store, with the
 domain's corpus and `retrieval.corpus_dir` indexed into it."""
 
 import sys
@@ -10,9 +10,9 @@ def _log(message: str) -> None:
     print(f"[kdagent] {message}", file=sys.stderr, flush=True)
 
 
-def open_retrieval(recipe, domain, folder: Path, quarantine: list) -> tuple:
-    """`(store, embedder)`, each None where the recipe needs none; the store persists in `folder`, and the corpus
-    folder's malformed records go to `quarantine`."""
+def open_retrieval(recipe, domain, folder: Path, quarantine: list, plugins) -> tuple:
+    """`(store, embedder)`, each None where the recipe needs none; the store (of the kind `retrieval.store`
+    names) persists in `folder`, and the corpus folder's malformed records go to `quarantine`."""
     from kdagent.models import resolve_model
 
     store = embedder = None
@@ -22,10 +22,9 @@ def open_retrieval(recipe, domain, folder: Path, quarantine: list) -> tuple:
         embedder = Embedder(resolve_model(recipe.retrieval.embedder))
     if recipe.retrieval.enabled:
         from kdagent.retrieval.corpus import load_folder
-        from kdagent.retrieval.store import ChromaStore
 
         started = time.time()
-        store = ChromaStore(folder, collection=recipe.domain.name, embedder=embedder, server=recipe.retrieval.server)
+        store = plugins.create_store(recipe.retrieval, folder, collection=recipe.domain.name, embedder=embedder)
         documents = list(domain.corpus()) if recipe.retrieval.domain_corpus else []
         if recipe.retrieval.corpus_dir:
             documents += list(load_folder(recipe.retrieval.corpus_dir, quarantine))

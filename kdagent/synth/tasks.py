@@ -78,16 +78,12 @@ def make_tasks(ctx, round_: int, teacher) -> tuple[list[Task], dict]:
         counts["mined_failures"], counts["mined_from"] = len(failed), r.loop.failure_mining
         parents = failed or seeds
     if r.synthesis.expansion is not None:
-        from kdagent.retrieval.store import ChromaStore
         from kdagent.synth.expand import expand_tasks
 
         x = r.synthesis.expansion
-        # every task of every round so far, in a collection of the run's Chroma store
-        index = ChromaStore(
-            ctx.rd.path / "chroma",
-            collection=f"{r.domain.name}-tasks",
-            embedder=ctx.embedder,
-            server=r.retrieval.server,
+        # every task of every round so far, in a collection of the run's store
+        index = ctx.plugins.create_store(
+            r.retrieval, ctx.rd.path / "chroma", collection=f"{r.domain.name}-tasks", embedder=ctx.embedder
         )
         for earlier in range(1, round_):  # idempotent, so a crash before tasks.jsonl is written changes nothing
             index.add_texts(
