@@ -34,3 +34,21 @@ def assert_split(make: Callable, n_eval: int, n_seed: int):
     assert seeds == domain.seed_tasks(n_seed, seed=1)
     assert evals == make().eval_tasks(n_eval)  # the same on a fresh instance
     return domain, evals, seeds
+
+
+def make_job(student, out, *, update=None, max_length: int = 64, seed: int = 0, options=None, **data):
+    """A real UpdateJob for calling an updater's `train_*` wrapper directly: a validated recipe whose student
+    is the checkpoint `student` with `max_length`, whose `update` section is `update` (UpdateConfig's defaults
+    when None), the updater's validated `options` (none when None), and the job's records and the rest as
+    keywords (`examples`, `pairs`, `tasks`, `skill`, ...). Training starts from `student` and saves to `out`."""
+    from kdagent.recipe import Recipe, UpdateConfig
+    from kdagent.update.updater import NoOptions, UpdateJob
+
+    recipe = Recipe.model_validate(
+        {
+            "name": "test",
+            "student": {"model": str(student), "max_length": max_length},
+            "update": update if update is not None else UpdateConfig(),
+        }
+    )
+    return UpdateJob(recipe, options if options is not None else NoOptions(), Path(student), Path(out), seed, **data)

@@ -6,6 +6,7 @@ import warnings
 from conftest import run_cli
 from kdagent.recipe import UpdateConfig
 from kdagent.records import Provenance, SFTExample
+from kdagent.testing import make_job
 
 
 def examples(n=4):
@@ -28,12 +29,14 @@ def test_training_prints_labelled_plain_lines_and_warns_nothing_of_ours(tmp_path
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train_sft(
-            examples(),
-            tiny_model_dir,
-            tmp_path / "round-01" / "student",
-            UpdateConfig(epochs=1, batch_size=2),
-            128,
-            seed=0,
+            make_job(
+                tiny_model_dir,
+                tmp_path / "round-01" / "student",
+                update=UpdateConfig(epochs=1, batch_size=2),
+                max_length=128,
+                seed=0,
+                examples=examples(),
+            )
         )
     assert not [w for w in caught if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
     out, err = capfd.readouterr()
@@ -42,7 +45,14 @@ def test_training_prints_labelled_plain_lines_and_warns_nothing_of_ours(tmp_path
 
     monkeypatch.setenv("KDAGENT_QUIET", "1")
     train_sft(
-        examples(), tiny_model_dir, tmp_path / "round-02" / "student", UpdateConfig(epochs=1, batch_size=2), 128, seed=0
+        make_job(
+            tiny_model_dir,
+            tmp_path / "round-02" / "student",
+            update=UpdateConfig(epochs=1, batch_size=2),
+            max_length=128,
+            seed=0,
+            examples=examples(),
+        )
     )
     out, err = capfd.readouterr()
     assert "step" not in err and "{'loss'" not in out + err

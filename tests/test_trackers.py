@@ -9,6 +9,7 @@ import pytest
 from kdagent.hookspecs import hookimpl
 from kdagent.recipe import Recipe, UpdateConfig
 from kdagent.records import Provenance, SFTExample
+from kdagent.testing import make_job
 from kdagent.update.common import report_to
 
 
@@ -42,7 +43,9 @@ def test_tensorboard_writes_event_files_with_the_loss(tmp_path, tiny_model_dir, 
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, report_to="tensorboard")
-    report = train_sft(examples(), tiny_model_dir, tmp_path / "student", update, 128, seed=0)
+    report = train_sft(
+        make_job(tiny_model_dir, tmp_path / "student", update=update, max_length=128, seed=0, examples=examples())
+    )
     (events,) = (tmp_path / "tensorboard" / "student").glob("events.out.tfevents.*")
     scalars = EventAccumulator(str(events)).Reload()
     losses = [e.value for e in scalars.Scalars("train/loss")]

@@ -11,6 +11,7 @@ import torch
 from kdagent.models.files import safetensors_header
 from kdagent.recipe import UpdateConfig
 from kdagent.records import Provenance, SFTExample
+from kdagent.testing import make_job
 from kdagent.update.common import load_student, model_name
 from kdagent.update.sft import train_sft
 
@@ -47,12 +48,14 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
     out = tmp_path / "round-01" / "student"
     out.parent.mkdir()
     train_sft(
-        examples(),
-        gguf_named_base,
-        out,
-        UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
-        64,
-        seed=0,
+        make_job(
+            gguf_named_base,
+            out,
+            update=UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
+            max_length=64,
+            seed=0,
+            examples=examples(),
+        )
     )
     assert dtypes(out) == {"BF16"}
     config = json.loads((out / "config.json").read_text())
@@ -67,12 +70,14 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
     again = tmp_path / "round-02" / "student"
     again.parent.mkdir()
     train_sft(
-        examples(),
-        out,
-        again,
-        UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
-        64,
-        seed=0,
+        make_job(
+            out,
+            again,
+            update=UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2, save_dtype="bfloat16"),
+            max_length=64,
+            seed=0,
+            examples=examples(),
+        )
     )
     assert json.loads((again / "config.json").read_text())["_name_or_path"] == "base"
 
@@ -86,7 +91,16 @@ def test_a_student_is_saved_in_bfloat16_readable_named_and_with_its_cache_on(ggu
 def test_a_student_is_saved_in_float32_by_default(tiny_model_dir, tmp_path):
     """The default keeps the loop's numbers those of fp32 weights: bf16 rounding changes greedy replies."""
     out = tmp_path / "student"
-    train_sft(examples(2), tiny_model_dir, out, UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2), 64, seed=0)
+    train_sft(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=2),
+            max_length=64,
+            seed=0,
+            examples=examples(2),
+        )
+    )
     assert dtypes(out) == {"F32"} and json.loads((out / "config.json").read_text())["dtype"] == "float32"
 
 

@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from kdagent.recipe import LoraConfig, UpdateConfig
 from kdagent.records import Provenance, SFTExample
+from kdagent.testing import make_job
 from kdagent.update.sft import train_sft
 
 
@@ -25,7 +26,14 @@ def examples(n=8):
 def test_sft_loss_decreases_and_checkpoint_loads(tmp_path, tiny_model_dir):
     out = tmp_path / "student"
     report = train_sft(
-        examples(), tiny_model_dir, out, UpdateConfig(learning_rate=3e-3, epochs=4, batch_size=4), 128, seed=0
+        make_job(
+            tiny_model_dir,
+            out,
+            update=UpdateConfig(learning_rate=3e-3, epochs=4, batch_size=4),
+            max_length=128,
+            seed=0,
+            examples=examples(),
+        )
     )
     assert report["steps"] == 8 and report["examples"] == 8
     assert report["losses"][0] > report["losses"][-1]
@@ -37,12 +45,14 @@ def test_sft_loss_decreases_and_checkpoint_loads(tmp_path, tiny_model_dir):
 def test_sft_with_lora_saves_a_merged_checkpoint(tmp_path, tiny_model_dir):
     out = tmp_path / "student"
     report = train_sft(
-        examples(4),
-        tiny_model_dir,
-        out,
-        UpdateConfig(learning_rate=1e-2, epochs=1, batch_size=2, lora=LoraConfig(r=4, alpha=8)),
-        128,
-        seed=0,
+        make_job(
+            tiny_model_dir,
+            out,
+            update=UpdateConfig(learning_rate=1e-2, epochs=1, batch_size=2, lora=LoraConfig(r=4, alpha=8)),
+            max_length=128,
+            seed=0,
+            examples=examples(4),
+        )
     )
     assert report["steps"] == 2
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -111,15 +121,61 @@ def test_checkpoints_are_written_aside_and_renamed_into_place(tmp_path, tiny_mod
 
     monkeypatch.setattr(Trainer, "_save_rng_state", watched)
     report = train_sft(
-        examples(),
-        tiny_model_dir,
-        tmp_path / "student",
-        UpdateConfig(learning_rate=1e-3, epochs=2, batch_size=4, checkpoint_steps=1),
-        128,
-        seed=0,
+        make_job(
+            tiny_model_dir,
+            tmp_path / "student",
+            update=UpdateConfig(learning_rate=1e-3, epochs=2, batch_size=4, checkpoint_steps=1),
+            max_length=128,
+            seed=0,
+            examples=examples(),
+        )
     )
     assert report["steps"] == 4 and [s[0] for s in seen] == [1, 2, 3, 4]
     for step, output_dir, visible, problems in seen:
         assert output_dir == str(trainer_dir / ".staging" / f"checkpoint-{step}")
         assert f"checkpoint-{step}" not in visible and all(p is None for p in problems)
         assert visible == [f"checkpoint-{s}" for s in range(max(1, step - 2), step)]  # save_total_limit 2
+
+
+def test_every_private_attribute_kdagent_patches_is_in_the_installed_libraries():
+    """An upgrade of transformers or TRL that removes or changes one of them fails here, not in a user's run."""
+    from kdagent.update.common import PRIVATE_HOOKS, private_hook_problem, require_private_hooks
+
+    assert [private_hook_problem(*hook) for hook in PRIVATE_HOOKS] == [None] * len(PRIVATE_HOOKS)
+    require_private_hooks()
+
+
+def test_the_supported_versions_are_pyproject_bounds_and_the_installed_ones_are_within_them():
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from kdagent.update.common import SUPPORTED
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    bounds = {r.name: r.specifier for r in map(Requirement, pyproject["project"]["dependencies"])}
+    for name, spec in SUPPORTED.items():
+        assert bounds[name] == Requirement(name + spec).specifier, name
+        assert any(s.operator == "<" for s in bounds[name]), f"{name} has no upper bound"
+        assert version(name) in bounds[name], f"installed {name} {version(name)} is outside {spec}"
+
+
+def test_a_library_without_a_patched_attribute_is_one_line_naming_the_supported_versions(monkeypatch):
+    """As after an upgrade that dropped TRL's `_use_triton`: training refuses before it patches anything."""
+    import pytest
+    import trl.trainer.utils as trl_utils
+
+    from kdagent.errors import UserError
+    from kdagent.update.common import compact_head_on_cpu, require_private_hooks
+
+    require_private_hooks("trl.trainer.utils")
+    monkeypatch.delattr(trl_utils, "_use_triton")
+    with pytest.raises(UserError, match=r"^trl [\d.]+: trl.trainer.utils._use_triton is not there; .*trl>=1.16,<1.17$"):
+        with compact_head_on_cpu():
+            pass
+    monkeypatch.undo()
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device, other: False)
+    with pytest.raises(UserError, match=r"takes \(device, other\), not \(device\)"):
+        require_private_hooks()

@@ -121,6 +121,55 @@ def cpu_bf16() -> bool:
         return False
 
 
+# The versions of the libraries whose private methods kdagent patches, as pyproject.toml bounds them (a test
+# keeps the two the same); each patch below was written for these and checks its target before it patches.
+SUPPORTED = {"transformers": ">=5.17,<5.26", "trl": ">=1.16,<1.17"}
+
+# Every private attribute kdagent patches: (module, attribute path, the parameters it must take).
+PRIVATE_HOOKS = (
+    ("transformers.trainer", "Trainer._save_checkpoint", ("self", "model", "trial")),
+    ("transformers.trainer", "Trainer._get_output_dir", ("self", "trial")),
+    ("trl.trainer.utils", "_use_triton", ("device",)),
+    ("trl.trainer.distillation_trainer", "_use_triton", ("device",)),
+)
+
+
+def private_hook_problem(module: str, path: str, params: tuple[str, ...]) -> str | None:
+    """Why the installed library lacks the private attribute `module.path` taking `params`, or None."""
+    import importlib
+    import inspect
+
+    try:
+        target = importlib.import_module(module)
+        for part in path.split("."):
+            target = getattr(target, part)
+        found = tuple(inspect.signature(target).parameters)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return f"{module}.{path} is not there"
+    if found != params:
+        return f"{module}.{path} takes ({', '.join(found)}), not ({', '.join(params)})"
+    return None
+
+
+def require_private_hooks(*modules: str) -> None:
+    """The private attributes of `modules` (all of PRIVATE_HOOKS when none are named) that kdagent patches are
+    there with the parameters it expects; otherwise a UserError in one line naming the supported versions."""
+    from importlib.metadata import version
+
+    from kdagent.errors import UserError
+
+    for module, path, params in PRIVATE_HOOKS:
+        if modules and module not in modules:
+            continue
+        problem = private_hook_problem(module, path, params)
+        if problem:
+            package = module.split(".")[0]
+            raise UserError(
+                f"{package} {version(package)}: {problem}; kdagent supports "
+                + ", ".join(f"{name}{spec}" for name, spec in SUPPORTED.items())
+            )
+
+
 # TRL's modules that decide, through `_use_triton(device)`, whether the fused LM head projects only the positions
 # that have a label ("compact") or every position: the fused log-prob head of SFT, DPO, GRPO, RLOO and KTO
 # (trl.trainer.utils) and the distillation divergence (trl.trainer.distillation_trainer).
@@ -135,19 +184,18 @@ def compact_head_on_cpu():
     compiler (Neuron) sees the same tile shapes each batch; eager CPU training has no such constraint, and
     there the vocabulary-sized projection of prompt positions (in fp32: TRL's CPU fallback upcasts the head)
     is work whose result is masked out. The per-position log-probabilities are the same computation either
-    way (tests/test_update_sft.py). Restores TRL's choice on exit; a TRL without this hook is left as it is."""
+    way (tests/test_update_sft.py). TRL offers no public switch for it, so this patches the private
+    `_use_triton` of those modules, after checking it is there as written for (`require_private_hooks`), and
+    restores TRL's choice on exit."""
     import importlib
 
+    require_private_hooks(*_COMPACT_HEAD_MODULES)
     patched = []
     for name in _COMPACT_HEAD_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        original = getattr(module, "_use_triton", None)
-        if callable(original):
-            module._use_triton = lambda device, _original=original: device.type == "cpu" or _original(device)
-            patched.append((module, original))
+        module = importlib.import_module(name)
+        original = module._use_triton
+        module._use_triton = lambda device, _original=original: device.type == "cpu" or _original(device)
+        patched.append((module, original))
     try:
         yield
     finally:
@@ -174,9 +222,14 @@ def atomic_checkpoints(trainer) -> None:
     `_get_output_dir`, which points at the staging folder while one is written. Under several processes
     (`accelerate launch`) every rank writes into the same staging folder (rank 0 the weights, optimizer and
     state, each rank its own RNG state); once all have, rank 0 renames it into place and rotates, and the
-    others wait for it."""
+    others wait for it.
+
+    transformers has no public hook that runs before a checkpoint is written (a callback's `on_save` runs
+    after), so this replaces the trainer's private `_save_checkpoint` on the instance, after checking that it
+    and `_get_output_dir` are there as written for (`require_private_hooks`)."""
     from transformers.trainer_utils import rotate_checkpoints
 
+    require_private_hooks("transformers.trainer")
     save, output_dir = trainer._save_checkpoint, trainer._get_output_dir
     main, wait = _ranks(trainer)
 

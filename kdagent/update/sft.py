@@ -9,29 +9,26 @@ folder and renamed into place (kdagent/update/common.py).
 from pathlib import Path
 
 from kdagent.hookspecs import hookimpl
-from kdagent.records import SFTExample
 from kdagent.update.common import load_student, peft_config, report, save_student, train, trainer_kwargs, work_dir
-from kdagent.update.updater import Updater
-
-_peft_config = peft_config  # the name other modules imported before it moved to common
+from kdagent.update.updater import UpdateJob, Updater
 
 
-def train_sft(examples: list[SFTExample], base_model: Path, out_dir: Path, update, max_length: int, seed: int) -> dict:
-    """Train on `examples` starting from `base_model`; save a full checkpoint to `out_dir`. Returns metrics."""
+def train_sft(job: UpdateJob) -> dict:
+    """Train on `job.examples` starting from `job.student`; save a full checkpoint to `job.out`. Returns metrics."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    out_dir = Path(out_dir)
+    update, out_dir = job.update, Path(job.out)
     work = work_dir(out_dir)
-    dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
-    tokenizer, model = load_student(base_model)
-    args = SFTConfig(**trainer_kwargs(update, work, seed), max_length=max_length, completion_only_loss=True)
+    dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in job.examples])
+    tokenizer, model = load_student(job.student)
+    args = SFTConfig(**trainer_kwargs(update, work, job.seed), max_length=job.max_length, completion_only_loss=True)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
     )
     result = train(trainer, work)
     save_student(trainer, tokenizer, update, work, out_dir)
-    return report(trainer, result, len(examples))
+    return report(trainer, result, len(job.examples))
 
 
 class SFT(Updater):
@@ -43,7 +40,7 @@ class SFT(Updater):
     def train(self, job):
         if not job.examples:
             return None
-        return train_sft(job.examples, job.student, job.out, job.update, job.max_length, job.seed)
+        return train_sft(job)
 
 
 @hookimpl
