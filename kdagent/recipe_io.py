@@ -298,6 +298,7 @@ def masked_dump(recipe: Recipe) -> dict:
     data["domain"]["options"] = _mask_options(data["domain"]["options"])
     data["skills"] = [{**s, "options": _mask_options(s["options"])} for s in data["skills"]]
     data["update"]["options"] = _mask_options(data["update"]["options"])
+    data["retrieval"]["options"] = _mask_options(data["retrieval"]["options"])
     return data
 
 

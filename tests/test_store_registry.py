@@ -21,6 +21,7 @@ class MemoryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tag: str = Field(description="Put before each passage's source.")
     min_score: float = Field(-1.0, ge=-1.0, le=1.0, description="Passages below this cosine similarity are left out.")
+    api_token: str | None = Field(None, description="A credential, masked in the run's recipe.yaml.")
 
 
 class MemoryStore:
@@ -136,7 +137,7 @@ def test_the_built_in_chroma_kind_registers_through_the_hook():
 
 def test_a_plugin_store_grounds_a_real_run_and_holds_the_tasks_expansion_checks(tmp_path, tiny_model_dir):
     plugins, plugin = plugins_with_memory()
-    recipe = tiny_recipe(tiny_model_dir, store="memory", options={"tag": "mem"})
+    recipe = tiny_recipe(tiny_model_dir, store="memory", options={"tag": "mem", "api_token": "s3cret"})
     recipe = Recipe.model_validate({**recipe.model_dump(), "synthesis": {"expansion": {"n_new": 2}}})
     run_recipe(recipe, tmp_path / "run", plugins)
 
@@ -150,6 +151,8 @@ def test_a_plugin_store_grounds_a_real_run_and_holds_the_tasks_expansion_checks(
     assert tasks_index.location == "memory:arithmetic-tasks"
     assert {source for _, source in tasks_index.rows.values()} == {"mem:round-01/seed"}
     assert not (tmp_path / "run" / "chroma").exists()  # Chroma was never opened
+    written = (tmp_path / "run/recipe.yaml").read_text()
+    assert "store: memory" in written and "tag: mem" in written and "s3cret" not in written  # secrets masked
 
 
 def test_the_chroma_kind_builds_todays_store(tmp_path):
