@@ -404,7 +404,8 @@ def bench_training(model_dir: Path, args) -> dict:
     import trl
     from datasets import Dataset
 
-    from kdagent.recipe import UpdateConfig
+    from kdagent.recipe import DPOOptions, UpdateConfig
+    from kdagent.testing import make_job
     from kdagent.update.dpo import train_dpo
     from kdagent.update.sft import train_sft
 
@@ -432,10 +433,16 @@ def bench_training(model_dir: Path, args) -> dict:
                     mock.patch.object(trl, trainer_name, metered(getattr(trl, trainer_name), meter)),
                 ):
                     update = UpdateConfig(epochs=1, batch_size=batch, checkpoint_steps=10_000)
-                    if method == "sft":
-                        train_sft(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
-                    else:
-                        train_dpo(examples, model_dir, Path(tmp) / "kdagent", update, args.train_max_length, args.seed)
+                    data = {"examples": examples} if method == "sft" else {"pairs": examples, "options": DPOOptions()}
+                    job = make_job(
+                        model_dir,
+                        Path(tmp) / "kdagent",
+                        update=update,
+                        max_length=args.train_max_length,
+                        seed=args.seed,
+                        **data,
+                    )
+                    (train_sft if method == "sft" else train_dpo)(job)
                 runs["kdagent"].append(_summary(meter, rss))
                 print(
                     json.dumps({f"{method} kdagent ({repeat + 1})": runs["kdagent"][-1]}), file=sys.stderr, flush=True

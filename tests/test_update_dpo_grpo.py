@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from kdagent.recipe import LoraConfig, UpdateConfig
+from kdagent.recipe import DPOOptions, GRPOOptions, LoraConfig, UpdateConfig
 from kdagent.records import PreferencePair, Provenance
+from kdagent.testing import make_job
 from kdagent.update.dpo import dpo_loss_types, train_dpo
 from kdagent.update.grpo import generation_batch_size, train_grpo
 
@@ -45,7 +46,17 @@ def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
     stale = tmp_path / ".student.tmp-999999"  # as a killed run would leave it
     stale.mkdir()
     update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
-    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0, loss_type=loss_type)
+    metrics = train_dpo(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=update,
+            max_length=64,
+            seed=0,
+            options=DPOOptions(loss_type=loss_type),
+            pairs=_pairs(),
+        )
+    )
     assert metrics["examples"] == 8 and metrics["steps"] == 6
     assert len(metrics["losses"]) == 6
     assert metrics["losses"][0] > metrics["losses"][-1], metrics["losses"]
@@ -57,14 +68,34 @@ def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
 def test_dpo_unknown_loss_type_lists_the_valid_ones(tiny_model_dir, tmp_path):
     assert {"sigmoid", "ipo", "hinge"} <= set(dpo_loss_types())
     with pytest.raises(ValueError, match="sigmoid.*ipo"):
-        train_dpo(_pairs(), tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=64, seed=0, loss_type="nope")
+        train_dpo(
+            make_job(
+                tiny_model_dir,
+                tmp_path / "s",
+                update=UpdateConfig(),
+                max_length=64,
+                seed=0,
+                options=DPOOptions(loss_type="nope"),
+                pairs=_pairs(),
+            )
+        )
     assert not (tmp_path / "s").exists()
 
 
 def test_dpo_ipo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "student"
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=4, lora=LoraConfig(r=4, alpha=8))
-    metrics = train_dpo(_pairs(), tiny_model_dir, out, update, max_length=64, seed=0, beta=0.1, loss_type="ipo")
+    metrics = train_dpo(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=update,
+            max_length=64,
+            seed=0,
+            options=DPOOptions(beta=0.1, loss_type="ipo"),
+            pairs=_pairs(),
+        )
+    )
     assert metrics["steps"] == 2 and all(loss == loss for loss in metrics["losses"])  # ran, no NaN
     assert _no_temp_left(out)
     from safetensors import safe_open
@@ -98,15 +129,16 @@ def test_grpo_trains_on_varying_rewards(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in words]
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=8)
     metrics = train_grpo(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=update,
+            max_length=128,
+            seed=0,
+            options=GRPOOptions(num_generations=4, max_completion_length=16),
+        ),
         prompts,
         count_a,
-        tiny_model_dir,
-        out,
-        update,
-        max_length=128,
-        seed=0,
-        num_generations=4,
-        max_completion_length=16,
         extra_columns={"answer": words},
     )
     assert metrics["examples"] == 4 and metrics["skipped"] == 0
@@ -131,15 +163,16 @@ def test_grpo_raises_a_learnable_reward(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
     update = UpdateConfig(learning_rate=5e-2, epochs=3, batch_size=8)
     metrics = train_grpo(
+        make_job(
+            tiny_model_dir,
+            tmp_path / "student",
+            update=update,
+            max_length=128,
+            seed=0,
+            options=GRPOOptions(num_generations=4, max_completion_length=16),
+        ),
         prompts,
         even_tokens,
-        tiny_model_dir,
-        tmp_path / "student",
-        update,
-        max_length=128,
-        seed=0,
-        num_generations=4,
-        max_completion_length=16,
         temperature=0.1,
     )
     rewards = metrics["rewards"]
@@ -157,15 +190,16 @@ def test_grpo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in ["apple", "banana", "cherry", "date"]]
     update = UpdateConfig(learning_rate=5e-2, epochs=1, batch_size=8, lora=LoraConfig(r=4, alpha=8, dropout=0.0))
     metrics = train_grpo(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=update,
+            max_length=128,
+            seed=0,
+            options=GRPOOptions(num_generations=4, max_completion_length=16),
+        ),
         prompts,
         even_tokens,
-        tiny_model_dir,
-        out,
-        update,
-        max_length=128,
-        seed=0,
-        num_generations=4,
-        max_completion_length=16,
         temperature=0.1,
     )
     assert metrics["steps"] == 2 and max(metrics["reward_stds"]) > 0
@@ -180,20 +214,56 @@ def test_grpo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
 def test_grpo_rejects_too_few_prompts_and_bad_columns(tiny_model_dir, tmp_path):
     prompts = [[{"role": "user", "content": "Hi."}]]
     with pytest.raises(ValueError, match="prompts"):
-        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(batch_size=8), max_length=64, seed=0)
-    long = [[{"role": "user", "content": "word " * 50}]] * 2
-    with pytest.raises(ValueError, match="only 0 of 2 prompts fit in 8 tokens"):  # too long: skipped, none left
-        train_grpo(long, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(batch_size=4), max_length=40, seed=0)
-    with pytest.raises(ValueError, match="max_completion_length"):
-        train_grpo(prompts, count_a, tiny_model_dir, tmp_path / "s", UpdateConfig(), max_length=32, seed=0)
-    with pytest.raises(ValueError, match="extra column"):
         train_grpo(
+            make_job(
+                tiny_model_dir,
+                tmp_path / "s",
+                update=UpdateConfig(batch_size=8),
+                max_length=64,
+                seed=0,
+                options=GRPOOptions(max_completion_length=32),
+            ),
             prompts,
             count_a,
-            tiny_model_dir,
-            tmp_path / "s",
-            UpdateConfig(),
-            max_length=64,
-            seed=0,
+        )
+    long = [[{"role": "user", "content": "word " * 50}]] * 2
+    with pytest.raises(ValueError, match="only 0 of 2 prompts fit in 8 tokens"):  # too long: skipped, none left
+        train_grpo(
+            make_job(
+                tiny_model_dir,
+                tmp_path / "s",
+                update=UpdateConfig(batch_size=4),
+                max_length=40,
+                seed=0,
+                options=GRPOOptions(max_completion_length=32),
+            ),
+            long,
+            count_a,
+        )
+    with pytest.raises(ValueError, match="max_completion_length"):
+        train_grpo(
+            make_job(
+                tiny_model_dir,
+                tmp_path / "s",
+                update=UpdateConfig(),
+                max_length=32,
+                seed=0,
+                options=GRPOOptions(max_completion_length=32),
+            ),
+            prompts,
+            count_a,
+        )
+    with pytest.raises(ValueError, match="extra column"):
+        train_grpo(
+            make_job(
+                tiny_model_dir,
+                tmp_path / "s",
+                update=UpdateConfig(),
+                max_length=64,
+                seed=0,
+                options=GRPOOptions(max_completion_length=32),
+            ),
+            prompts,
+            count_a,
             extra_columns={"answer": []},
         )

@@ -13,9 +13,8 @@ from pathlib import Path
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
 from kdagent.recipe import DPOOptions
-from kdagent.records import PreferencePair
 from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
-from kdagent.update.updater import Updater, training_mb
+from kdagent.update.updater import UpdateJob, Updater, training_mb
 
 
 def dpo_loss_types() -> list[str]:
@@ -26,38 +25,31 @@ def dpo_loss_types() -> list[str]:
     return re.findall(r"`'([a-z0-9_]+)'`", field.metadata.get("help", ""))
 
 
-def train_dpo(
-    pairs: list[PreferencePair],
-    base_model: Path,
-    out_dir: Path,
-    update,
-    max_length: int,
-    seed: int,
-    beta: float = 0.1,
-    loss_type: str = "sigmoid",
-) -> dict:
-    """Train on `pairs` starting from `base_model`; save a full checkpoint to `out_dir`. Returns metrics."""
+def train_dpo(job: UpdateJob) -> dict:
+    """Train on `job.pairs` starting from `job.student` with `job.options` (DPOOptions); save a full checkpoint to
+    `job.out`. Returns metrics."""
+    options, pairs = job.options, job.pairs
     valid = dpo_loss_types()
-    if loss_type not in valid:
-        raise ValueError(f"unknown DPO loss_type {loss_type!r}; this TRL version accepts: {', '.join(valid)}")
+    if options.loss_type not in valid:
+        raise ValueError(f"unknown DPO loss_type {options.loss_type!r}; this TRL version accepts: {', '.join(valid)}")
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair")
 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    out_dir = Path(out_dir)
+    update, out_dir = job.update, Path(job.out)
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
-    tokenizer, model = load_student(base_model)  # for full fine-tuning TRL loads the reference model from its name
+    tokenizer, model = load_student(job.student)  # for full fine-tuning TRL loads the reference model from its name
     args = DPOConfig(
-        **trainer_kwargs(update, work, seed),
-        max_length=max_length,
-        beta=beta,
-        loss_type=[loss_type],
+        **trainer_kwargs(update, work, job.seed),
+        max_length=job.max_length,
+        beta=options.beta,
+        loss_type=[options.loss_type],
         # TRL requires a non-zero label smoothing for EXO; 1e-3 is the paper's value (unused by the other losses,
         # where 0.0 means none)
-        label_smoothing=1e-3 if loss_type == "exo_pair" else 0.0,
+        label_smoothing=1e-3 if options.loss_type == "exo_pair" else 0.0,
     )
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
@@ -102,10 +94,7 @@ class DPO(Updater):
     def train(self, job):
         if not job.pairs:
             return None
-        o = job.options
-        return train_dpo(
-            job.pairs, job.student, job.out, job.update, job.max_length, job.seed, beta=o.beta, loss_type=o.loss_type
-        )
+        return train_dpo(job)
 
 
 @hookimpl

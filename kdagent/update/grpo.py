@@ -27,33 +27,29 @@ def generation_batch_size(
 
 
 def train_grpo(
+    job: UpdateJob,
     prompts: list[list[dict]],
     reward_fn,
-    base_model: Path,
-    out_dir: Path,
-    update,
-    max_length: int,
-    seed: int,
-    num_generations: int = 4,
-    max_completion_length: int = 32,
-    beta: float = 0.0,
-    temperature: float = 1.0,
     extra_columns: dict[str, list] | None = None,
+    temperature: float = 1.0,
 ) -> dict:
-    """Train on `prompts` (lists of chat messages) starting from `base_model`; save a full checkpoint to `out_dir`.
+    """Train on `prompts` (lists of chat messages) starting from `job.student` with `job.options` (GRPOOptions);
+    save a full checkpoint to `job.out`.
 
-    `max_length` bounds prompt plus completion: prompts longer than `max_length - max_completion_length` tokens
-    (chat template applied) are skipped and counted in the metrics. `extra_columns` maps a column name to one value
-    per prompt; the reward function receives it as a keyword argument. Returns metrics.
+    `job.max_length` bounds prompt plus completion: prompts longer than `max_length - max_completion_length`
+    tokens (chat template applied) are skipped and counted in the metrics. `reward_fn(prompts, completions,
+    **kwargs)` scores the completions; `extra_columns` maps a column name to one value per prompt, which the
+    reward function receives as a keyword argument. `temperature` is the sampling temperature (TRL's default;
+    GRPOOptions does not set it). Returns metrics.
     """
+    options, update, max_length = job.options, job.update, job.max_length
+    num_generations, max_completion_length = options.num_generations, options.max_completion_length
     extra_columns = dict(extra_columns or {})
     for name, values in extra_columns.items():
         if name in ("prompt", "completion", "completions", "prompts", "completion_ids"):
             raise ValueError(f"extra column name {name!r} is reserved by TRL's reward-function call")
         if len(values) != len(prompts):
             raise ValueError(f"extra column {name!r} has {len(values)} values for {len(prompts)} prompts")
-    if num_generations < 2:
-        raise ValueError("GRPO needs num_generations >= 2 (advantages are computed within a prompt's group)")
     if max_completion_length >= max_length:
         raise ValueError(f"max_completion_length ({max_completion_length}) must be below max_length ({max_length})")
 
@@ -61,8 +57,8 @@ def train_grpo(
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    out_dir = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    out_dir = Path(job.out)
+    tokenizer = AutoTokenizer.from_pretrained(job.student)
     budget = max_length - max_completion_length
     keep = [
         i
@@ -85,14 +81,14 @@ def train_grpo(
     dataset = Dataset.from_list(rows)
 
     work = work_dir(out_dir)
-    model = load_student(base_model)[1]  # with beta > 0 TRL loads the reference model from its name
+    model = load_student(job.student)[1]  # with beta > 0 TRL loads the reference model from its name
     args = GRPOConfig(
-        **trainer_kwargs(update, work, seed),  # per-device batch size counts completions, not prompts
+        **trainer_kwargs(update, work, job.seed),  # per-device batch size counts completions, not prompts
         generation_batch_size=gen_batch,
         num_generations=num_generations,
         max_completion_length=max_completion_length,
         temperature=temperature,
-        beta=beta,
+        beta=options.beta,
         remove_unused_columns=False,  # the extra columns reach the reward function
     )
     trainer = GRPOTrainer(
@@ -171,17 +167,7 @@ class GRPO(Updater):
         reward = job_reward(job, {t.id: t for t in referenced}, o.judge_weight, "grpo")
         try:
             return train_grpo(
-                [job.skill.messages(t) for t in referenced],
-                reward,
-                job.student,
-                job.out,
-                job.update,
-                job.max_length,
-                job.seed,
-                num_generations=o.num_generations,
-                max_completion_length=o.max_completion_length,
-                beta=o.beta,
-                extra_columns={"task_id": [t.id for t in referenced]},
+                job, [job.skill.messages(t) for t in referenced], reward, {"task_id": [t.id for t in referenced]}
             )
         finally:
             reward.close()
