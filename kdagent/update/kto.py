@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
 from kdagent.update.common import load_student, peft_config, report, save_student, train, trainer_kwargs, work_dir
-from kdagent.update.updater import Updater, training_mb
+from kdagent.update.updater import UpdateJob, Updater, training_mb
 
 
 class KTOOptions(BaseModel):
@@ -30,20 +30,19 @@ class KTOOptions(BaseModel):
     )
 
 
-def train_kto(
-    pairs: list, base_model: Path, out_dir: Path, update, max_length: int, seed: int, options: KTOOptions
-) -> dict:
-    """Train on the unpaired `pairs` (PreferencePair) starting from `base_model`; save a full checkpoint to `out_dir`."""
+def train_kto(job: UpdateJob) -> dict:
+    """Train on the unpaired `job.pairs` (PreferencePair) starting from `job.student` with `job.options`
+    (KTOOptions); save a full checkpoint to `job.out`. Returns metrics."""
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    out_dir = Path(out_dir)
+    update, out_dir, pairs = job.update, Path(job.out), job.pairs
     work = work_dir(out_dir)
     dataset = Dataset.from_list(
         [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
     )  # TRL unpairs it
-    tokenizer, model = load_student(base_model)
-    args = KTOConfig(**trainer_kwargs(update, work, seed), max_length=max_length, **options.model_dump())
+    tokenizer, model = load_student(job.student)
+    args = KTOConfig(**trainer_kwargs(update, work, job.seed), max_length=job.max_length, **job.options.model_dump())
     trainer = KTOTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(update.lora)
     )
@@ -71,7 +70,7 @@ class KTO(Updater):
     def train(self, job):
         if not job.pairs:
             return None
-        return train_kto(job.pairs, job.student, job.out, job.update, job.max_length, job.seed, job.options)
+        return train_kto(job)
 
 
 @hookimpl

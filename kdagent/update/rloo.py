@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from kdagent.hookspecs import hookimpl
 from kdagent.update.common import load_student, peft_config, report, save_student, train, trainer_kwargs, work_dir
 from kdagent.update.grpo import generation_batch_size, job_reward
-from kdagent.update.updater import Updater, check_completion_length, training_mb
+from kdagent.update.updater import UpdateJob, Updater, check_completion_length, training_mb
 
 
 class RLOOOptions(BaseModel):
@@ -35,24 +35,16 @@ class RLOOOptions(BaseModel):
     )
 
 
-def train_rloo(
-    prompts: list[list[dict]],
-    reward_fn,
-    base_model: Path,
-    out_dir: Path,
-    update,
-    max_length: int,
-    seed: int,
-    options: RLOOOptions,
-    task_ids: list[str],
-) -> dict:
-    """Train on `prompts` (chat messages; `task_ids` reach the reward function) from `base_model`; save to `out_dir`.
-    Prompts longer than `max_length - max_completion_length` tokens are skipped and counted."""
+def train_rloo(job: UpdateJob, prompts: list[list[dict]], reward_fn, task_ids: list[str]) -> dict:
+    """Train on `prompts` (chat messages; `task_ids` reach the reward function) from `job.student` with
+    `job.options` (RLOOOptions); save to `job.out`. Prompts longer than `max_length - max_completion_length`
+    tokens are skipped and counted."""
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 
-    tokenizer, model = load_student(base_model)
-    budget = max_length - options.max_completion_length
+    options, update = job.options, job.update
+    tokenizer, model = load_student(job.student)
+    budget = job.max_length - options.max_completion_length
     rows = [
         {"prompt": p, "task_id": tid}
         for p, tid in zip(prompts, task_ids)
@@ -69,10 +61,10 @@ def train_rloo(
             f"RLOO samples {gen_batch // options.num_generations} prompts x {options.num_generations} completions at a "
             f"time, but only {len(rows)} of {len(prompts)} prompts fit in {budget} tokens: add prompts or lower batch_size"
         )
-    out_dir = Path(out_dir)
+    out_dir = Path(job.out)
     work = work_dir(out_dir)
     args = RLOOConfig(
-        **trainer_kwargs(update, work, seed),
+        **trainer_kwargs(update, work, job.seed),
         generation_batch_size=gen_batch,
         num_generations=options.num_generations,
         max_completion_length=options.max_completion_length,
@@ -114,17 +106,7 @@ class RLOO(Updater):
             return None
         reward = job_reward(job, {t.id: t for t in referenced}, job.options.judge_weight, "rloo")
         try:
-            return train_rloo(
-                [job.skill.messages(t) for t in referenced],
-                reward,
-                job.student,
-                job.out,
-                job.update,
-                job.max_length,
-                job.seed,
-                job.options,
-                [t.id for t in referenced],
-            )
+            return train_rloo(job, [job.skill.messages(t) for t in referenced], reward, [t.id for t in referenced])
         finally:
             reward.close()
 
