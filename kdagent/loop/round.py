@@ -24,6 +24,7 @@ from kdagent.records import Feedback, Generation, GroundedTask, PreferencePair, 
 from kdagent.resume import finished_or_run
 from kdagent.synth.elicit import elicit_stage
 from kdagent.synth.tasks import eval_texts, ground, make_tasks
+from kdagent.teachers.kinds import local_teacher_path
 from kdagent.teachers.lazy import LazyTeacher
 from kdagent.update.stage import run_methods
 
@@ -105,7 +106,13 @@ STAGES = [
     Stage(
         "elicit",
         lambda s: elicit_stage(
-            s.teacher, s.ctx.skill, s.ctx.recipe, s.number, s["ground"], s.student, s.dir / "generations.partial.jsonl"
+            s.teacher,
+            s.ctx.skill,
+            s.ctx.recipe,
+            s.number,
+            s["ground"],
+            local_teacher_path(s.ctx.recipe.teacher, s.ctx.plugins, s.student),
+            s.dir / "generations.partial.jsonl",
         ),
         "generations",
         Generation,

@@ -15,6 +15,7 @@ from kdagent.recipe import Recipe
 from kdagent.recipe_io import check_names
 from kdagent.retrieval.indexing import open_retrieval
 from kdagent.synth.tasks import eval_texts, seed_tasks
+from kdagent.teachers.kinds import local_teacher_path
 from kdagent.trackers import send_rounds
 from kdagent.update.updater import options_for
 
@@ -61,19 +62,18 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
         inputs["skill_evaluation_tasks"] = {name: len(tasks) for name, (_, tasks) in skill_sets.items()}
     for name, updater in updaters.items():  # checks that import the trainers or read the models' files
         updater.check_models(recipe, options_for(recipe.update, name, updater), student)
-    plan = _memory_plan(recipe, student, updaters)
+    plan = _memory_plan(recipe, student, local_teacher_path(recipe.teacher, plugins, student), updaters)
     rd.open(recipe, resume)
     rd.write_json("memory-plan.json", plan)
     return _run(recipe, rd, plugins, domain, skill, eval_tasks, skill_sets, student, resume, inputs)
 
 
-def _memory_plan(recipe: Recipe, student: Path, updaters: dict) -> dict:
+def _memory_plan(recipe: Recipe, student: Path, teacher: Path | None, updaters: dict) -> dict:
     """The run's memory plan (kdagent/memory.py), logged, and refused when its peak stage cannot fit."""
     from kdagent.generation.engine import pick_device
     from kdagent.memory import check_plan, memory_plan
-    from kdagent.synth.elicit import local_teacher_path
 
-    plan = memory_plan(recipe, student, local_teacher_path(recipe, student), pick_device(), updaters)
+    plan = memory_plan(recipe, student, teacher, pick_device(), updaters)
     _log(
         f"memory plan: peak {plan['peak_mb']} MiB in {plan['peak_stage']} of {plan['available_mb']} MiB available ("
         + ", ".join(f"{k} {v}" for k, v in plan["stages_mb"].items())

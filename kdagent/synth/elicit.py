@@ -8,17 +8,6 @@ from kdagent.records import Generation, GroundedTask, stable_id
 from kdagent.resume import chunked, partial_files
 
 
-def local_teacher_path(recipe, student: Path) -> Path | None:
-    """The folder of a built-in local teacher (its context length is known before it loads), else None."""
-    if recipe.teacher.kind == "self":
-        return student
-    if recipe.teacher.kind == "hf" and recipe.teacher.model:
-        from kdagent.models import resolve_model
-
-        return resolve_model(recipe.teacher.model)
-    return None
-
-
 def context_length(model_path: Path) -> int | None:
     """The longest sequence a local model takes (its config's position limit), or None when unknown."""
     from kdagent.models.files import text_config
@@ -154,16 +143,15 @@ def _sample(
 
 
 def elicit_stage(
-    teacher, skill, recipe, round_: int, grounded: list[GroundedTask], student: Path, partial: Path
+    teacher, skill, recipe, round_: int, grounded: list[GroundedTask], teacher_path: Path | None, partial: Path
 ) -> tuple[list[Generation], dict]:
-    """The round's elicitation: the prompts that fit a local teacher's context, sampled in chunks; counts the
-    teacher's failures (a killed run's too), the prompts too long to send and the python tool's calls by isolation."""
+    """The round's elicitation: the prompts that fit a local teacher's context (`teacher_path`, the folder its
+    kind declares, or None for a teacher that runs elsewhere), sampled in chunks; counts the teacher's failures
+    (a killed run's too), the prompts too long to send and the python tool's calls by isolation."""
     from kdagent.tools.sandbox import ISOLATION_COUNTS
 
     calls = Counter(ISOLATION_COUNTS)
-    fitting, too_long = fitting_prompts(
-        skill, grounded, local_teacher_path(recipe, student), recipe.teacher.max_new_tokens
-    )
+    fitting, too_long = fitting_prompts(skill, grounded, teacher_path, recipe.teacher.max_new_tokens)
     failures: list[str] = []
     gens = elicit(
         teacher.get,
