@@ -6,7 +6,7 @@ They load lazily, so `import kdagent` stays light (no torch, no transformers).""
 __version__ = "0.1.0"
 
 _API = {"load_recipe": "kdagent.api", "run": "kdagent.api", "write_report": "kdagent.report"}
-# `kdagent.evaluate` is the evaluation subpackage, which is callable as kdagent.api.evaluate (see its __init__).
+# `kdagent.evaluate` is the evaluation subpackage, callable as kdagent.evaluate.score.evaluate_model (see its __init__).
 __all__ = ["__version__", "evaluate", *_API]
 
 

@@ -85,3 +85,23 @@ def test_kdagent_has_no_import_circle():
         graph["kdagent.recipe"] == set()
     )  # the recipe models import no other kdagent module; reading a recipe is recipe_io
     assert circles(graph) == []
+
+
+# The floors, lowest first: a module imports its own floor or lower ones, never one above. The rooms (what a
+# stage does) sit under the loop (which sequences them), and the loop under the two front doors.
+FLOORS = [
+    {"loop"},
+    {"api", "cli"},
+]
+
+
+def floor(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    return next((i + 1 for i, names in enumerate(FLOORS) if top in names), 0)  # 0: the core and the rooms
+
+
+def test_no_import_runs_back_up_a_floor():
+    graph = import_graph()
+    assert floor("kdagent.loop.round") == 1 and floor("kdagent.cli") == 2 and floor("kdagent.update.sft") == 0
+    upward = sorted((a, b) for a, targets in graph.items() for b in targets if floor(b) > floor(a))
+    assert upward == []
