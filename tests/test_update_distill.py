@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from kdagent.errors import UserError
-from kdagent.recipe import UpdateConfig
+from kdagent.recipe import DistillOptions, UpdateConfig
+from kdagent.testing import make_job
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 3?"}],
@@ -312,17 +314,16 @@ def test_train_distill_off_policy_loss_decreases(teacher4, student2, tmp_path, t
     out = tmp_path / "distilled"
     before = _mean_divergence(student2, teacher4, tokenizer, "forward_kl", temperature=2.0)
     metrics = train_distill(
-        PROMPTS,
+        make_job(
+            student2,
+            out,
+            update=_update(epochs=6.0),
+            max_length=256,
+            seed=0,
+            options=DistillOptions(divergence="forward_kl", lmbda=0.0, temperature=2.0, max_completion_length=16),
+        ),
         teacher4,
-        student2,
-        out,
-        _update(epochs=6.0),
-        max_length=256,
-        seed=0,
-        divergence="forward_kl",
-        lmbda=0.0,
-        temperature=2.0,
-        max_completion_length=16,
+        PROMPTS,
         completions=COMPLETIONS,
     )
     assert metrics["trainer"] == "gkd" and metrics["trl_beta"] == 0.0
@@ -349,18 +350,18 @@ def test_train_distill_on_policy_each_divergence(teacher4, student2, tmp_path, d
 
     out = tmp_path / "on-policy"
     metrics = train_distill(
-        PROMPTS,
+        make_job(
+            student2,
+            out,
+            update=_update(batch_size=2),
+            max_length=128,
+            seed=0,
+            options=DistillOptions(
+                divergence=divergence, beta=0.5, lmbda=1.0, temperature=1.2, max_completion_length=8
+            ),
+        ),
         teacher4,
-        student2,
-        out,
-        _update(batch_size=2),
-        max_length=128,
-        seed=0,
-        divergence=divergence,
-        beta=0.5,
-        lmbda=1.0,
-        temperature=1.2,
-        max_completion_length=8,
+        PROMPTS,
     )
     assert metrics["trainer"] == "distillation"
     assert metrics["steps"] == 2 and len(metrics["losses"]) == 2
@@ -376,18 +377,16 @@ def test_train_distill_mixed_without_completions(teacher4, student2, tmp_path):
 
     out = tmp_path / "mixed"
     metrics = train_distill(
-        PROMPTS[:3],
+        make_job(
+            student2,
+            out,
+            update=_update(batch_size=8, epochs=2.0),
+            max_length=128,
+            seed=0,
+            options=DistillOptions(divergence="jsd", beta=0.3, lmbda=0.5, temperature=0.8, max_completion_length=8),
+        ),
         teacher4,
-        student2,
-        out,
-        _update(batch_size=8, epochs=2.0),
-        max_length=128,
-        seed=0,
-        divergence="jsd",
-        beta=0.3,
-        lmbda=0.5,
-        temperature=0.8,
-        max_completion_length=8,
+        PROMPTS[:3],
     )
     assert metrics["trainer"] == "gkd" and metrics["trl_beta"] == 0.3
     assert metrics["steps"] == 2 and all(x > 0 for x in metrics["losses"])
@@ -399,29 +398,30 @@ def test_train_distill_skips_prompts_too_long(teacher4, student2, tmp_path):
 
     long_prompt = [{"role": "user", "content": "word " * 200}]
     metrics = train_distill(
-        [long_prompt, *PROMPTS[:2]],
+        make_job(
+            student2,
+            tmp_path / "s",
+            update=_update(batch_size=2),
+            max_length=64,
+            seed=0,
+            options=DistillOptions(divergence="reverse_kl", lmbda=1.0, max_completion_length=8),
+        ),
         teacher4,
-        student2,
-        tmp_path / "s",
-        _update(batch_size=2),
-        max_length=64,
-        seed=0,
-        divergence="reverse_kl",
-        lmbda=1.0,
-        max_completion_length=8,
+        [long_prompt, *PROMPTS[:2]],
     )
     assert metrics["examples"] == 2 and metrics["skipped"] == 1 and metrics["steps"] == 1
     with pytest.raises(UserError, match="longer than"):
         train_distill(
-            [long_prompt],
+            make_job(
+                student2,
+                tmp_path / "t",
+                update=_update(),
+                max_length=64,
+                seed=0,
+                options=DistillOptions(lmbda=1.0, max_completion_length=8),
+            ),
             teacher4,
-            student2,
-            tmp_path / "t",
-            _update(),
-            max_length=64,
-            seed=0,
-            lmbda=1.0,
-            max_completion_length=8,
+            [long_prompt],
         )
 
 
@@ -431,21 +431,25 @@ def test_train_distill_refuses_other_vocabulary(student2, tmp_path):
 
     out = tmp_path / "never"
     with pytest.raises(UserError, match="share a vocabulary"):
-        train_distill(PROMPTS, resolve_model("minilm-l6"), student2, out, _update(), max_length=128, seed=0)
+        train_distill(
+            make_job(student2, out, update=_update(), max_length=128, seed=0, options=DistillOptions()),
+            resolve_model("minilm-l6"),
+            PROMPTS,
+        )
     assert not out.exists() and not list(tmp_path.glob(".never.*"))
 
 
 def test_train_distill_refuses_bad_settings(teacher4, student2, tmp_path):
     from kdagent.update.distill import train_distill
 
-    for kwargs, message in [
-        (dict(divergence="tvd"), "unknown divergence"),
-        (dict(lmbda=1.5), "lmbda"),
-        (dict(temperature=0.0), "temperature"),
-        (dict(max_completion_length=128), "max_completion_length"),
-    ]:
-        with pytest.raises(UserError, match=message):
-            train_distill(PROMPTS, teacher4, student2, tmp_path / "x", _update(), max_length=128, seed=0, **kwargs)
+    for kwargs in [dict(divergence="tvd"), dict(lmbda=1.5), dict(temperature=0.0)]:
+        with pytest.raises(ValidationError, match=next(iter(kwargs))):  # refused by the options model
+            DistillOptions(**kwargs)
+    options = DistillOptions(max_completion_length=128)
+    with pytest.raises(UserError, match="max_completion_length"):  # the options with the student's max_length
+        train_distill(
+            make_job(student2, tmp_path / "x", update=_update(), max_length=128, options=options), teacher4, PROMPTS
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -463,17 +467,16 @@ def test_distill_the_embedded_30_layer_model_into_a_shrunk_student(smollm_path, 
     out = tmp_path / "distilled"
     before = _mean_divergence(student, smollm_path, tokenizer, "jsd")
     metrics = train_distill(
-        PROMPTS,
+        make_job(
+            student,
+            out,
+            update=_update(learning_rate=1e-4, epochs=4.0, batch_size=2),
+            max_length=128,
+            seed=0,
+            options=DistillOptions(divergence="jsd", beta=0.5, lmbda=0.0, max_completion_length=16),
+        ),
         smollm_path,
-        student,
-        out,
-        _update(learning_rate=1e-4, epochs=4.0, batch_size=2),
-        max_length=128,
-        seed=0,
-        divergence="jsd",
-        beta=0.5,
-        lmbda=0.0,
-        max_completion_length=16,
+        PROMPTS,
         completions=COMPLETIONS,
     )
     assert metrics["examples"] == 4 and metrics["skipped"] == 0 and metrics["steps"] == 8
@@ -496,17 +499,16 @@ def test_train_distill_with_lora_saves_a_merged_checkpoint(teacher4, student2, t
 
     out = tmp_path / "lora"
     metrics = train_distill(
-        PROMPTS,
+        make_job(
+            student2,
+            out,
+            update=_update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0), save_dtype="float32"),
+            max_length=128,
+            seed=0,
+            options=DistillOptions(divergence="jsd", beta=0.5, lmbda=lmbda, max_completion_length=8),
+        ),
         teacher4,
-        student2,
-        out,
-        _update(batch_size=2, lora=LoraConfig(r=4, alpha=8, dropout=0.0), save_dtype="float32"),
-        max_length=128,
-        seed=0,
-        divergence="jsd",
-        beta=0.5,
-        lmbda=lmbda,
-        max_completion_length=8,
+        PROMPTS,
         completions=COMPLETIONS if lmbda < 1 else None,
     )
     assert metrics["steps"] == 2 and all(x == x for x in metrics["losses"])  # ran, no NaN

@@ -24,7 +24,6 @@ fp32 master weights, bf16 autocast on a GPU and on CPUs with bf16 instructions (
 CPUs. The trained student is saved to a temporary folder beside `out_dir` and renamed into place; temporary folders left by killed runs are removed.
 """
 
-import functools
 import warnings
 from pathlib import Path
 
@@ -33,8 +32,8 @@ from kdagent.hookspecs import hookimpl
 from kdagent.models.registry import safetensors_only
 from kdagent.recipe import DistillOptions
 from kdagent.teachers.vocab import require_shared_vocabulary
-from kdagent.update.common import peft_config, save_student, train, trainer_kwargs, work_dir
-from kdagent.update.updater import Updater, check_completion_length, training_mb
+from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
+from kdagent.update.updater import UpdateJob, Updater, check_completion_length, training_mb
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
@@ -97,26 +96,19 @@ def _fitting_prompts(prompts, completions, tokenizer, budget: int):
 
 
 def train_distill(
-    prompts: list[list[dict]],
-    teacher_model: Path,
-    base_model: Path,
-    out_dir: Path,
-    update,
-    max_length: int,
-    seed: int,
-    divergence: str = "jsd",
-    beta: float = 0.5,
-    lmbda: float = 0.5,
-    temperature: float = 1.0,
-    max_completion_length: int = 64,
-    completions: list[str] | None = None,
+    job: UpdateJob, teacher_model: Path, prompts: list[list[dict]], completions: list[str] | None = None
 ) -> dict:
-    """Distil `teacher_model` into `base_model` on chat `prompts`; save a full checkpoint to `out_dir`. Returns metrics.
+    """Distil `teacher_model` into `job.student` on chat `prompts` with `job.options` (DistillOptions); save a full
+    checkpoint to `job.out`. Returns metrics.
 
     `lmbda` is the share of on-policy (student-sampled) completions; the rest are `completions` (one per prompt,
-    the assistant's reply) or, without them, sampled from the teacher. `max_length` bounds prompt + completion:
-    prompts longer than `max_length - max_completion_length` tokens are skipped (counted in the metrics).
+    the assistant's reply) or, without them, sampled from the teacher. `job.max_length` bounds prompt +
+    completion: prompts longer than `max_length - max_completion_length` tokens are skipped (counted in the
+    metrics).
     """
+    o, update, max_length, base_model = job.options, job.update, job.max_length, job.student
+    divergence, beta, lmbda, temperature = o.divergence, o.beta, o.lmbda, o.temperature
+    max_completion_length = o.max_completion_length
     trl_b = trl_beta(divergence, beta)
     if not 0.0 <= lmbda <= 1.0:
         raise UserError(f"distillation lmbda (the on-policy share) must be between 0 and 1, got {lmbda}")
@@ -136,7 +128,7 @@ def train_distill(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir = Path(out_dir)
+    out_dir = Path(job.out)
     work = work_dir(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
@@ -149,12 +141,12 @@ def train_distill(
         )
 
     # fp32 master weights; on a GPU, bf16=True runs the forward and backward passes under bf16 autocast
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32, use_safetensors=safetensors_only())
+    model = load_student(base_model)[1]
     teacher = AutoModelForCausalLM.from_pretrained(
         teacher_model, dtype=torch.float32, use_safetensors=safetensors_only()
     )
     teacher.eval()
-    common = trainer_kwargs(update, work, seed)  # checkpoints every update.checkpoint_steps, resumable
+    common = trainer_kwargs(update, work, job.seed)  # checkpoints every update.checkpoint_steps, resumable
     common.pop("per_device_train_batch_size")
     common.update(beta=trl_b, temperature=temperature, disable_dropout=True)
     lora_config = peft_config(update.lora)
@@ -194,7 +186,16 @@ def train_distill(
             lmbda=lmbda,
             seq_kd=seq_kd,
         )
-        trainer = gkd.GKDTrainer(
+
+        class TemperedGKDTrainer(gkd.GKDTrainer):
+            """GKD whose loss is at `temperature`: its compute_loss leaves the public `generalized_jsd_loss` at
+            temperature 1, so both trainers optimise `divergence_loss`."""
+
+            @staticmethod
+            def generalized_jsd_loss(*args, **kwargs):
+                return gkd.GKDTrainer.generalized_jsd_loss(*args, **kwargs, temperature=temperature)
+
+        trainer = TemperedGKDTrainer(
             model=model,
             teacher_model=teacher,
             args=args,
@@ -202,8 +203,6 @@ def train_distill(
             processing_class=tokenizer,
             peft_config=lora_config,
         )
-        # GKD's compute_loss leaves its loss at temperature 1; give it ours so both trainers optimise `divergence_loss`
-        trainer.generalized_jsd_loss = functools.partial(gkd.GKDTrainer.generalized_jsd_loss, temperature=temperature)
     result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     save_student(
@@ -251,24 +250,9 @@ class Distill(Updater):
     def train(self, job):
         from kdagent.models import resolve_model
 
-        o = job.options
         prompts = [ex.prompt for ex in job.examples] or [job.skill.messages(t) for t in job.tasks]
         completions = [ex.completion[-1]["content"] for ex in job.examples] or None
-        return train_distill(
-            prompts,
-            resolve_model(job.recipe.teacher.model),
-            job.student,
-            job.out,
-            job.update,
-            job.max_length,
-            job.seed,
-            divergence=o.divergence,
-            beta=o.beta,
-            lmbda=o.lmbda,
-            temperature=o.temperature,
-            max_completion_length=o.max_completion_length,
-            completions=completions,
-        )
+        return train_distill(job, resolve_model(job.recipe.teacher.model), prompts, completions)
 
 
 @hookimpl
