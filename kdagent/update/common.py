@@ -347,6 +347,16 @@ def peft_config(lora):
     )
 
 
+def with_lora(model, lora):
+    """`model` with a fresh LoRA adapter for the recipe's `update.lora` (peft), or `model` itself for full
+    fine-tuning; for a trainer that takes a model, not a `peft_config` (transformers' Trainer)."""
+    if lora is None:
+        return model
+    from peft import get_peft_model
+
+    return get_peft_model(model, peft_config(lora))
+
+
 def load_student(base_model: Path):
     """The tokenizer and the model to train, from a local checkpoint: fp32 master weights whatever dtype the
     checkpoint was saved in (a GPU, or a CPU with bf16 instructions, runs the passes under bf16 autocast).

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
-from kdagent.update.updater import Updater, training_mb
+from kdagent.update.updater import UpdateJob, Updater, training_mb
 
 MB = 2**20
 
@@ -121,20 +121,11 @@ def cached_loss(model, inputs, options: DistillCachedOptions):
     return (1 - options.ce_weight) * kd + options.ce_weight * ce, kd.detach(), ce.detach()
 
 
-def train_distill_cached(
-    examples,
-    teacher: Path | None,
-    base_model: Path,
-    out_dir: Path,
-    update,
-    max_length: int,
-    seed: int,
-    options: DistillCachedOptions,
-    served=None,
-) -> dict:
-    """Build (or find) the teacher's cache over `examples` (SFTExample), then train `base_model` from it alone;
-    save a full checkpoint to `out_dir`. Returns metrics. The teacher is the local checkpoint `teacher`, or,
-    with `served` (the recipe's teacher section naming endpoints), the model those servers serve."""
+def train_distill_cached(job: UpdateJob, teacher: Path | None, served=None) -> dict:
+    """Build (or find) the teacher's cache over `job.examples` (SFTExample), then train `job.student` from it
+    alone with `job.options` (DistillCachedOptions); save a full checkpoint to `job.out`. Returns metrics. The
+    teacher is the local checkpoint `teacher`, or, with `served` (the recipe's teacher section naming
+    endpoints), the model those servers serve."""
     import os
     import time
 
@@ -142,9 +133,11 @@ def train_distill_cached(
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     from kdagent.home import kdagent_home
-    from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
+    from kdagent.update.common import load_student, save_student, train, trainer_kwargs, with_lora, work_dir
     from kdagent.update.logit_cache import build_cache, tokenize_examples
 
+    examples, options, update = job.examples, job.options, job.update
+    max_length, base_model = job.max_length, job.student
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     sequences = tokenize_examples(tokenizer, [(e.prompt, e.completion) for e in examples], max_length)
     if not sequences:
@@ -173,23 +166,22 @@ def train_distill_cached(
         )
     cache_seconds = time.monotonic() - started
 
-    out_dir = Path(out_dir)
+    out_dir = Path(job.out)
     work = work_dir(out_dir)
     tokenizer, model = load_student(base_model)
-    if update.lora is not None:  # the Trainer takes a peft model as it is; save_student merges the adapter
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config(update.lora))
+    model = with_lora(model, update.lora)  # save_student merges the adapter
     logged = {"kd": [], "ce": []}
 
     class CachedDistillTrainer(Trainer):
+        loss_is_scaled_for_ga = False  # a per-token mean: the Trainer divides it by the accumulation steps
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, kd, ce = cached_loss(model, inputs, options)
             logged["kd"].append(float(kd))
             logged["ce"].append(float(ce))
             return loss
 
-    args = TrainingArguments(**trainer_kwargs(update, work, seed), remove_unused_columns=False)
+    args = TrainingArguments(**trainer_kwargs(update, work, job.seed), remove_unused_columns=False)
     trainer = CachedDistillTrainer(
         model=model,
         args=args,
@@ -197,7 +189,6 @@ def train_distill_cached(
         data_collator=lambda rows: collate(cache, [r["index"] for r in rows]),
         processing_class=tokenizer,
     )
-    trainer.loss_is_scaled_for_ga = False  # a per-token mean: the Trainer divides it by the accumulation steps
     result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     save_student(trainer, tokenizer, update, work, out_dir)
@@ -267,27 +258,8 @@ class DistillCached(Updater):
         if not job.examples:
             return None
         if served(job.recipe.teacher):
-            return train_distill_cached(
-                job.examples,
-                None,
-                job.student,
-                job.out,
-                job.update,
-                job.max_length,
-                job.seed,
-                job.options,
-                served=job.recipe.teacher,
-            )
-        return train_distill_cached(
-            job.examples,
-            resolve_model(job.recipe.teacher.model),
-            job.student,
-            job.out,
-            job.update,
-            job.max_length,
-            job.seed,
-            job.options,
-        )
+            return train_distill_cached(job, None, served=job.recipe.teacher)
+        return train_distill_cached(job, resolve_model(job.recipe.teacher.model))
 
 
 @hookimpl
