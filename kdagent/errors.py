@@ -39,6 +39,31 @@ MASK = "***"
 _secrets: set[str] = set()
 
 
+def kind_options(model, options: dict, field: str, owner: str):
+    """`options` (a recipe's `field`, e.g. `teacher.options`) validated by a registered kind's `options_model`;
+    None for a kind without one, which takes no options (`owner` names it: "the 'self' teacher"). Invalid
+    ones are a one-line UserError naming `<field>.<key>`, with a did-you-mean for a misspelt key."""
+    from pydantic import ValidationError
+
+    if model is None:
+        if options:
+            raise UserError(f"{field}: {owner} takes no options (got {', '.join(map(repr, options))})")
+        return None
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            path = ".".join([field, *(str(p) for p in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+                hint = f"did you mean '{field}.{close}'?" if close else f"valid keys: {', '.join(model.model_fields)}"
+                parts.append(f"unknown key {path!r} ({hint})")
+            else:
+                parts.append(f"{path}: {err['msg']}")
+        raise UserError("; ".join(parts)) from None
+
+
 def register_secret(value: str | None, min_length: int = 8) -> None:
     """A value that must never be written or printed, with the forms it takes in URLs and headers. Values
     found by their variable's name shorter than 8 characters are ignored (they would mask words); a value

@@ -12,9 +12,9 @@ import inspect
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from kdagent.errors import UserError, did_you_mean
+from kdagent.errors import UserError, did_you_mean, kind_options
 
 
 @runtime_checkable
@@ -65,30 +65,9 @@ def store_kind(config, plugins):
 def store_options(config, factory) -> BaseModel | None:
     """`retrieval.options` validated by the kind's `options_model` (None for a kind without one, which takes
     no options). Invalid ones are a one-line UserError naming `retrieval.options.<field>`."""
-    model = getattr(factory, "options_model", None)
-    if model is None:
-        if config.options:
-            raise UserError(
-                f"retrieval.options: the {config.store!r} store takes no options (got {', '.join(map(repr, config.options))})"
-            )
-        return None
-    try:
-        return model.model_validate(config.options)
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join(["retrieval.options", *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
-                hint = (
-                    f"did you mean 'retrieval.options.{close}'?"
-                    if close
-                    else f"valid keys: {', '.join(model.model_fields)}"
-                )
-                parts.append(f"unknown key {path!r} ({hint})")
-            else:
-                parts.append(f"{path}: {err['msg']}")
-        raise UserError("; ".join(parts)) from None
+    return kind_options(
+        getattr(factory, "options_model", None), config.options, "retrieval.options", f"the {config.store!r} store"
+    )
 
 
 def check_store(config, plugins) -> None:

@@ -20,9 +20,9 @@ the current student's folder; one that takes a `plugins` argument also gets the 
 import inspect
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from kdagent.errors import UserError, did_you_mean
+from kdagent.errors import kind_options
 
 
 def declare(*, options_model=None, check=None, local_path=None, capabilities=()):
@@ -49,30 +49,9 @@ def _by_name(fn, **available) -> dict:
 def teacher_options(config, factory) -> BaseModel | None:
     """`teacher.options` validated by the kind's `options_model` (None for a kind without one, which takes
     no options). Invalid ones are a one-line UserError naming `teacher.options.<field>`."""
-    model = getattr(factory, "options_model", None)
-    if model is None:
-        if config.options:
-            raise UserError(
-                f"teacher.options: the {config.kind!r} teacher takes no options (got {', '.join(map(repr, config.options))})"
-            )
-        return None
-    try:
-        return model.model_validate(config.options)
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join(["teacher.options", *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
-                hint = (
-                    f"did you mean 'teacher.options.{close}'?"
-                    if close
-                    else f"valid keys: {', '.join(model.model_fields)}"
-                )
-                parts.append(f"unknown key {path!r} ({hint})")
-            else:
-                parts.append(f"{path}: {err['msg']}")
-        raise UserError("; ".join(parts)) from None
+    return kind_options(
+        getattr(factory, "options_model", None), config.options, "teacher.options", f"the {config.kind!r} teacher"
+    )
 
 
 def check_teacher(config, plugins) -> None:
