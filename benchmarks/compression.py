@@ -35,7 +35,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -43,6 +42,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from distill_quality import (  # the sibling benchmark's helpers (benchmarks/ is on sys.path)
+    commit,
+    machine,
+    write_markdown,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "compress_finance.yaml"
@@ -451,39 +456,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, table: str, marker: str = "compression") -> None:
-    start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{table}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n## Compression\n\n" + block + "\n"
-    path.write_text(text)
-
-
-def machine() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
-    cpu = platform.processor() or "CPU"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPU cores, {cpu} (torch {torch.__version__})"
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -519,7 +491,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.tables_only:
         if args.markdown:
-            write_markdown(args.markdown, markdown(json.loads(args.json.read_text())))
+            write_markdown(args.markdown, markdown(json.loads(args.json.read_text())), "compression", "Compression")
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -561,7 +533,7 @@ def main(argv=None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.markdown:
-        write_markdown(args.markdown, markdown(results))
+        write_markdown(args.markdown, markdown(results), "compression", "Compression")
     print(json.dumps(results, indent=1))
     return 0
 

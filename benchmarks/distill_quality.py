@@ -359,14 +359,17 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path: Path, table: str, marker: str = "distill_quality") -> None:
+def write_markdown(
+    path: Path, table: str, marker: str = "distill_quality", heading: str = "Distillation quality"
+) -> None:
+    """`table` between `<!-- marker -->` and `<!-- /marker -->` in `path`, or appended under `heading`."""
     start, end = f"<!-- {marker} -->", f"<!-- /{marker} -->"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{start}\n{table}\n{end}"
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
-        text = text.rstrip() + "\n\n## Distillation quality\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     path.write_text(text)
 
 
