@@ -8,6 +8,8 @@ entry-point group `kdagent`:
     my_plugin = "my_package.plugin"
 """
 
+import inspect
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("kdagent")
@@ -111,3 +113,13 @@ def kdagent_transform_task(task, recipe):
 def kdagent_veto_example(example, recipe):
     """Return a reason (str) to keep `example` (an SFTExample or PreferencePair) out of training, or None
     to allow it. Any reason vetoes the example; the reasons are counted in the round's metrics."""
+
+
+def by_name(fn, **available) -> dict:
+    """The keyword arguments among `available` that `fn` takes (all of them where it takes **kwargs): how the
+    core calls a plugin's optional arguments (a teacher kind's `check`, an updater's `check`), so that a plugin
+    declares only the ones it needs."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return available
+    return {k: v for k, v in available.items() if k in params}

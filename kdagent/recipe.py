@@ -354,7 +354,7 @@ class UpdateConfig(_Config):
     method: UpdateMethod | list[UpdateMethod] = Field(
         "sft",
         description="How the student learns, a registered updater (`kdagent plugins` lists them): 'sft' (TRL SFTTrainer on sft.jsonl), "
-        "'dpo' (DPOTrainer on preferences.jsonl), 'distill' (white-box token-level distillation from an 'hf' teacher: TRL's "
+        "'dpo' (DPOTrainer on preferences.jsonl), 'distill' (white-box token-level distillation from a local teacher other than the student, e.g. 'hf': TRL's "
         "DistillationTrainer when update.distill.lmbda is 1, its experimental GKDTrainer otherwise), 'grpo' (GRPOTrainer with the "
         "skill's verifier as reward), one a plugin adds, 'none' (only build the datasets), or a list run in order within the round, "
         "e.g. [sft, dpo].",

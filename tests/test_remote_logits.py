@@ -164,7 +164,7 @@ def test_distill_cached_trains_from_a_served_teachers_cache_without_the_teacher(
     plugins = build_plugins(load_entry_points=False)
     check_names(recipe, plugins)  # a served teacher passes the updater's check
     updater = plugins.updaters["distill_cached"].obj
-    updater.check_models(recipe, options_for(recipe.update, "distill_cached", updater), tiny_model_dir)
+    updater.check_models(recipe, options_for(recipe.update, "distill_cached", updater), tiny_model_dir, plugins)
     report = updater.train(
         UpdateJob(
             recipe,
@@ -188,12 +188,13 @@ def test_a_teacher_without_endpoints_or_weights_is_refused(tiny_model_dir):
         {
             "name": "d",
             "student": {"model": str(tiny_model_dir)},
-            "teacher": {"kind": "self"},
+            "teacher": {"kind": "langchain", "model": "any"},  # a chat model: no local weights, no endpoints
             "update": {"method": "distill_cached"},
         }
     )
+    updater = plugins.updaters["distill_cached"].obj
     with pytest.raises(UserError, match="or one served at OpenAI-compatible endpoints that return prompt_logprobs"):
-        check_names(recipe, plugins)
+        updater.check(recipe, options_for(recipe.update, "distill_cached", updater), plugins)
 
 
 def test_transformers_serve_cannot_feed_the_cache_and_is_refused_in_one_line(openai_server, tmp_path):

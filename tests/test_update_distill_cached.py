@@ -80,8 +80,10 @@ def test_distill_cached_trains_from_the_cache_and_a_second_student_reuses_it(
 def test_distill_cached_checks_the_recipe(tiny_model_dir, tmp_path):
     plugins = build_plugins(load_entry_points=False)
     base = {"name": "d", "student": {"model": str(tiny_model_dir)}, "update": {"method": "distill_cached"}}
-    with pytest.raises(UserError, match="needs an 'hf' teacher"):
-        check_names(Recipe.model_validate(base), plugins)
+    own = Recipe.model_validate(base)  # the 'self' teacher: white-box and local, but the student itself
+    updater = plugins.updaters["distill_cached"].obj
+    with pytest.raises(UserError, match="'distill_cached' needs a teacher other than the student"):
+        updater.check_models(own, options_for(own.update, "distill_cached", updater), tiny_model_dir, plugins)
     with pytest.raises(UserError, match="update.options.distill_cached.loss"):
         check_names(
             Recipe.model_validate(

@@ -107,8 +107,9 @@ def test_the_built_ins_options_keep_their_recipe_blocks():
         UserError, match=r"update.grpo.max_completion_length: 300 must be below student.max_length \(256\)"
     ):
         check_names(recipe(method="grpo", grpo={"max_completion_length": 300}), plugins)
-    with pytest.raises(UserError, match="'distill' is white-box and needs an 'hf' teacher"):
-        check_names(recipe(method="distill"), plugins)
+    black_box = {"teacher": {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}}
+    with pytest.raises(UserError, match="'distill' is white-box and needs a local teacher.*'openai' teacher is not"):
+        check_names(Recipe.model_validate({**recipe(method="distill").model_dump(), **black_box}), plugins)
 
 
 def test_a_plugin_updater_is_named_and_checked_by_the_recipe():
@@ -158,3 +159,40 @@ def test_a_plugin_updater_trains_inside_the_loop(tmp_path, tiny_model_dir):
     assert job.options == CopyOptions(note="baseline") and job.round == 1 and job.seed == 3
     assert job.skill.name == "cot" and job.domain is not None and job.plugins is plugins
     assert (tmp_path / "run" / "round-01" / "student" / "config.json").exists()
+
+
+def test_white_box_updaters_ask_the_teachers_kind_not_its_name(tmp_path, tiny_model_dir):
+    """`distill` and `distill_cached` take any kind that declares a local model with token log-probs (here a
+    plugin's kind), and refuse, before any model loads, a teacher that runs the student itself."""
+    from kdagent.teachers import LOCAL_PATH, TOKEN_LOGPROBS
+    from kdagent.teachers.kinds import declare
+
+    other = tmp_path / "other-teacher"
+    shutil.copytree(tiny_model_dir, other)
+
+    class LocalKind:
+        @staticmethod
+        @hookimpl
+        def kdagent_register_teachers(register):
+            @declare(local_path=lambda config, student: other, capabilities=(LOCAL_PATH, TOKEN_LOGPROBS))
+            def local(config, student_path):
+                raise AssertionError("not built by a check")
+
+            register("local-copy", local)
+
+    plugins = build_plugins(load_entry_points=False)
+    plugins.pm.register(LocalKind(), name="local-kind")
+    plugins.teachers.clear()
+    from kdagent.plugins import _collect
+
+    _collect(plugins, "teachers")
+    for method in ("distill", "distill_cached"):
+        r = recipe(tiny_model_dir, method=method)
+        ours = Recipe.model_validate({**r.model_dump(), "teacher": {"kind": "local-copy"}})
+        check_names(ours, plugins)  # the plugin's kind is white-box and local
+        updater = plugins.updaters[method].obj
+        updater.check_models(ours, options_for(ours.update, method, updater), tiny_model_dir, plugins)
+        check_names(r, plugins)  # 'self' is white-box and local too, but it is the student:
+        with pytest.raises(UserError, match=rf"update.method {method!r} needs a teacher other than the student"):
+            run_recipe(r, tmp_path / f"run-{method}", plugins)
+        assert not (tmp_path / f"run-{method}" / "round-01").exists()

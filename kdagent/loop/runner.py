@@ -7,6 +7,7 @@ from pathlib import Path
 from kdagent.errors import UserError
 from kdagent.evaluate.gate import apply_gate, raised, set_scores
 from kdagent.evaluate.held_out import evaluate_sets, fitting_sets, held_out_sets
+from kdagent.hookspecs import by_name
 from kdagent.jsonl import write_jsonl
 from kdagent.loop.round import Context, run_round
 from kdagent.loop.rundir import RunDir
@@ -61,7 +62,10 @@ def _checked_run(recipe: Recipe, rd: RunDir, plugins, resume: bool) -> dict:
     if skill_sets:
         inputs["skill_evaluation_tasks"] = {name: len(tasks) for name, (_, tasks) in skill_sets.items()}
     for name, updater in updaters.items():  # checks that import the trainers or read the models' files
-        updater.check_models(recipe, options_for(recipe.update, name, updater), student)
+        options = options_for(recipe.update, name, updater)
+        updater.check_models(
+            **by_name(updater.check_models, recipe=recipe, options=options, student=student, plugins=plugins)
+        )
     plan = _memory_plan(recipe, student, local_teacher_path(recipe.teacher, plugins, student), updaters)
     rd.open(recipe, resume)
     rd.write_json("memory-plan.json", plan)

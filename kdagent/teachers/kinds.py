@@ -17,12 +17,12 @@ the current student's folder; one that takes a `plugins` argument also gets the 
 `declare` sets them on a factory function; a class sets them as class attributes (`check` a staticmethod).
 """
 
-import inspect
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from kdagent.errors import kind_options
+from kdagent.hookspecs import by_name
 
 
 def declare(*, options_model=None, check=None, local_path=None, capabilities=()):
@@ -36,14 +36,6 @@ def declare(*, options_model=None, check=None, local_path=None, capabilities=())
         return factory
 
     return wrap
-
-
-def _by_name(fn, **available) -> dict:
-    """The keyword arguments among `available` that `fn` takes (all of them where it takes **kwargs)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return available
-    return {k: v for k, v in available.items() if k in params}
 
 
 def teacher_options(config, factory) -> BaseModel | None:
@@ -60,14 +52,14 @@ def check_teacher(config, plugins) -> None:
     options = teacher_options(config, factory)
     check = getattr(factory, "check", None)
     if check is not None:
-        check(**_by_name(check, config=config, plugins=plugins, options=options))
+        check(**by_name(check, config=config, plugins=plugins, options=options))
 
 
 def create_teacher(config, student_path, plugins):
     """The recipe's teacher, built by its kind's factory."""
     factory = plugins.teachers[config.kind].obj
     options = teacher_options(config, factory)
-    return factory(config, student_path, **_by_name(factory, plugins=plugins, options=options))
+    return factory(config, student_path, **by_name(factory, plugins=plugins, options=options))
 
 
 def local_teacher_path(config, plugins, student: Path) -> Path | None:
@@ -80,3 +72,25 @@ def local_teacher_path(config, plugins, student: Path) -> Path | None:
 def kind_capabilities(config, plugins) -> frozenset[str]:
     """What the recipe's teacher will be able to do (its kind's declared `capabilities`), before it is built."""
     return frozenset(getattr(plugins.teachers[config.kind].obj, "capabilities", ()))
+
+
+def runs_locally_white_box(config, plugins) -> bool:
+    """Whether the recipe's teacher runs a local model whose token log-probs the student can be trained on
+    (its kind declares `local_path` and `token_logprobs`): what white-box distillation needs."""
+    from kdagent.teachers import LOCAL_PATH, TOKEN_LOGPROBS
+
+    return {LOCAL_PATH, TOKEN_LOGPROBS} <= kind_capabilities(config, plugins)
+
+
+def other_teacher_path(config, plugins, student: Path, method: str) -> Path:
+    """The local teacher's folder for `method` (a white-box updater), refused in one line when it is the
+    student itself: distilling a model into itself teaches nothing."""
+    from kdagent.errors import UserError
+
+    path = local_teacher_path(config, plugins, student)
+    if path is None or Path(path).resolve() == Path(student).resolve():
+        raise UserError(
+            f"teacher: update.method {method!r} needs a teacher other than the student, and the {config.kind!r} "
+            "teacher runs the student itself; name another local model (teacher.kind: hf, teacher.model: ...)"
+        )
+    return Path(path)

@@ -31,6 +31,7 @@ from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
 from kdagent.models.registry import safetensors_only
 from kdagent.recipe import DistillOptions
+from kdagent.teachers.kinds import other_teacher_path, runs_locally_white_box
 from kdagent.teachers.vocab import require_shared_vocabulary
 from kdagent.update.common import load_student, peft_config, save_student, train, trainer_kwargs, work_dir
 from kdagent.update.updater import UpdateJob, Updater, check_completion_length, training_mb
@@ -229,17 +230,17 @@ class Distill(Updater):
 
     options_model = DistillOptions
 
-    def check(self, recipe, options):
+    def check(self, recipe, options, plugins):
         check_completion_length("update.distill.max_completion_length", recipe, options.max_completion_length)
-        if recipe.teacher.kind != "hf":
+        if not runs_locally_white_box(recipe.teacher, plugins):
             raise UserError(
-                "update.method: 'distill' is white-box and needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...)"
+                f"update.method: 'distill' is white-box and needs a local teacher with token log-probs (teacher.kind: "
+                f"hf, teacher.model: ...); the {recipe.teacher.kind!r} teacher is not one"
             )
 
-    def check_models(self, recipe, options, student):
-        from kdagent.models import resolve_model
-
-        require_shared_vocabulary(resolve_model(recipe.teacher.model), student)  # refused up front when they differ
+    def check_models(self, recipe, options, student, plugins):
+        teacher = other_teacher_path(recipe.teacher, plugins, student, "distill")
+        require_shared_vocabulary(teacher, student)  # refused up front when they differ
 
     def memory_mb(self, recipe, options, student, teacher, act_bytes):
         frozen = 0
@@ -248,11 +249,9 @@ class Distill(Updater):
         return training_mb(recipe, student, act_bytes, frozen)
 
     def train(self, job):
-        from kdagent.models import resolve_model
-
         prompts = [ex.prompt for ex in job.examples] or [job.skill.messages(t) for t in job.tasks]
         completions = [ex.completion[-1]["content"] for ex in job.examples] or None
-        return train_distill(job, resolve_model(job.recipe.teacher.model), prompts, completions)
+        return train_distill(job, job.teacher_path(), prompts, completions)
 
 
 @hookimpl

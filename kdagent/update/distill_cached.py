@@ -1,6 +1,6 @@
 """`distill_cached`: off-policy white-box distillation from an offline teacher-logit cache.
 
-The recipe's local ('hf') teacher runs once over the round's training examples (prompt + curated completion) and
+The recipe's local teacher (`hf`) runs once over the round's training examples (prompt + curated completion) and
 stores its top-k log-probabilities at each completion token (kdagent/update/logit_cache.py, content-addressed, so
 a second student of the same teacher on the same data reuses the cache and never loads the teacher); it is then
 released, and the student trains from the cache alone. A teacher served at OpenAI-compatible endpoints
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kdagent.errors import UserError
 from kdagent.hookspecs import hookimpl
+from kdagent.teachers.kinds import other_teacher_path, runs_locally_white_box
 from kdagent.update.updater import UpdateJob, Updater, training_mb
 
 MB = 2**20
@@ -215,34 +216,35 @@ def train_distill_cached(job: UpdateJob, teacher: Path | None, served=None) -> d
     }
 
 
-def served(teacher) -> bool:
-    """Whether the recipe's teacher is served at OpenAI-compatible endpoints (`teacher.base_url`), not loaded here."""
+def served(teacher, plugins) -> bool:
+    """Whether the recipe's teacher is served at OpenAI-compatible endpoints (`teacher.base_url`), not loaded
+    here: a kind that runs no local model, with endpoints."""
     from kdagent.teachers.chat import endpoints
 
-    return teacher.kind != "hf" and bool(endpoints(teacher))
+    return not runs_locally_white_box(teacher, plugins) and bool(endpoints(teacher))
 
 
 class DistillCached(Updater):
     """Distillation from a cache of the teacher's top-k log-probabilities over the round's examples: a local
-    ('hf') teacher's forward passes, or the `prompt_logprobs` of the servers at `teacher.base_url`."""
+    teacher's forward passes, or the `prompt_logprobs` of the servers at `teacher.base_url`."""
 
     options_model = DistillCachedOptions
     skipped = "no training examples"
 
-    def check(self, recipe, options):
-        if recipe.teacher.kind != "hf" and not served(recipe.teacher):
+    def check(self, recipe, options, plugins):
+        if not runs_locally_white_box(recipe.teacher, plugins) and not served(recipe.teacher, plugins):
             raise UserError(
-                "update.method: 'distill_cached' needs an 'hf' teacher (teacher.kind: hf, teacher.model: ...) or one served "
-                "at OpenAI-compatible endpoints that return prompt_logprobs (teacher.base_url: ...)"
+                "update.method: 'distill_cached' needs a local teacher with token log-probs (teacher.kind: hf, "
+                "teacher.model: ...) or one served at OpenAI-compatible endpoints that return prompt_logprobs "
+                f"(teacher.base_url: ...); the {recipe.teacher.kind!r} teacher is neither"
             )
 
-    def check_models(self, recipe, options, student):
-        from kdagent.models import resolve_model
+    def check_models(self, recipe, options, student, plugins):
         from kdagent.teachers.vocab import require_shared_vocabulary
 
-        if served(recipe.teacher):
+        if served(recipe.teacher, plugins):
             return  # the servers' tokenizer is compared with the student's when the cache is built (remote_logits)
-        require_shared_vocabulary(resolve_model(recipe.teacher.model), student)
+        require_shared_vocabulary(other_teacher_path(recipe.teacher, plugins, student, "distill_cached"), student)
 
     def memory_mb(self, recipe, options, student, teacher, act_bytes):
         training = training_mb(recipe, student, act_bytes)  # the teacher is released before the student loads
@@ -253,13 +255,11 @@ class DistillCached(Updater):
         return max(training, caching)
 
     def train(self, job):
-        from kdagent.models import resolve_model
-
         if not job.examples:
             return None
-        if served(job.recipe.teacher):
+        if job.teacher_path() is None:
             return train_distill_cached(job, None, served=job.recipe.teacher)
-        return train_distill_cached(job, resolve_model(job.recipe.teacher.model))
+        return train_distill_cached(job, job.teacher_path())
 
 
 @hookimpl

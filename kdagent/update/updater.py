@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kdagent.errors import UserError, did_you_mean
+from kdagent.hookspecs import by_name
 
 ACTIVATION_FACTOR = 20  # values a token a layer keeps for backward, in hidden-size units (a llama block: norms, q/k/v/o, residuals, ~4 x 2.7 h of MLP)
 MB = 2**20
@@ -54,6 +55,15 @@ class UpdateJob:
     def max_length(self) -> int:
         return self.recipe.student.max_length
 
+    def teacher_path(self) -> Path | None:
+        """The folder of the local model the recipe's teacher runs (its kind's `local_path`), or None for a
+        teacher that runs elsewhere. The built-in plugins stand in when the job carries none."""
+        from kdagent.plugins import build_plugins
+        from kdagent.teachers.kinds import local_teacher_path
+
+        plugins = self.plugins if self.plugins is not None else build_plugins(load_entry_points=False)
+        return local_teacher_path(self.recipe.teacher, plugins, self.student)
+
 
 class Updater:
     """A training method. Subclasses set `options_model` and implement `train`; the other methods have
@@ -65,11 +75,13 @@ class Updater:
 
     def check(self, recipe, options: BaseModel) -> None:
         """Refuse settings of the recipe this updater cannot train with: raise a UserError naming the field.
-        Called by `kdagent validate` and `kdagent run` before anything loads."""
+        Called by `kdagent validate` and `kdagent run` before anything loads. An override may also take
+        `plugins` (the registry, passed by name), to ask the teacher's kind what it can do."""
 
     def check_models(self, recipe, options: BaseModel, student: Path) -> None:
         """Checks that need the training libraries or the models' files (not run by `validate`), made by
-        `kdagent run` before any model loads; `student` is the starting checkpoint's folder."""
+        `kdagent run` before any model loads; `student` is the starting checkpoint's folder. An override may
+        also take `plugins`, passed by name."""
 
     def memory_mb(self, recipe, options: BaseModel, student: dict, teacher: dict | None, act_bytes: int) -> float:
         """Peak MiB of training, before the runtime's share. `student` and `teacher` are shapes read from the
@@ -144,4 +156,5 @@ def check_updaters(recipe, plugins) -> None:
         updater_named(plugins, name, f"update.options.{name}")
     for name in recipe.update.methods():
         updater = updater_named(plugins, name)
-        updater.check(recipe, options_for(recipe.update, name, updater))
+        options = options_for(recipe.update, name, updater)
+        updater.check(**by_name(updater.check, recipe=recipe, options=options, plugins=plugins))
