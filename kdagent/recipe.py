@@ -322,6 +322,9 @@ class GRPOOptions(_Config):
         4, ge=2, description="Completions sampled per prompt (the group whose rewards are compared)."
     )
     max_completion_length: int = Field(64, ge=1, description="Longest completion, in tokens.")
+    temperature: float = Field(
+        1.0, gt=0.0, description="Sampling temperature of the group's completions (TRL's default, 1.0)."
+    )
     beta: float = Field(
         0.0, ge=0.0, description="KL penalty against the reference model (0 turns it off, as TRL's default)."
     )

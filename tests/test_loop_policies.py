@@ -1,6 +1,7 @@
 """Loop policies on a config-built tiny model: the gate, SPIN pairs with DPO, failure mining, methods in order."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -174,13 +175,19 @@ def test_distill_with_a_different_vocabulary_is_refused_before_anything_runs(tmp
 def test_grpo_and_distill_run_inside_the_loop(tmp_path, tiny_model_dir):
     r = recipe(
         tiny_model_dir,
-        update={"method": "grpo", "batch_size": 4, "grpo": {"num_generations": 4, "max_completion_length": 8}},
+        update={
+            "method": "grpo",
+            "batch_size": 4,
+            "grpo": {"num_generations": 4, "max_completion_length": 8, "temperature": 0.7},
+        },
     )
     (entry,) = run_recipe(r, tmp_path / "grpo", build_plugins(load_entry_points=False))["rounds"]
     assert entry["update"]["steps"] >= 1 and entry["student"].endswith("round-01/student")
+    assert entry["update"]["temperature"] == 0.7  # the recipe's sampling temperature reached TRL
+    teacher = shutil.copytree(tiny_model_dir, tmp_path / "teacher")  # another model: not the student itself
     r = recipe(
         tiny_model_dir,
-        teacher={"kind": "hf", "model": str(tiny_model_dir)},
+        teacher={"kind": "hf", "model": str(teacher)},
         feedback={"fallback_to_reference": True},
         update={"method": "distill", "distill": {"lmbda": 0.0, "max_completion_length": 8}},
     )

@@ -31,7 +31,7 @@ def train_grpo(
     prompts: list[list[dict]],
     reward_fn,
     extra_columns: dict[str, list] | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ) -> dict:
     """Train on `prompts` (lists of chat messages) starting from `job.student` with `job.options` (GRPOOptions);
     save a full checkpoint to `job.out`.
@@ -39,10 +39,11 @@ def train_grpo(
     `job.max_length` bounds prompt plus completion: prompts longer than `max_length - max_completion_length`
     tokens (chat template applied) are skipped and counted in the metrics. `reward_fn(prompts, completions,
     **kwargs)` scores the completions; `extra_columns` maps a column name to one value per prompt, which the
-    reward function receives as a keyword argument. `temperature` is the sampling temperature (TRL's default;
-    GRPOOptions does not set it). Returns metrics.
+    reward function receives as a keyword argument. `temperature` is the sampling temperature (default: the
+    options' `temperature`). Returns metrics.
     """
     options, update, max_length = job.options, job.update, job.max_length
+    temperature = options.temperature if temperature is None else temperature
     num_generations, max_completion_length = options.num_generations, options.max_completion_length
     extra_columns = dict(extra_columns or {})
     for name, values in extra_columns.items():
@@ -112,6 +113,7 @@ def train_grpo(
         "steps": trainer.state.global_step,
         "train_loss": round(result.training_loss, 4),
         "losses": losses,
+        "temperature": temperature,
     }
     if rewards:
         metrics["reward_mean"] = round(fmean(rewards), 4)
