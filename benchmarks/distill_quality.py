@@ -176,8 +176,11 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path) -> tuple[Path, dict]:
     }
 
 
-def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str], resamples: int) -> dict:
-    """Every JSON entry of one domain (math gives two: SVAMP and GSM8K test)."""
+def run_domain(
+    name: str, budget: str, data: Path, work: Path, extra: list[str], resamples: int, resume: bool = False
+) -> dict:
+    """Every JSON entry of one domain (math gives two: SVAMP and GSM8K test). With `resume`, a kdagent run
+    that a kill left in `work` continues where it stopped (its seconds then count only the part run here)."""
     from kdagent.evaluate.held_out import _evaluate, _fitting_eval_tasks, _load_eval_tasks
     from kdagent.loop.runner import run_recipe
     from kdagent.models import resolve_model
@@ -196,8 +199,9 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
     recipe = load_recipe(REPO / recipe_file, sets)
     plugins = build_plugins()
     run_dir = work / "run"
+    resumed = resume and (run_dir / "recipe.yaml").exists()
     started = time.time()
-    metrics = run_recipe(recipe, run_dir, plugins)
+    metrics = run_recipe(recipe, run_dir, plugins, resume=resumed)
     kd_seconds = round(time.time() - started, 1)
 
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
@@ -277,6 +281,7 @@ def run_domain(name: str, budget: str, data: Path, work: Path, extra: list[str],
                 "unseen_phrasing": round(result["kdagent_unseen_phrasing"][m] - result["base_unseen_phrasing"][m], 4),
             }
         result["seconds"] = {
+            **({"resumed": True} if resumed else {}),  # kdagent's seconds count only this process's part
             "kdagent": kd_seconds,
             "kdagent_update": round(sum(e["seconds"].get("update", 0) for e in rounds), 1),
             "sft": sft_seconds,
@@ -417,6 +422,11 @@ def main(argv=None) -> int:
         help="a further recipe override for every domain (as kdagent run --set takes it)",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed kdagent run left under --work (the entry's seconds then say `resumed`)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
     parser.add_argument(
@@ -464,7 +474,9 @@ def main(argv=None) -> int:
         for name in names:
             print(f"[distill_quality] {name} ({args.budget})", file=sys.stderr, flush=True)
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer's log lines: stdout holds only the JSON
-                entries = run_domain(name, args.budget, args.data.resolve(), root / name, args.sets, args.bootstrap)
+                entries = run_domain(
+                    name, args.budget, args.data.resolve(), root / name, args.sets, args.bootstrap, args.resume
+                )
             for result in entries.values():
                 result["command"], result["commit"], result["date"] = command, results["commit"], results["date"]
             this_run.update(entries)

@@ -15,38 +15,34 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     readme.write_text("# x\n\n<!-- results -->\nold\n<!-- /results -->\n\nafter\n")
     table.write_text("# Benchmarks\n\nintro kept\n")
     results.write_text(json.dumps({"budget": "small", "domains": {"law": {"skipped": "data folder x is absent"}}}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "distill_quality.py"),
-            "--domain",
-            "finance",
-            "--data",
-            str(shared_data),
-            "--work",
-            str(tmp_path / "work"),
-            "--markdown",
-            str(table),
-            "--json",
-            str(results),
-            "--bootstrap",
-            "50",
-            "--readme",
-            str(readme),
-            "--set",
-            f"student.model={tiny_model_dir}",
-            "--set",
-            "domain.seed_tasks=6",
-            "--set",
-            "domain.eval_tasks=4",
-            "--set",
-            "retrieval.enabled=false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "distill_quality.py"),
+        "--domain",
+        "finance",
+        "--data",
+        str(shared_data),
+        "--work",
+        str(tmp_path / "work"),
+        "--markdown",
+        str(table),
+        "--json",
+        str(results),
+        "--bootstrap",
+        "50",
+        "--readme",
+        str(readme),
+        "--set",
+        f"student.model={tiny_model_dir}",
+        "--set",
+        "domain.seed_tasks=6",
+        "--set",
+        "domain.eval_tasks=4",
+        "--set",
+        "retrieval.enabled=false",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout)
     finance = out["domains"]["finance"]
@@ -66,6 +62,12 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     )
     text = table.read_text()
     assert text.startswith("# Benchmarks\n\nintro kept") and "| finance | 4 | macro_f1 |" in text
+    # --resume continues the kdagent run left in --work (here a finished one: nothing is trained again)
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads(again.stdout)["domains"]["finance"]
+    assert resumed["seconds"]["resumed"] is True and "resumed" not in finance["seconds"]
+    assert resumed["kdagent"] == finance["kdagent"] and resumed["rounds"] == finance["rounds"]
     assert "<!-- distill_quality -->" in text and "Runs: `python benchmarks/distill_quality.py --domain finance" in text
     text = readme.read_text()  # the README's table, generated from the same JSON
     assert "old" not in text and text.endswith("after\n") and "| finance | 4 | macro_f1 |" in text
