@@ -13,9 +13,15 @@ def model_folder(target: str) -> Path:
     from kdagent.models import resolve_model
 
     path = Path(target).expanduser()
-    if (path / "metrics.json").is_file() and not (path / "config.json").is_file():
+    is_run = (path / "metrics.json").is_file() or (path / "recipe.yaml").is_file()
+    if is_run and not (path / "config.json").is_file():
         from kdagent.modelcard import final_student
 
+        if not (path / "metrics.json").is_file():
+            raise UserError(
+                f"{target}: a run directory that has no metrics.json yet (its baseline has not finished): "
+                "wait for its first round, or name a model"
+            )
         student = final_student(path)
         if student is None:
             raise UserError(

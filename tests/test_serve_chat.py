@@ -62,6 +62,12 @@ def test_serve_refuses_a_run_without_a_student(tmp_path):
     assert result.returncode == 2 and "kept no student" in result.stderr
 
 
+def test_chat_names_a_run_that_has_not_finished_its_baseline(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("name: started\n")  # what a run writes first
+    result = run_cli("chat", str(tmp_path))
+    assert result.returncode == 2 and "no metrics.json yet" in result.stderr and "unknown model" not in result.stderr
+
+
 def _read_until(fd: int, marker: bytes, timeout: float) -> bytes:
     seen, deadline = b"", time.time() + timeout
     while marker not in seen:
