@@ -68,3 +68,22 @@ def test_eval_off_a_terminal_and_quiet(tiny_model_dir, tmp_path):
         "eval", "--model", str(tiny_model_dir), "--data", str(data), "--max-new-tokens", "4", "--json", "--quiet"
     )
     assert quiet.returncode == 0 and quiet.stderr.strip() == "", quiet.stderr
+
+
+def test_elicit_draws_no_bar_off_a_terminal(tiny_model_dir, tmp_path, capfd):
+    from kdagent.recipe import TeacherConfig
+    from kdagent.records import GroundedTask, Task
+    from kdagent.skills.cot import ChainOfThought
+    from kdagent.synth.elicit import elicit
+    from kdagent.teachers.hf import HFTeacher
+
+    config = TeacherConfig(kind="self", samples=1, max_new_tokens=4, batch_size=2)
+    teacher = HFTeacher(tiny_model_dir, config, label="self")
+    grounded = [
+        GroundedTask(task=Task(id=f"t{i}", prompt=f"{i} + 1?", answer=str(i + 1)), passages=[]) for i in range(3)
+    ]
+    gens = elicit(lambda: teacher, ChainOfThought(), grounded, 1, 0, {"samples": 1}, tmp_path / "g.jsonl", chunk=1)
+    assert len(gens) == 3
+    err = capfd.readouterr().err
+    # captured stderr is not a terminal: no chunk bar (the libraries' bars read TQDM_DISABLE, set by the CLI at start)
+    assert "chunk/s" not in err and "round 1: elicit:" not in err, err[-300:]

@@ -67,7 +67,12 @@ def elicit(
 
     n = teacher_settings.get("samples", 1)
     chunks = (len(grounded) + chunk - 1) // chunk
-    bar = tqdm(total=chunks, desc=f"round {round_}: elicit", unit="chunk", disable=chunks < 2)
+    from kdagent.terminal import interactive, quiet
+
+    # an explicit `disable` overrides TQDM_DISABLE, so the terminal's rules are applied here too
+    bar = tqdm(
+        total=chunks, desc=f"round {round_}: elicit", unit="chunk", disable=chunks < 2 or quiet() or not interactive()
+    )
 
     def run_chunk(c: int, part: list[GroundedTask]) -> tuple[list[Generation], dict]:
         t = teacher()
