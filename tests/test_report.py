@@ -142,3 +142,12 @@ def test_report_command(tiny_run, tmp_path):
     assert out.read_text().startswith("<!DOCTYPE html>")
     missing = run_cli("report", str(tmp_path))
     assert missing.returncode == 2 and "no metrics.json" in missing.stderr
+
+
+def test_report_of_a_run_that_has_finished_only_its_baseline(tmp_path):
+    from kdagent.report import write_report
+
+    (tmp_path / "recipe.yaml").write_text("name: started\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({"baseline": {"n": 4, "accuracy": 0.25}, "rounds": []}))
+    html = Path(write_report(tmp_path)).read_text()
+    assert "no round has finished yet" in html and '<img class="plot"' in html  # the baseline's scores plotted

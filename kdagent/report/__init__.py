@@ -123,6 +123,8 @@ def render(data: dict) -> str:
     if data["memory_plan"]:
         parts.append(f"<h3>Memory plan</h3><pre>{escape(json.dumps(data['memory_plan'], indent=1))}</pre>")
     parts.append('<h2 id="samples">Sample records</h2>')
+    if not rounds:
+        parts.append('<p class="muted">(no round has finished yet)</p>')
     for r in rounds:
         parts += [
             f"<h3>Round {r['number']}: kept (training records)</h3>",
