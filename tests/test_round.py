@@ -113,6 +113,15 @@ def test_rerun_needs_resume_and_resume_refuses_a_changed_recipe(tiny_run, tiny_m
     before = (run_dir / "round-01" / "generations.jsonl").read_bytes()
     assert run_recipe(recipe, run_dir, plugins, resume=True) == metrics  # finished: nothing redone (absolute path now)
     assert (run_dir / "round-01" / "generations.jsonl").read_bytes() == before
+    # a run begun by an older kdagent lacks the settings added since; at their defaults they are no change
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    del saved["update"]["grpo"]["temperature"]
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert run_recipe(recipe, run_dir, plugins, resume=True) == metrics
+    warmer = recipe.model_dump()
+    warmer["update"]["grpo"]["temperature"] = 0.5  # set away from its default, it is a change
+    with pytest.raises(UserError, match=r"recipe changed .*update\.grpo\.temperature"):
+        run_recipe(Recipe.model_validate(warmer), run_dir, plugins, resume=True)
 
 
 def test_a_round_with_nothing_to_learn_keeps_the_student(tmp_path, tiny_model_dir):

@@ -72,7 +72,7 @@ class RunDir:
                 raise UserError(
                     f"run directory {self.path} already holds a run: pass --resume to continue it, or --run-dir to start a new one"
                 )
-            before = _flatten(yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {})
+            before = _flatten(_as_now(yaml.safe_load(recipe_file.read_text(encoding="utf-8")) or {}))
             now = _flatten(masked_dump(recipe))
             changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
             if changed:
@@ -100,3 +100,12 @@ class RunDir:
 
     def pid_note(self) -> str:
         return f"pid {os.getpid()}"
+
+
+def _as_now(saved: dict) -> dict:
+    """The run's saved recipe as this version of kdagent reads it: a setting added since the run began takes
+    its default on both sides, so it is no change. A recipe this version cannot read is compared as saved."""
+    try:
+        return masked_dump(Recipe.model_validate(saved))
+    except ValueError:
+        return saved
