@@ -201,9 +201,17 @@ def test_a_run_killed_midway_resumes_from_rank_zeros_checkpoint(sft_one_process,
         ranks = _launched(proc.pid) or ranks
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed:\n" + log.read_text()[-3000:]
+    assert len(ranks) == 3, "never saw the launcher and its 2 ranks"
+    for p in ranks:  # frozen first, so that the tiny model cannot finish in the moment before the ranks notice
+        p.suspend()
     os.kill(proc.pid, signal.SIGKILL)  # the loop's process only, as a kill of `kdagent run` would
     proc.wait()
-    assert len(ranks) == 3, "never saw the launcher and its 2 ranks"
+    time.sleep(1.5)  # longer than the ranks' watch of the loop's process (every 0.5 s): it is due when they wake
+    for p in ranks:
+        try:
+            p.resume()
+        except psutil.NoSuchProcess:
+            pass
     _, alive = psutil.wait_procs(ranks, timeout=30)
     assert not alive, "the launcher or ranks outlived the killed run"
     assert not out.exists()
