@@ -257,9 +257,8 @@ class DistillCached(Updater):
     def train(self, job):
         if not job.examples:
             return None
-        if job.teacher_path() is None:
-            return train_distill_cached(job, None, served=job.recipe.teacher)
-        return train_distill_cached(job, job.teacher_path())
+        teacher = job.teacher_path()  # None: the teacher is served, not loaded here
+        return train_distill_cached(job, teacher, served=job.recipe.teacher if teacher is None else None)
 
 
 @hookimpl
