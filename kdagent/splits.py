@@ -110,6 +110,10 @@ class SplitDomain(Domain):
         """The public tasks under `data_dir`, one list of (split key, task) per group."""
         raise NotImplementedError
 
+    def train_only_groups(self) -> list[list[Keyed]]:
+        """Groups whose every task trains and none is held out (too small to score); none by default."""
+        return []
+
     def read_data(self, name: str) -> str:
         return resources.files(self.package).joinpath(f"data/{name}").read_text(encoding="utf-8")
 
@@ -122,7 +126,8 @@ class SplitDomain(Domain):
         if self.data_dir is None:
             return [self.own_tasks("seed_tasks.jsonl")], [self.own_tasks("held_out.jsonl")]
         parts = [split(group, self.held_out_fraction) for group in self.public_groups()]
-        return [seeds for seeds, _ in parts], [held for _, held in parts]
+        parts += [split(group, 0.0) for group in self.train_only_groups()]
+        return [seeds for seeds, _ in parts], [held for _, held in parts if held]
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
         """`n` training tasks (all of them when there are fewer): each group shuffled by `seed`, then interleaved;

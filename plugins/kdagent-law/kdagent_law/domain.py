@@ -37,21 +37,31 @@ class Law(SplitDomain):
         held_out_fraction: float = 0.3,
         max_chars: int = 1200,
         labelled: int | None = None,
+        train_tasks: list[str] | None = None,
     ):
-        """`tasks`: LegalBench task folders to use with `data_dir` (default: every Yes/No task).
-        `labelled`: how many seed tasks keep their label, the rest coming unlabelled (`SplitDomain`)."""
+        """`tasks`: LegalBench task folders to use with `data_dir` (default: every Yes/No task), split into seed
+        and held-out pools. `train_tasks`: more task folders whose every row trains and none is held out (tasks
+        too small to score). `labelled`: how many seed tasks keep their label, the rest coming unlabelled
+        (`SplitDomain`)."""
         super().__init__(data_dir, held_out_fraction, max_chars, labelled)
         self.tasks = list(tasks or YES_NO)
-        unknown = [t for t in self.tasks if t not in TASKS]
+        self.train_tasks = list(train_tasks or [])
+        unknown = [t for t in self.tasks + self.train_tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown LegalBench task {unknown[0]!r} (known: {', '.join(TASKS)})")
+        both = [t for t in self.train_tasks if t in self.tasks]
+        if both:
+            raise ValueError(f"LegalBench task {both[0]!r} is in both tasks and train_tasks; name it in one")
         if self.data_dir is not None:
-            for task in self.tasks:
+            for task in self.tasks + self.train_tasks:
                 require(task_file(self.data_dir, task), "file")
             require(self.data_dir / STATUTES, "folder")
 
     def public_groups(self) -> list[list[Keyed]]:
         return [load_task(self.data_dir, task, self.max_chars) for task in self.tasks]
+
+    def train_only_groups(self) -> list[list[Keyed]]:
+        return [load_task(self.data_dir, task, self.max_chars) for task in self.train_tasks]
 
     def corpus(self):
         yield from super().corpus()

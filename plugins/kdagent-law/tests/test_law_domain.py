@@ -7,7 +7,7 @@ from kdagent.evaluate.runner import check_tasks
 from kdagent.plugins import build_plugins
 from kdagent.testing import assert_split, shared_data_or_skip
 from kdagent_law.domain import Law
-from kdagent_law.legalbench import SARA, YES_NO
+from kdagent_law.legalbench import SARA, YES_NO, load_task
 
 
 @pytest.fixture
@@ -56,3 +56,20 @@ def test_missing_data_is_a_user_error(tmp_path):
         Law(data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="unknown LegalBench task 'rule_qa'"):
         Law(tasks=["rule_qa"])
+
+
+def test_train_tasks_train_with_every_row_and_hold_none_out(shared_data):
+    small = ["CUAD_Most_Favored_Nation", "CUAD_Price_Restrictions"]
+    scored = Law(data_dir=str(shared_data), tasks=["overruling", "diversity_1"])
+    law = Law(data_dir=str(shared_data), tasks=["overruling", "diversity_1"], train_tasks=small)
+    assert law.eval_tasks(10_000) == scored.eval_tasks(10_000)  # the held-out set is the scored tasks' alone
+    seeds = law.seed_tasks(100_000, seed=0)
+    for task in small:  # every distinct row of the file
+        distinct = {t.id for _, t in load_task(shared_data, task, law.max_chars)}
+        assert {t.id for t in seeds if t.source == task} == distinct and len(distinct) > 20
+    assert {t.source for t in law.seed_tasks(40, seed=0)} >= set(small)  # interleaved with the scored tasks
+    assert not {t.id for t in seeds} & {t.id for t in law.eval_tasks(10_000)}
+    with pytest.raises(ValueError, match="'diversity_1' is in both tasks and train_tasks"):
+        Law(tasks=["diversity_1"], train_tasks=["diversity_1"])
+    with pytest.raises(ValueError, match="unknown LegalBench task 'rule_qa'"):
+        Law(train_tasks=["rule_qa"])
