@@ -52,16 +52,22 @@ def kind_options(model, options: dict, field: str, owner: str):
     try:
         return model.model_validate(options)
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join([field, *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
-                hint = f"did you mean '{field}.{close}'?" if close else f"valid keys: {', '.join(model.model_fields)}"
-                parts.append(f"unknown key {path!r} ({hint})")
-            else:
-                parts.append(f"{path}: {err['msg']}")
-        raise UserError("; ".join(parts)) from None
+        raise options_error(exc, field, model) from None
+
+
+def options_error(exc, field: str, model) -> UserError:
+    """A pydantic ValidationError of the options model `model`, read at recipe field `field`, as one UserError
+    line naming `<field>.<key>` for each problem, with a did-you-mean for a misspelt key."""
+    parts = []
+    for err in exc.errors():
+        path = ".".join([field, *(str(p) for p in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            close = did_you_mean(str(err["loc"][-1]), list(model.model_fields))
+            hint = f"did you mean '{field}.{close}'?" if close else f"valid keys: {', '.join(model.model_fields)}"
+            parts.append(f"unknown key {path!r} ({hint})")
+        else:
+            parts.append(f"{path}: {err['msg']}")
+    return UserError("; ".join(parts))
 
 
 def register_secret(value: str | None, min_length: int = 8) -> None:

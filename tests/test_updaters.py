@@ -115,8 +115,12 @@ def test_the_built_ins_options_keep_their_recipe_blocks():
 def test_a_plugin_updater_is_named_and_checked_by_the_recipe():
     plugins, _ = plugins_with_copy()
     check_names(recipe(method="copy", options={"copy": {"note": "baseline"}}), plugins)
-    with pytest.raises(UserError, match=r"unknown key 'update.options.copy.colour'"):
+    with pytest.raises(UserError, match=r"unknown key 'update.options.copy.colour' \(valid keys: note, extra_mb\)$"):
         check_names(recipe(method="copy", options={"copy": {"colour": "red"}}), plugins)
+    with pytest.raises(
+        UserError, match=r"unknown key 'update.options.copy.nte' \(did you mean 'update.options.copy.note'\?\)"
+    ):
+        check_names(recipe(method="copy", options={"copy": {"nte": "x"}}), plugins)
     with pytest.raises(UserError, match=r"update.options.copy.extra_mb: Input should be greater than or equal to 0"):
         check_names(recipe(method="copy", options={"copy": {"extra_mb": -1}}), plugins)
     with pytest.raises(UserError, match="update.options.copy.note: refused"):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from kdagent.errors import UserError, did_you_mean
+from kdagent.errors import UserError, did_you_mean, options_error
 from kdagent.hookspecs import by_name
 
 ACTIVATION_FACTOR = 20  # values a token a layer keeps for backward, in hidden-size units (a llama block: norms, q/k/v/o, residuals, ~4 x 2.7 h of MLP)
@@ -131,11 +131,7 @@ def options_for(update, name: str, updater: Updater) -> BaseModel:
     try:
         return updater.options_model.model_validate(raw or {})
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join([where, *(str(p) for p in err["loc"])])
-            parts.append(f"unknown key {path!r}" if err["type"] == "extra_forbidden" else f"{path}: {err['msg']}")
-        raise UserError("; ".join(parts)) from None
+        raise options_error(exc, where, updater.options_model) from None
 
 
 def updater_named(plugins, name: str, path: str = "update.method") -> Updater:
