@@ -1,6 +1,7 @@
-"""Does compression keep what a domain-tuned teacher knows? On the finance domain, one shrunk student shape (a copy
-of the teacher with `--layers` of its decoder layers, made by kdagent's shrink) trained four ways on exactly the
-same curated examples, each scored on the same held-out sentences as the teacher:
+"""Does compression keep what a domain-tuned teacher knows? On one domain (`--domain`: finance, the default, or
+law), one shrunk student shape (a copy of the teacher with `--layers` of its decoder layers, made by kdagent's
+shrink) trained four ways on exactly the same curated examples, each scored on the same held-out items as the
+teacher:
 
 - SFT alone (`update.method: sft`);
 - distilled from the teacher's logit cache (`distill_cached`), once for each loss in `--losses`;
@@ -11,8 +12,9 @@ same curated examples, each scored on the same held-out sentences as the teacher
     .venv/bin/python benchmarks/compression.py --losses skew_kl forward_kl tvd --layers 20
     .venv/bin/python benchmarks/compression.py --quick --teacher smollm2-135m-instruct --json /tmp/c.json
     .venv/bin/python benchmarks/compression.py --tables-only --markdown docs/benchmarks.md
+    .venv/bin/python benchmarks/compression.py --domain law --teacher runs/law/student --markdown docs/benchmarks.md
 
-Every arm runs through kdagent itself (`kdagent run recipes/compress_finance.yaml`, each in its own process). One
+Every arm runs through kdagent itself (`kdagent run recipes/compress_<domain>.yaml`, each in its own process). One
 preparing run (`update.method: none`) makes the tasks, the teacher's answers and the curated `sft.jsonl` once and
 scores the untrained shrunk student; each arm starts from a copy of that run directory and resumes it with its
 own `update.method`, so only the update and the evaluation run again and every arm trains on the same examples.
@@ -27,8 +29,9 @@ every reply forced to `--speed-new-tokens` tokens so each model does the same wo
 against the teacher's (all models loaded side by side, measured in turn, `--speed-repeats` times, the best of
 each). The targets of issue 26 are checked as booleans.
 
-Writes `docs/results/compression.json` (`--json`) and, with `--markdown`, the table between
-`<!-- compression -->` and `<!-- /compression -->`, generated from that JSON; stdout holds the JSON.
+Writes `docs/results/compression.json` for finance, `docs/results/compression_<domain>.json` for another domain
+(`--json`) and, with `--markdown`, the table between `<!-- compression -->` and `<!-- /compression -->`
+(`<!-- compression-<domain> -->` for another domain), generated from that JSON; stdout holds the JSON.
 """
 
 import argparse
@@ -43,17 +46,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill_quality import (  # the sibling benchmark's helpers (benchmarks/ is on sys.path)
-    commit,
-    machine,
-    write_markdown,
-)
+from compression_tables import markdown, summarise  # the sibling modules (benchmarks/ is on sys.path)
+from distill_quality import commit, machine, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "compress_finance.yaml"
 DEFAULT_DATA = REPO.parent / "shared" / "data"
-DEFAULT_JSON = REPO / "docs" / "results" / "compression.json"
-DEFAULT_TEACHER = "runs/finance/student"
+# domain -> the shared-data folders its recipe reads
+DOMAINS = {"finance": ["financial_phrasebank"], "law": ["legalbench_early", "sara_statutes"]}
+
+
+def recipe_file(domain: str) -> Path:
+    return REPO / "recipes" / f"compress_{domain}.yaml"
+
+
+def default_json(domain: str) -> Path:
+    return REPO / "docs" / "results" / ("compression.json" if domain == "finance" else f"compression_{domain}.json")
+
+
+def table_marker(domain: str) -> str:
+    """The markers of the domain's table in docs/benchmarks.md: `<!-- compression -->` for finance."""
+    return "compression" if domain == "finance" else f"compression-{domain}"
+
+
 LOSSES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
 # --quick: a smoke test (a handful of training examples, about 30 held-out items, one epoch, a tiny shrink)
 QUICK = {
@@ -70,14 +84,6 @@ LOSS = "update.options.distill_cached.loss"
 ON_POLICY = {"update.distill.lmbda": 1.0, "update.distill.max_completion_length": 16}
 # files of the preparing run that an arm must not inherit: its own update and evaluation write them
 ARM_OWN = ("student", "student-*", "eval-predictions*.jsonl", "metrics.json", "update*.json", ".student.partial")
-TARGETS = {
-    "f1_vs_teacher": 0.9,  # the distilled student keeps at least this share of the teacher's macro-F1
-    "f1_over_sft": 0.03,  # and beats SFT alone by this much
-    "speedup": 1.7,  # its greedy tokens/s against the teacher's
-    "peak_rss_vs_sft": 1.1,  # training from the cache: peak memory within 10% of SFT's
-    "train_speed_vs_sft": 0.8,  # and at least 80% of its train tokens/s
-    "bytes_per_token_at_k32": 400,
-}
 
 
 def _log(message: str) -> None:
@@ -93,9 +99,9 @@ def set_args(overrides: dict) -> list[str]:
     return [f"{k}={_value(v)}" for k, v in overrides.items()]
 
 
-def kdagent_run(run_dir: Path, sets: list[str], resume: bool) -> dict:
+def kdagent_run(recipe: Path, run_dir: Path, sets: list[str], resume: bool) -> dict:
     """`kdagent run` of the compression recipe in its own process (its log on our stderr); the run's metrics."""
-    command = [sys.executable, "-c", "import sys; from kdagent.cli import main; sys.exit(main())", "run", str(RECIPE)]
+    command = [sys.executable, "-c", "import sys; from kdagent.cli import main; sys.exit(main())", "run", str(recipe)]
     command += [x for s in sets for x in ("--set", s)] + ["--run-dir", str(run_dir)] + (["--resume"] if resume else [])
     done = subprocess.run(command, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr)
     if done.returncode != 0:
@@ -284,12 +290,13 @@ def run_benchmark(args, work: Path) -> dict:
         **(QUICK if args.quick else {}),
     }
     sets = set_args(common) + args.sets
-    recipe = load_recipe(RECIPE, sets)
+    recipe_path = recipe_file(args.domain)
+    recipe = load_recipe(recipe_path, sets)
 
     prepared = work / "prepare"
     _log(f"preparing: tasks, the teacher's answers and the curated examples once ({prepared})")
     if not (prepared / "metrics.json").exists() or not json.loads((prepared / "metrics.json").read_text())["rounds"]:
-        kdagent_run(prepared, sets + ["update.method=none"], resume=prepared.exists())
+        kdagent_run(recipe_path, prepared, sets + ["update.method=none"], resume=prepared.exists())
     sequences = curated_sequences(recipe, prepared, student)
     cache = build_teacher_cache(recipe, sequences, teacher, student) if args.losses else None
     if cache:
@@ -317,9 +324,9 @@ def run_benchmark(args, work: Path) -> dict:
         arm_sets = sets + set_args(overrides)
         if not (run_dir / "metrics.json").exists() or not json.loads((run_dir / "metrics.json").read_text())["rounds"]:
             if not run_dir.exists():
-                arm_dir(prepared, run_dir, load_recipe(RECIPE, arm_sets))
+                arm_dir(prepared, run_dir, load_recipe(recipe_path, arm_sets))
             _log(f"arm {name}: {' '.join(set_args(overrides))}")
-            kdagent_run(run_dir, arm_sets, resume=True)
+            kdagent_run(recipe_path, run_dir, arm_sets, resume=True)
         entry = json.loads((run_dir / "metrics.json").read_text())["rounds"][0]
         report = entry["update"]
         update_s = entry["seconds"]["update"]
@@ -371,96 +378,14 @@ def run_benchmark(args, work: Path) -> dict:
     }
 
 
-SUMMARY_KEYS = ("macro_f1", "ci", "accuracy", "n", "params", "disk_mb", "tokens_per_s")
-STUDENT_KEYS = ("train_tokens_per_s", "peak_rss_mb", "train_seconds")
-
-
-def summarise(measured: dict) -> dict:
-    """The issue's keys: `teacher`, `sft`, `kd` (the best distilled arm by macro-F1), `cache`, and the targets."""
-    arms = measured["arms"]
-    pick = lambda a, keys: {k: a.get(k) for k in keys}  # noqa: E731
-    out = {"teacher": pick(arms["teacher"], SUMMARY_KEYS), "sft": pick(arms["sft"], SUMMARY_KEYS + STUDENT_KEYS)}
-    distilled = {k: a for k, a in arms.items() if k.startswith("kd_")}
-    best = max(distilled, key=lambda k: arms[k]["macro_f1"]) if distilled else None
-    out["kd"] = {"arm": best, **pick(arms[best], SUMMARY_KEYS + STUDENT_KEYS)} if best else None
-    cache = measured["cache"]
-    out["cache"] = {"k": cache["k"], "bytes_per_token": cache["bytes_per_token"]} if cache else None
-    targets: dict = {}
-    if best:
-        t, s, kd = out["teacher"], out["sft"], out["kd"]
-        targets["kd_keeps_90pct_teacher_f1"] = kd["macro_f1"] >= TARGETS["f1_vs_teacher"] * t["macro_f1"]
-        targets["kd_beats_sft_by_3_points"] = kd["macro_f1"] - s["macro_f1"] >= TARGETS["f1_over_sft"]
-        targets["kd_1_7x_teacher_tokens_per_s"] = kd["tokens_per_s"] >= TARGETS["speedup"] * t["tokens_per_s"]
-        cached = [a for k, a in distilled.items() if a["method"] == "distill_cached"]
-        if cached and s.get("peak_rss_mb") and s.get("train_tokens_per_s"):
-            targets["cached_peak_rss_within_10pct_of_sft"] = all(
-                a["peak_rss_mb"] <= TARGETS["peak_rss_vs_sft"] * s["peak_rss_mb"] for a in cached
-            )
-            targets["cached_train_tokens_per_s_80pct_of_sft"] = all(
-                a["train_tokens_per_s"] >= TARGETS["train_speed_vs_sft"] * s["train_tokens_per_s"] for a in cached
-            )
-    if cache:
-        targets["cache_400_bytes_per_token_at_k32"] = (
-            cache["bytes_per_token"] <= TARGETS["bytes_per_token_at_k32"] if cache["k"] == 32 else None
-        )
-    out["targets"] = targets
-    return out
-
-
-def _f1(a: dict) -> str:
-    low, high = a["ci"]
-    return f"{a['macro_f1']:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def markdown(results: dict) -> str:
-    """The table of docs/benchmarks.md, from the JSON."""
-    arms = results["arms"]
-    teacher_tps = arms["teacher"].get("tokens_per_s")
-    cache = results.get("cache")
-    lines = [
-        f"Run: `{results['command']}` (commit {results['commit']}, {results['date']}). Machine: {results['machine']}. "
-        f"Teacher `{results['teacher_model']}` ({results['teacher_layers']} layers); student: {results['layers']} of "
-        f"its layers (kdagent's shrink), {results['epochs']:g} epoch(s) on the same curated examples for every arm.",
-        "",
-        "Macro-F1 [bootstrap 95% interval] on n held-out sentences; tokens/s: greedy generation on the same "
-        "held-out prompts; train s, tokens/s and peak RSS: the update stage of each arm's own `kdagent run`.",
-        "",
-        "| arm | n | macro-F1 | acc | params (M) | disk MiB | gen tokens/s (x teacher) | train s | train tokens/s | peak RSS MiB | predicted labels |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, a in arms.items():
-        tps = a.get("tokens_per_s")
-        speed = f"{tps:.1f}" + (f" ({tps / teacher_tps:.2f}x)" if name != "teacher" else "") if tps else ""
-        label = name + (" (best)" if results.get("kd") and results["kd"]["arm"] == name else "")
-        hist = ", ".join(f"{k} {v}" for k, v in a.get("histogram", {}).items())
-        lines.append(
-            f"| {label} | {a['n']} | {_f1(a)} | {a['accuracy']:.3f} | {a['params'] / 1e6:.1f} | {a['disk_mb']:.0f} | "
-            f"{speed} | {a.get('train_seconds', '')} | {a.get('train_tokens_per_s', '')} | {a.get('peak_rss_mb', '')} | {hist} |"
-        )
-    if cache:
-        lines += [
-            "",
-            f"Logit cache: k = {cache['k']}, {cache['bytes_per_token']} bytes per completion token, "
-            f"{cache['completion_tokens']} completion tokens, "
-            + (
-                "found already built (this --work's earlier run)."
-                if cache.get("hit")
-                else f"built in {cache['seconds']} s."
-            ),
-        ]
-    if results.get("targets"):
-        lines += [
-            "",
-            "Targets: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in results["targets"].items()) + ".",
-        ]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--teacher", default=DEFAULT_TEACHER, help="the domain-tuned teacher: a local model folder or an alias"
+        "--teacher",
+        default=None,
+        help="the domain-tuned teacher: a local model folder or an alias (default runs/<domain>/student)",
     )
+    parser.add_argument("--domain", choices=sorted(DOMAINS), default="finance", help="recipes/compress_<domain>.yaml")
     parser.add_argument("--layers", type=int, default=None, help="decoder layers the student keeps (default 15)")
     parser.add_argument(
         "--losses",
@@ -485,20 +410,25 @@ def main(argv=None) -> int:
     parser.add_argument("--speed-prompts", type=int, default=None, help="held-out prompts timed (default 64; 8 quick)")
     parser.add_argument("--speed-new-tokens", type=int, default=32, help="new tokens at most per greedy reply")
     parser.add_argument("--speed-repeats", type=int, default=None, help="timed rounds, best kept (default 3; 1 quick)")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="the results file (default docs/results/compression[_<domain>].json)"
+    )
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
     parser.add_argument("--tables-only", action="store_true", help="run nothing: write --markdown from the --json file")
     args = parser.parse_args(argv)
+    args.json = args.json or default_json(args.domain)
+    args.teacher = args.teacher or f"runs/{args.domain}/student"
+    title = "Compression" + ("" if args.domain == "finance" else f" ({args.domain})")
     if args.tables_only:
         if args.markdown:
-            write_markdown(args.markdown, markdown(json.loads(args.json.read_text())), "compression", "Compression")
+            write_markdown(args.markdown, markdown(json.loads(args.json.read_text())), table_marker(args.domain), title)
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from kdagent.errors import UserError
 
-    if not args.data.is_dir() or not (args.data / "financial_phrasebank").exists():
-        print(f"compression: the finance data in {args.data} is absent; nothing to run", file=sys.stderr)
+    if not args.data.is_dir() or not all((args.data / d).exists() for d in DOMAINS[args.domain]):
+        print(f"compression: the {args.domain} data in {args.data} is absent; nothing to run", file=sys.stderr)
         return 2
     teacher_path = Path(args.teacher)
     if not teacher_path.is_absolute() and (REPO / teacher_path).exists():
@@ -524,8 +454,8 @@ def main(argv=None) -> int:
         "date": datetime.date.today().isoformat(),
         "command": command,
         "quick": args.quick,
-        "domain": "finance",
-        "recipe": str(RECIPE.relative_to(REPO)),
+        "domain": args.domain,
+        "recipe": str(recipe_file(args.domain).relative_to(REPO)),
         "teacher_model": args.teacher,
         **summarise(measured),
         **measured,
@@ -533,7 +463,7 @@ def main(argv=None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.markdown:
-        write_markdown(args.markdown, markdown(results), "compression", "Compression")
+        write_markdown(args.markdown, markdown(results), table_marker(args.domain), title)
     print(json.dumps(results, indent=1))
     return 0
 

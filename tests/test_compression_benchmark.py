@@ -106,3 +106,25 @@ def test_compression_quick_mode_writes_every_arm_and_the_table(tmp_path, smollm_
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert [line for line in table.read_text().splitlines() if line.startswith("| ")] == rows
+
+    # another domain's table goes between its own markers, and the finance table stays as it is
+    law_json = tmp_path / "compression_law.json"
+    law_json.write_text(json.dumps({**json.loads(results.read_text()), "domain": "law"}))
+    args = ["--domain", "law", "--tables-only", "--json", str(law_json), "--markdown", str(table)]
+    again = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    text = table.read_text()
+    assert "## Compression (law)\n\n<!-- compression-law -->\n" in text and text.endswith("<!-- /compression-law -->\n")
+    assert text.count("| teacher") == 2 and "stale" not in text
+
+
+def test_compression_law_without_its_data_exits_2_naming_it(tmp_path):
+    (tmp_path / "financial_phrasebank").mkdir()  # finance's data alone
+    script = str(REPO / "benchmarks" / "compression.py")
+    args = ["--domain", "law", "--data", str(tmp_path), "--json", str(tmp_path / "c.json")]
+    done = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=120)
+    assert (
+        done.returncode == 2
+        and done.stderr.strip() == f"compression: the law data in {tmp_path} is absent; nothing to run"
+    )
+    assert not (tmp_path / "c.json").exists()
