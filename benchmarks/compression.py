@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from compression_tables import markdown, summarise  # the sibling modules (benchmarks/ is on sys.path)
+from compression_tables import markdown, paired, summarise  # the sibling modules (benchmarks/ is on sys.path)
 from distill_quality import commit, machine, write_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,6 +353,11 @@ def run_benchmark(args, work: Path) -> dict:
         if name == "kd_on_policy":
             result["trainer"], result["lmbda"] = report.get("trainer"), report.get("lmbda")
         arms[name] = result
+
+    predictions = lambda name: work / name / "round-01" / "eval-predictions.jsonl"  # noqa: E731
+    for name in [n for n in arms if n.startswith("kd_")]:  # the same items: paired intervals, not two apart
+        arms[name]["minus_sft"] = paired(predictions(name), predictions("sft"), args.bootstrap)
+        arms[name]["share_of_teacher"] = paired(predictions(name), teacher_file, args.bootstrap, ratio=True)
 
     prompts = [skill.messages(t) for t in tasks[: args.speed_prompts]]
     _log(f"greedy generation speed on {len(prompts)} held-out prompts, {args.speed_new_tokens} new tokens each")

@@ -1,5 +1,8 @@
-"""benchmarks/compression.py's summary and table: the issue's keys and targets from the measured arms, and the
-Markdown table of docs/benchmarks.md, generated from the JSON alone (`--tables-only`)."""
+"""benchmarks/compression.py's summary and table: the issue's keys and targets from the measured arms, the paired
+comparison of two arms on the same held-out items, and the Markdown table of docs/benchmarks.md, generated from the
+JSON alone (`--tables-only`)."""
+
+from pathlib import Path
 
 TARGETS = {
     "f1_vs_teacher": 0.9,  # the distilled student keeps at least this share of the teacher's macro-F1
@@ -13,6 +16,28 @@ TARGETS = {
 
 SUMMARY_KEYS = ("macro_f1", "ci", "accuracy", "n", "params", "disk_mb", "tokens_per_s")
 STUDENT_KEYS = ("train_tokens_per_s", "peak_rss_mb", "train_seconds")
+PAIRED_KEYS = ("minus_sft", "share_of_teacher")
+
+
+def paired(a: Path, b: Path, resamples: int, ratio: bool = False) -> dict:
+    """Macro-F1 of the predictions `a` against `b` on the same held-out items, with a paired bootstrap 95% interval
+    (each resample draws the same items for both): the difference a - b, or with `ratio`, a / b."""
+    from kdagent.evaluate.grading import bootstrap_ci, macro_f1
+    from kdagent.jsonl import read_jsonl
+
+    other = {r["id"]: r["predicted"] for r in read_jsonl(b)}
+    mine = list(read_jsonl(a))
+    if {r["id"] for r in mine} != set(other):
+        raise ValueError(f"{a} and {b} score different held-out items")
+    items = [(r["answer"], r["predicted"], other[r["id"]]) for r in mine]
+
+    def stat(picked: list, _) -> float:
+        gold = [g for g, _, _ in picked]
+        fa, fb = macro_f1(gold, [p for _, p, _ in picked]), macro_f1(gold, [q for _, _, q in picked])
+        return (fa / fb if fb else 0.0) if ratio else fa - fb
+
+    low, high = bootstrap_ci(items, items, stat, resamples)
+    return {"macro_f1": round(stat(items, None), 4), "ci": [round(low, 4), round(high, 4)]}
 
 
 def summarise(measured: dict) -> dict:
@@ -22,7 +47,7 @@ def summarise(measured: dict) -> dict:
     out = {"teacher": pick(arms["teacher"], SUMMARY_KEYS), "sft": pick(arms["sft"], SUMMARY_KEYS + STUDENT_KEYS)}
     distilled = {k: a for k, a in arms.items() if k.startswith("kd_")}
     best = max(distilled, key=lambda k: arms[k]["macro_f1"]) if distilled else None
-    out["kd"] = {"arm": best, **pick(arms[best], SUMMARY_KEYS + STUDENT_KEYS)} if best else None
+    out["kd"] = {"arm": best, **pick(arms[best], SUMMARY_KEYS + STUDENT_KEYS + PAIRED_KEYS)} if best else None
     cache = measured["cache"]
     out["cache"] = {"k": cache["k"], "bytes_per_token": cache["bytes_per_token"]} if cache else None
     targets: dict = {}
@@ -87,6 +112,15 @@ def markdown(results: dict) -> str:
                 if cache.get("hit")
                 else f"built in {cache['seconds']} s."
             ),
+        ]
+    kd = results.get("kd") or {}
+    if kd.get("minus_sft") and kd.get("share_of_teacher"):
+        gain, share = kd["minus_sft"], kd["share_of_teacher"]
+        lines += [
+            "",
+            f"Paired on the same held-out items (bootstrap 95%): {kd['arm']} minus sft, macro-F1 "
+            f"{gain['macro_f1']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]; {kd['arm']} over the teacher "
+            f"{share['macro_f1']:.3f} [{share['ci'][0]:.3f}, {share['ci'][1]:.3f}] of its macro-F1.",
         ]
     if results.get("targets"):
         lines += [

@@ -76,6 +76,12 @@ def test_compression_quick_mode_writes_every_arm_and_the_table(tmp_path, smollm_
     for who in ("sft", "kd"):
         assert out[who]["train_tokens_per_s"] > 0 and out[who]["peak_rss_mb"] > 0
     assert out["kd"]["arm"] in ("kd_skew_kl", "kd_on_policy")
+    for key in ("minus_sft", "share_of_teacher"):  # paired on the same items, for every distilled arm
+        for name in ("kd_skew_kl", "kd_on_policy"):
+            assert arms[name][key]["ci"][0] <= arms[name][key]["macro_f1"] <= arms[name][key]["ci"][1], (name, key)
+        assert out["kd"][key] == arms[out["kd"]["arm"]][key]
+    gain = arms["kd_skew_kl"]["minus_sft"]["macro_f1"]
+    assert abs(gain - (arms["kd_skew_kl"]["macro_f1"] - arms["sft"]["macro_f1"])) < 2e-4
     assert out["kd"]["macro_f1"] == max(arms[k]["macro_f1"] for k in ("kd_skew_kl", "kd_on_policy"))
     assert out["cache"]["k"] == 32 and 0 < out["cache"]["bytes_per_token"] < 1000
     targets = out["targets"]
@@ -128,3 +134,26 @@ def test_compression_law_without_its_data_exits_2_naming_it(tmp_path):
         and done.stderr.strip() == f"compression: the law data in {tmp_path} is absent; nothing to run"
     )
     assert not (tmp_path / "c.json").exists()
+
+
+def test_paired_resamples_the_same_items_for_both_arms(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from compression_tables import paired
+
+    from kdagent.evaluate.grading import macro_f1
+
+    gold = ["a", "b", "c"] * 20
+    better = [g if i % 4 else "a" for i, g in enumerate(gold)]  # right three times in four
+    worse = [g if i % 2 else "a" for i, g in enumerate(gold)]  # right one time in two
+    for name, predicted in (("better", better), ("worse", worse)):
+        rows = [{"id": f"t{i}", "answer": g, "predicted": p} for i, (g, p) in enumerate(zip(gold, predicted))]
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    diff = paired(tmp_path / "better.jsonl", tmp_path / "worse.jsonl", 500)
+    assert diff["macro_f1"] == round(macro_f1(gold, better) - macro_f1(gold, worse), 4) > 0
+    assert 0 < diff["ci"][0] <= diff["macro_f1"] <= diff["ci"][1]  # the same items each time: the gap stays positive
+    share = paired(tmp_path / "better.jsonl", tmp_path / "worse.jsonl", 500, ratio=True)
+    assert share["macro_f1"] == round(macro_f1(gold, better) / macro_f1(gold, worse), 4)
+    assert paired(tmp_path / "better.jsonl", tmp_path / "better.jsonl", 200) == {"macro_f1": 0.0, "ci": [0.0, 0.0]}
+    (tmp_path / "short.jsonl").write_text(json.dumps({"id": "t0", "answer": "a", "predicted": "a"}) + "\n")
+    with pytest.raises(ValueError, match="score different held-out items"):
+        paired(tmp_path / "better.jsonl", tmp_path / "short.jsonl", 10)
