@@ -127,7 +127,7 @@ class SplitDomain(Domain):
             return [self.own_tasks("seed_tasks.jsonl")], [self.own_tasks("held_out.jsonl")]
         parts = [split(group, self.held_out_fraction) for group in self.public_groups()]
         parts += [split(group, 0.0) for group in self.train_only_groups()]
-        return [seeds for seeds, _ in parts], [held for _, held in parts if held]
+        return [seeds for seeds, _ in parts], [held for _, held in parts]
 
     def seed_tasks(self, n: int, seed: int) -> list[Task]:
         """`n` training tasks (all of them when there are fewer): each group shuffled by `seed`, then interleaved;
