@@ -49,6 +49,8 @@ from pathlib import Path
 from compression_tables import markdown, paired, summarise  # the sibling modules (benchmarks/ is on sys.path)
 from distill_quality import commit, machine, write_markdown
 
+from kdagent.terminal import configure
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 # domain -> the shared-data folders its recipe reads
@@ -421,6 +423,7 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")
     parser.add_argument("--tables-only", action="store_true", help="run nothing: write --markdown from the --json file")
     args = parser.parse_args(argv)
+    configure()  # as `kdagent run` does: bars only on a terminal, none in a log file
     args.json = args.json or default_json(args.domain)
     args.teacher = args.teacher or f"runs/{args.domain}/student"
     title = "Compression" + ("" if args.domain == "finance" else f" ({args.domain})")

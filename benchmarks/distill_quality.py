@@ -31,6 +31,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from kdagent.terminal import configure
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_JSON = REPO / "docs" / "results" / "distill_quality.json"
@@ -439,6 +441,7 @@ def main(argv=None) -> int:
         "--tables-only", action="store_true", help="run nothing: write --markdown and --readme from the --json file"
     )
     args = parser.parse_args(argv)
+    configure()  # as `kdagent run` does: bars only on a terminal, none in a log file
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if not args.data.is_dir():

@@ -44,6 +44,7 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "%|" not in result.stderr  # not a terminal: plain lines, no progress bars (as `kdagent run`)
     out = json.loads(result.stdout)
     finance = out["domains"]["finance"]
     assert finance["n"] == 4 and finance["metric"] == "macro_f1" and len(finance["rounds"]) == 1

@@ -45,6 +45,7 @@ def test_compression_quick_mode_writes_every_arm_and_the_table(tmp_path, smollm_
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "%|" not in result.stderr  # not a terminal: plain lines, no progress bars (as `kdagent run`)
     out = json.loads(result.stdout)
     assert json.loads(results.read_text()) == out
     assert out["domain"] == "finance" and out["quick"] and out["layers"] == 4 and out["teacher_layers"] == 30
