@@ -95,12 +95,12 @@ def run_attacks(repo, mode, codes, port):
     import sys
 
     sys.path.insert(0, repo)
-    from kdagent.tools import sandbox
+    from kdagent.tools import sandbox, sandbox_child
 
     if mode.startswith("weak"):
         os.environ["KDAGENT_SANDBOX_NO_KERNEL"] = "1"
     if mode.endswith("no hook"):  # as if the code had reached native execution past the audit hook
-        source = "def _install_policy(root, report_fd):\n    pass\n\n" + inspect.getsource(sandbox._main)
+        source = "def install_policy(root, report_fd):\n    pass\n\n" + inspect.getsource(sandbox_child.main)
         sandbox._source = lambda: source
     results = {}
     for name, code in codes.items():
