@@ -1,5 +1,7 @@
 """DPO and GRPO wrappers: real TRL trainers on the tiny 2-layer llama, a few steps each, no mocks."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -128,19 +130,23 @@ def test_grpo_trains_on_varying_rewards(tiny_model_dir, tmp_path):
     words = ["apple", "banana", "cherry", "date"]
     prompts = [[{"role": "user", "content": f"Say {w}."}] for w in words]
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=8)
-    metrics = train_grpo(
-        make_job(
-            tiny_model_dir,
-            out,
-            update=update,
-            max_length=128,
-            seed=0,
-            options=GRPOOptions(num_generations=4, max_completion_length=16),
-        ),
-        prompts,
-        count_a,
-        extra_columns={"answer": words},
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = train_grpo(
+            make_job(
+                tiny_model_dir,
+                out,
+                update=update,
+                max_length=128,
+                seed=0,
+                options=GRPOOptions(num_generations=4, max_completion_length=16),
+            ),
+            prompts,
+            count_a,
+            extra_columns={"answer": words},
+        )
+    # TRL's generation reads transformers' deprecated `is_gradient_checkpointing`: silenced in common.train
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     assert metrics["examples"] == 4 and metrics["skipped"] == 0
     assert metrics["steps"] == 2
     assert len(metrics["rewards"]) == 2 and metrics["reward_mean"] > 0

@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -280,7 +281,10 @@ def train(trainer, work: Path):
     if checkpoint is not None and main:
         step = _CHECKPOINT.match(Path(checkpoint).name).group(1)
         print(f"resuming training from {checkpoint} (step {step})", file=sys.stderr, flush=True)
-    with compact_head_on_cpu():
+    with compact_head_on_cpu(), warnings.catch_warnings():
+        # TRL's generation (GRPO, RLOO, GKD, DistillationTrainer) reads transformers' deprecated
+        # `is_gradient_checkpointing`: only that warning is silenced
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
         return trainer.train(resume_from_checkpoint=checkpoint)
 
 

@@ -204,9 +204,7 @@ def train_distill(
             processing_class=tokenizer,
             peft_config=lora_config,
         )
-    with warnings.catch_warnings():  # TRL's generation reads transformers' deprecated `is_gradient_checkpointing`
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*deprecated", category=FutureWarning)
-        result = train(trainer, work)
+    result = train(trainer, work)
     losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
     save_student(
         trainer, AutoTokenizer.from_pretrained(base_model), update, work, out_dir
