@@ -55,6 +55,10 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     # plain SFT had exactly the labelled tasks of the run, once each; kdagent balanced and rephrased them
     assert finance["sft"]["examples"] == 6 and sum(finance["sft"]["labels"].values()) == 6
     assert finance["rounds"][0]["sft_examples"] > 6
+    paired = finance["kdagent_minus_sft"]  # on the same items
+    diff = finance["kdagent"]["macro_f1"] - finance["sft"]["macro_f1"]
+    assert abs(paired["macro_f1"] - diff) < 1e-3 and paired["ci"][0] <= paired["macro_f1"] <= paired["ci"][1]
+    assert finance["sft"]["epochs"] == 1 and finance["seconds"]["update_over_sft_train"] > 0
     merged = json.loads(results.read_text())
     assert (
         merged["domains"]["law"] == {"skipped": "data folder x is absent"}

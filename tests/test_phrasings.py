@@ -8,9 +8,9 @@ from kdagent.skill import plain_messages
 from kdagent.skills.label import Label
 
 
-def task(**extra) -> Task:
+def task(id: str = "t1", **extra) -> Task:
     return Task(
-        id="t1",
+        id=id,
         prompt="Sentence: Profit rose 5%.\nSentiment for an investor?",
         choices=["positive", "negative", "neutral"],
         answer="positive",
@@ -57,6 +57,21 @@ def test_label_skill_teaches_choice_tasks_under_several_phrasings():
     assert Label().training_prompts(task()) == [Label().messages(task())]
     with pytest.raises(ValueError, match="phrasings"):
         Label(phrasings=0)
+
+
+def test_per_answer_teaches_each_answer_under_some_of_the_phrasings_drawn_per_task():
+    skill = Label(phrasings=2, per_answer=1)
+    tasks = [task(id=f"t{i}", rephrasings=["Profit rose 5%. Good or bad?"]) for i in range(40)]
+    taught = [skill.training_prompts(t) for t in tasks]
+    assert all(len(p) == 1 for p in taught)
+    assert taught == [skill.training_prompts(t) for t in tasks]  # the same draw on every run
+    every = [Label(phrasings=2).training_prompts(t) for t in tasks]
+    assert all(p[0] in e for p, e in zip(taught, every, strict=True))
+    firsts = sum(p == e[:1] for p, e in zip(taught, every, strict=True))
+    assert 0 < firsts < len(tasks)  # some tasks get the evaluation's phrasing, others the other one
+    assert Label(phrasings=3, per_answer=3).training_prompts(tasks[0]) == Label(phrasings=3).training_prompts(tasks[0])
+    with pytest.raises(ValueError, match="per_answer"):
+        Label(phrasings=2, per_answer=3)
 
 
 def test_evaluation_scores_choice_tasks_under_the_reserved_phrasing(tiny_model_dir):

@@ -8,15 +8,18 @@ names the reference option (or, for numeric tasks, states the reference number) 
 
 With `phrasings: k` (k > 1) an accepted answer to a choice task is taught under k phrasings of the prompt:
 the evaluation's own and k-1 others (kdagent/phrasings.py), so that the student learns the task rather
-than one template, and keeps its gain when users ask in their own words.
+than one template, and keeps its gain when users ask in their own words. With `per_answer: m` (m < k) each
+answer is taught under m of the k phrasings, drawn per task: the phrasings vary across the tasks while an
+epoch costs m examples per answer, not k (for recipes with many labels, where time is the limit).
 """
 
+import random
 import re
 
 from kdagent.evaluate.grading import format_number, last_number, numbers_match
 from kdagent.hookspecs import hookimpl
 from kdagent.phrasings import ANSWER_LINE, training_contents
-from kdagent.records import Message, Passage, Task
+from kdagent.records import Message, Passage, Task, stable_id
 from kdagent.skill import Skill, Verdict, passages_block, plain_messages
 
 NUMERIC_INSTRUCTION = "Answer with the final number only."
@@ -56,15 +59,20 @@ class Label(Skill):
         "evaluation": {"unseen_phrasing": True},
     }
 
-    def __init__(self, phrasings: int = 1, rationales: bool = False):
+    def __init__(self, phrasings: int = 1, rationales: bool = False, per_answer: int | None = None):
         """`phrasings`: how many phrasings of a choice task's prompt each accepted answer is taught under
         (the evaluation's own first); 1 teaches the evaluation's prompt only. `rationales`: also teach, for a
         task whose data holds a worked rationale (`solution`, such as PubMedQA's long answer), the rationale
         and then the answer under a prompt that asks for the reasoning (Hsieh et al. 2023, distilling step by
-        step: label and rationale as two tasks); the evaluation still asks for the option alone."""
+        step: label and rationale as two tasks); the evaluation still asks for the option alone. `per_answer`:
+        how many of the `phrasings` each answer is taught under, drawn per task by a generator seeded by its id
+        (default: all of them)."""
         if not 1 <= phrasings <= 16:
             raise ValueError(f"phrasings must be between 1 and 16 (got {phrasings})")
+        if per_answer is not None and not 1 <= per_answer <= phrasings:
+            raise ValueError(f"per_answer must be between 1 and phrasings ({phrasings}) (got {per_answer})")
         self.phrasings = phrasings
+        self.per_answer = per_answer
         self.rationales = rationales
 
     def auxiliary_examples(self, task: Task) -> list[tuple[list[Message], list[Message]]]:
@@ -78,7 +86,11 @@ class Label(Skill):
         if self.phrasings == 1 or task.kind != "choice" or not task.choices:
             return [self.messages(task, passages)]
         head = passages_block(passages) + "\n\n" if passages else ""
-        return [[{"role": "user", "content": head + content}] for content in training_contents(task, self.phrasings)]
+        contents = training_contents(task, self.phrasings)
+        if self.per_answer is not None and self.per_answer < len(contents):
+            rng = random.Random(int(stable_id("per_answer", task.id), 16))
+            contents = [contents[i] for i in sorted(rng.sample(range(len(contents)), self.per_answer))]
+        return [[{"role": "user", "content": head + content}] for content in contents]
 
     def messages(self, task: Task, passages: list[Passage] | None = None) -> list[Message]:
         content = plain_messages(task)[0]["content"]
