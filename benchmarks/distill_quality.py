@@ -131,11 +131,14 @@ def predictions(path: Path, prefix: str) -> list[dict]:
     return [r for r in read_jsonl(path) if r["id"].startswith(prefix)] if path.exists() else []
 
 
-def labelled_sft(recipe, run_dir: Path, skill, work: Path, epochs: int | None = None) -> tuple[Path, dict]:
+def labelled_sft(
+    recipe, run_dir: Path, skill, work: Path, epochs: int | None = None, reuse: bool = False
+) -> tuple[Path, dict]:
     """Plain TRL SFT, the user's alternative: every task the kdagent run trained on (all rounds) that has a
     reference, taught that reference once (`skill.reference_trajectory`: the label, or the worked solution
     with its tool calls) in the evaluation's own prompt; no sampling, checking, balancing or rephrasing.
-    `epochs` replaces the recipe's (SFT_ARM)."""
+    `epochs` replaces the recipe's (SFT_ARM). With `reuse`, a student that `work` already holds, trained on
+    the same examples with the same settings (`training.json`), is taken as it is (its entry says `reused`)."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -143,7 +146,7 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path, epochs: int | None = 
 
     from kdagent.jsonl import read_jsonl
     from kdagent.models import resolve_model
-    from kdagent.records import Task
+    from kdagent.records import Task, stable_id
     from kdagent.update.common import cpu_bf16
 
     tasks: dict[str, Task] = {}
@@ -157,13 +160,22 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path, epochs: int | None = 
         if reference:
             rows.append({"prompt": skill.messages(task), "completion": reference})
     base = resolve_model(recipe.student.model)
+    epochs = epochs or recipe.update.epochs
+    settings = [str(base), epochs, recipe.update.learning_rate, recipe.update.batch_size, recipe.student.max_length]
+    key = stable_id(json.dumps([rows, settings], sort_keys=True, default=str))
+    out, saved = work / "student", work / "training.json"
+    if reuse and saved.exists() and out.exists() and json.loads(saved.read_text()).get("key") == key:
+        return out, {
+            **{k: v for k, v in json.loads(saved.read_text()).items() if k not in ("key", "seconds")},
+            "reused": True,
+        }
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     cuda = torch.cuda.is_available()
     args = SFTConfig(
         output_dir=str(work / "trainer"),
         learning_rate=recipe.update.learning_rate,
-        num_train_epochs=epochs or recipe.update.epochs,
+        num_train_epochs=epochs,
         per_device_train_batch_size=recipe.update.batch_size,
         max_length=recipe.student.max_length,
         report_to=[],
@@ -177,18 +189,19 @@ def labelled_sft(recipe, run_dir: Path, skill, work: Path, epochs: int | None = 
     started = time.time()
     result = trainer.train()
     seconds = round(time.time() - started, 1)
-    out = work / "student"
     trainer.model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     labels = Counter(t.answer for t in tasks.values() if t.kind == "choice" and t.answer)
-    return out, {
+    training = {
         "examples": len(rows),
         "steps": trainer.state.global_step,
         "train_loss": round(result.training_loss, 4),
         "train_seconds": seconds,
-        "epochs": epochs or recipe.update.epochs,
+        "epochs": epochs,
         **({"labels": dict(sorted(labels.items()))} if labels else {}),
     }
+    saved.write_text(json.dumps({**training, "key": key}))
+    return out, training
 
 
 def run_domain(
@@ -222,12 +235,19 @@ def run_domain(
     domain = plugins.instantiate("domains", recipe.domain.name, "domain.options", recipe.domain.options)
     skill = plugins.instantiate("skills", recipe.skills[0].name, "skills[0].options", recipe.skills[0].options)
     started = time.time()
-    sft_student, training = labelled_sft(recipe, run_dir, skill, work / "sft", **SFT_ARM.get(name, {}))
+    sft_student, training = labelled_sft(recipe, run_dir, skill, work / "sft", **SFT_ARM.get(name, {}), reuse=resume)
     eval_tasks, _ = _fitting_eval_tasks(
         recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model)
     )  # as the run's
-    _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
+    if not (training.get("reused") and (work / "sft-predictions.jsonl").exists()):
+        _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
     sft_seconds = round(time.time() - started, 1)
+    saved = work / "sft" / "training.json"
+    if training.pop("reused", False):  # the seconds of the run that trained and scored it
+        sft_seconds = json.loads(saved.read_text()).get("seconds", sft_seconds)
+        training["reused"] = True
+    elif saved.exists():
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), "seconds": sft_seconds}))
 
     rounds = metrics["rounds"]
     kept = [e for e in rounds if e.get("gate", {}).get("passed", True)]
@@ -447,7 +467,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue a killed kdagent run left under --work (the entry's seconds then say `resumed`)",
+        help="continue a killed kdagent run left under --work (the entry's seconds then say `resumed`), and take a plain SFT "
+        "student it holds that was trained on the same examples with the same settings (`sft.reused`)",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="the results file (merged by domain entry)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the table into this Markdown file")

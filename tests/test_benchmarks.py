@@ -73,6 +73,12 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     resumed = json.loads(again.stdout)["domains"]["finance"]
     assert resumed["seconds"]["resumed"] is True and "resumed" not in finance["seconds"]
     assert resumed["kdagent"] == finance["kdagent"] and resumed["rounds"] == finance["rounds"]
+    # and takes the plain SFT student trained on the same examples, with the seconds of the run that trained it
+    assert resumed["sft"]["reused"] is True and "reused" not in finance["sft"]
+    assert (
+        resumed["sft"]["macro_f1"] == finance["sft"]["macro_f1"]
+        and resumed["seconds"]["sft"] == finance["seconds"]["sft"]
+    )
     assert "<!-- distill_quality -->" in text and "Runs: `python benchmarks/distill_quality.py --domain finance" in text
     text = readme.read_text()  # the README's table, generated from the same JSON
     assert "old" not in text and text.endswith("after\n") and "| finance | 4 | macro_f1 |" in text
