@@ -239,7 +239,9 @@ def run_domain(
     eval_tasks, _ = _fitting_eval_tasks(
         recipe, skill, _load_eval_tasks(recipe, domain, []), resolve_model(recipe.student.model)
     )  # as the run's
-    if not (training.get("reused") and (work / "sft-predictions.jsonl").exists()):
+    unseen = work / "sft-predictions.unseen.jsonl"
+    scored = (work / "sft-predictions.jsonl").exists() and (unseen.exists() or not recipe.evaluation.unseen_phrasing)
+    if not (training.get("reused") and scored):
         _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
     sft_seconds = round(time.time() - started, 1)
     saved = work / "sft" / "training.json"
