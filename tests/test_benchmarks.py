@@ -84,6 +84,26 @@ def test_distill_quality_runs_kdagent_and_plain_sft_and_merges_its_json(tmp_path
     assert "old" not in text and text.endswith("after\n") and "| finance | 4 | macro_f1 |" in text
 
 
+def test_distill_quality_budgets_run_their_domains_and_skip_absent_data(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    runs = {}
+    for budget in ("small", "medium"):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "distill_quality.py"), "--budget", budget, "--data", str(empty)]
+            + ["--json", str(tmp_path / f"{budget}.json"), "--markdown", str(tmp_path / f"{budget}.md")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[budget] = json.loads(result.stdout)["domains"]
+    assert all(e["skipped"].startswith("data folder ") for r in runs.values() for e in r.values())
+    # every label is `finance` again at 48 labels: only the medium budget (or --domain) runs it
+    assert "finance_all_labels" in runs["medium"] and "finance_all_labels" not in runs["small"]
+    assert {"finance", "finance_500_labels", "medicine", "law", "math_svamp"} <= set(runs["small"])
+
+
 def test_speed_measures_both_engines_and_both_trainers_in_one_run(tiny_model_dir):
     result = subprocess.run(
         [
