@@ -245,9 +245,8 @@ def run_domain(
         _evaluate(sft_student, eval_tasks, skill, {}, recipe, work / "sft-predictions.jsonl", "plain SFT: evaluate")
     sft_seconds = round(time.time() - started, 1)
     saved = work / "sft" / "training.json"
-    if training.pop("reused", False):  # the seconds of the run that trained and scored it
+    if training.get("reused"):  # the seconds of the run that trained and scored it
         sft_seconds = json.loads(saved.read_text()).get("seconds", sft_seconds)
-        training["reused"] = True
     elif saved.exists():
         saved.write_text(json.dumps({**json.loads(saved.read_text()), "seconds": sft_seconds}))
 
