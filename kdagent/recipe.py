@@ -38,7 +38,13 @@ class TeacherConfig(_Config):
         description="The teacher kind's own options, validated by the model the kind declares (`options_model`); "
         "a kind that declares none, as the built-in ones, takes none.",
     )
-    samples: int = Field(4, ge=1, le=64, description="Answers sampled per task.")
+    samples: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="Answers sampled per task; 0 asks the teacher nothing, so each task teaches its reference answer "
+        "(needs feedback.fallback_to_reference): for labelled data, where a sample could only repeat the label.",
+    )
     temperature: float = Field(
         0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy (then samples must be 1)."
     )

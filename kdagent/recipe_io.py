@@ -249,6 +249,10 @@ def check_names(recipe: Recipe, plugins) -> None:
     check_updaters(recipe, plugins)
     if recipe.loop.failure_mining != "off" and recipe.synthesis.expansion is None:
         raise UserError("loop.failure_mining: needs synthesis.expansion (failed tasks seed the next round's expansion)")
+    if recipe.teacher.samples == 0 and not recipe.feedback.fallback_to_reference:
+        raise UserError(
+            "teacher.samples: 0 samples nothing, so only reference answers can teach; set feedback.fallback_to_reference: true"
+        )
     if recipe.teacher.samples > 1 and recipe.teacher.temperature == 0:
         raise UserError(
             "teacher.samples: several samples need teacher.temperature > 0 (greedy decoding repeats itself)"

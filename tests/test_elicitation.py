@@ -8,7 +8,7 @@ from conftest import REPO
 from kdagent.jsonl import read_jsonl, write_jsonl
 from kdagent.loop.runner import run_recipe
 from kdagent.plugins import build_plugins
-from kdagent.recipe_io import load_recipe
+from kdagent.recipe_io import check_names, load_recipe
 from kdagent.records import Feedback, Generation, PreferencePair, SFTExample, Task
 
 SMALL = [
@@ -95,3 +95,39 @@ def test_planted_evaluation_items_never_reach_training(tmp_path, tiny_model_dir)
     planted_prompts = {t.prompt for t in planted}
     assert not any(t in ex.prompt[-1]["content"] for ex in sft for t in planted_prompts)
     assert metrics["rounds"][0]["counts"]["dropped"]["contaminated_task"] == 2
+
+
+def test_zero_samples_asks_the_teacher_nothing_and_teaches_the_references(tmp_path, tiny_model_dir):
+    recipe = load_recipe(
+        REPO / "recipes" / "quickstart.yaml",
+        [
+            f"student.model={tiny_model_dir}",
+            "domain.seed_tasks=4",
+            "domain.eval_tasks=2",
+            "teacher.samples=0",
+            "retrieval.enabled=false",
+            "feedback.fallback_to_reference=true",
+            "update.method=none",
+            "evaluation.max_new_tokens=4",
+        ],
+    )
+    metrics = run_recipe(recipe, tmp_path / "run", build_plugins(load_entry_points=False))
+    round_dir = tmp_path / "run" / "round-01"
+    assert read_jsonl(round_dir / "generations.jsonl", Generation) == []
+    sft = read_jsonl(round_dir / "sft.jsonl", SFTExample)
+    tasks = read_jsonl(round_dir / "tasks.jsonl", Task)
+    assert sft and {e.provenance.task_id for e in sft} == {t.id for t in tasks if t.answer}
+    assert all(e.provenance.teacher == "reference" for e in sft)
+    counts = metrics["rounds"][0]["counts"]
+    assert counts["generations"] == 0 and counts["teacher_failures"] == 0
+    assert json.loads((round_dir / "generations.counts.json").read_text())["skipped"] == "teacher.samples is 0"
+
+
+def test_zero_samples_without_the_reference_fallback_is_refused():
+    from kdagent.errors import UserError
+
+    recipe = load_recipe(
+        REPO / "recipes" / "quickstart.yaml", ["teacher.samples=0", "feedback.fallback_to_reference=false"]
+    )
+    with pytest.raises(UserError, match="feedback.fallback_to_reference"):
+        check_names(recipe, build_plugins(load_entry_points=False))

@@ -152,9 +152,12 @@ def elicit_stage(
 ) -> tuple[list[Generation], dict]:
     """The round's elicitation: the prompts that fit a local teacher's context (`teacher_path`, the folder its
     kind declares, or None for a teacher that runs elsewhere), sampled in chunks; counts the teacher's failures
-    (a killed run's too), the prompts too long to send and the python tool's calls by isolation."""
+    (a killed run's too), the prompts too long to send and the python tool's calls by isolation. With
+    `teacher.samples: 0` it asks nothing."""
     from kdagent.tools.sandbox import ISOLATION_COUNTS
 
+    if recipe.teacher.samples == 0:  # nothing asked: curation teaches each task's reference answer
+        return [], {"teacher_failures": 0, "errors": [], "skipped": "teacher.samples is 0"}
     calls = Counter(ISOLATION_COUNTS)
     fitting, too_long = fitting_prompts(skill, grounded, teacher_path, recipe.teacher.max_new_tokens)
     failures: list[str] = []

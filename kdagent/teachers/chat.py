@@ -52,7 +52,7 @@ class ChatModelTeacher:
     ) -> list[list[str]]:
         from tqdm.auto import tqdm
 
-        n = n or self.config.samples
+        n = n or self.config.samples or 1
         extra = ({} if temperature is None else {"temperature": temperature}) | ({"stop": stop} if stop else {})
         flat = [(p, k) for p in range(len(prompts)) for k in range(n)]
         replies: list[list[str]] = [[""] * n for _ in prompts]

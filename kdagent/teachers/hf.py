@@ -28,7 +28,7 @@ class HFTeacher:
         c = self.config
         return self.engine.generate(
             prompts,
-            n=n or c.samples,
+            n=n or c.samples or 1,
             temperature=c.temperature if temperature is None else temperature,
             top_p=c.top_p,
             max_new_tokens=c.max_new_tokens,
