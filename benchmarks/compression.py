@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from compression_tables import markdown, paired, summarise  # the sibling modules (benchmarks/ is on sys.path)
-from distill_quality import commit, machine, write_markdown
+from distill_quality_tables import commit, machine, write_markdown
 
 from kdagent.terminal import configure
 
