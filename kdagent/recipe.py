@@ -309,6 +309,12 @@ class DPOOptions(_Config):
     loss_type: str = Field(
         "sigmoid", description="One of the loss variants TRL's DPOTrainer offers (sigmoid, ipo, hinge, ...)."
     )
+    learning_rate: float | None = Field(
+        None,
+        gt=0.0,
+        description="DPO's own peak learning rate; omitted: update.learning_rate. DPO usually wants a far smaller one "
+        "than SFT (TRL's default is 1e-6), which matters when update.method is [sft, dpo].",
+    )
 
 
 class DistillOptions(_Config):

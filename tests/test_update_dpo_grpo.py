@@ -67,6 +67,25 @@ def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
     assert not torch.equal(_param(out), _param(tiny_model_dir))
 
 
+def test_dpo_learning_rate_of_its_own_overrides_the_update_one(tiny_model_dir, tmp_path):
+    out = tmp_path / "student"
+    update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
+    metrics = train_dpo(
+        make_job(
+            tiny_model_dir,
+            out,
+            update=update,
+            max_length=64,
+            seed=0,
+            options=DPOOptions(learning_rate=1e-9),
+            pairs=_pairs(),
+        )
+    )
+    assert metrics["learning_rate"] == 1e-9 and metrics["steps"] == 6
+    moved = (_param(out) - _param(tiny_model_dir)).abs().max().item()
+    assert 0 < moved < 1e-6, moved  # six Adam steps of at most about 1e-9 each, not of 1e-3
+
+
 def test_dpo_unknown_loss_type_lists_the_valid_ones(tiny_model_dir, tmp_path):
     assert {"sigmoid", "ipo", "hinge"} <= set(dpo_loss_types())
     with pytest.raises(ValueError, match="sigmoid.*ipo"):

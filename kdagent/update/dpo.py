@@ -42,8 +42,10 @@ def train_dpo(job: UpdateJob) -> dict:
     work = work_dir(out_dir)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     tokenizer, model = load_student(job.student)  # for full fine-tuning TRL loads the reference model from its name
+    kwargs = trainer_kwargs(update, work, job.seed)
+    kwargs["learning_rate"] = options.learning_rate or update.learning_rate
     args = DPOConfig(
-        **trainer_kwargs(update, work, job.seed),
+        **kwargs,
         max_length=job.max_length,
         beta=options.beta,
         loss_type=[options.loss_type],
@@ -64,6 +66,7 @@ def train_dpo(job: UpdateJob) -> dict:
         "steps": trainer.state.global_step,
         "train_loss": round(result.training_loss, 4),
         "losses": losses,
+        "learning_rate": args.learning_rate,
     }
     if margins:
         metrics["rewards_margin"] = round(margins[-1], 4)
