@@ -42,23 +42,19 @@ def _no_temp_left(out_dir) -> bool:
     )
 
 
+def _dpo(model_dir, out, options: DPOOptions, update: UpdateConfig | None = None) -> dict:
+    """train_dpo on the tiny model and the eight pairs: by default three epochs of two steps at 1e-3."""
+    update = update or UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
+    job = make_job(model_dir, out, update=update, max_length=64, seed=0, options=options, pairs=_pairs())
+    return train_dpo(job)
+
+
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge"])
 def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
     out = tmp_path / "student"
     stale = tmp_path / ".student.tmp-999999"  # as a killed run would leave it
     stale.mkdir()
-    update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
-    metrics = train_dpo(
-        make_job(
-            tiny_model_dir,
-            out,
-            update=update,
-            max_length=64,
-            seed=0,
-            options=DPOOptions(loss_type=loss_type),
-            pairs=_pairs(),
-        )
-    )
+    metrics = _dpo(tiny_model_dir, out, DPOOptions(loss_type=loss_type))
     assert metrics["examples"] == 8 and metrics["steps"] == 6
     assert len(metrics["losses"]) == 6
     assert metrics["losses"][0] > metrics["losses"][-1], metrics["losses"]
@@ -69,18 +65,7 @@ def test_dpo_learns_and_saves(tiny_model_dir, tmp_path, loss_type):
 
 def test_dpo_learning_rate_of_its_own_overrides_the_update_one(tiny_model_dir, tmp_path):
     out = tmp_path / "student"
-    update = UpdateConfig(learning_rate=1e-3, epochs=3, batch_size=4)
-    metrics = train_dpo(
-        make_job(
-            tiny_model_dir,
-            out,
-            update=update,
-            max_length=64,
-            seed=0,
-            options=DPOOptions(learning_rate=1e-9),
-            pairs=_pairs(),
-        )
-    )
+    metrics = _dpo(tiny_model_dir, out, DPOOptions(learning_rate=1e-9))  # the update's rate is 1e-3
     assert metrics["learning_rate"] == 1e-9 and metrics["steps"] == 6
     moved = (_param(out) - _param(tiny_model_dir)).abs().max().item()
     assert 0 < moved < 1e-6, moved  # six Adam steps of at most about 1e-9 each, not of 1e-3
@@ -89,34 +74,14 @@ def test_dpo_learning_rate_of_its_own_overrides_the_update_one(tiny_model_dir, t
 def test_dpo_unknown_loss_type_lists_the_valid_ones(tiny_model_dir, tmp_path):
     assert {"sigmoid", "ipo", "hinge"} <= set(dpo_loss_types())
     with pytest.raises(ValueError, match="sigmoid.*ipo"):
-        train_dpo(
-            make_job(
-                tiny_model_dir,
-                tmp_path / "s",
-                update=UpdateConfig(),
-                max_length=64,
-                seed=0,
-                options=DPOOptions(loss_type="nope"),
-                pairs=_pairs(),
-            )
-        )
+        _dpo(tiny_model_dir, tmp_path / "s", DPOOptions(loss_type="nope"), UpdateConfig())
     assert not (tmp_path / "s").exists()
 
 
 def test_dpo_ipo_with_lora_saves_a_merged_checkpoint(tiny_model_dir, tmp_path):
     out = tmp_path / "student"
     update = UpdateConfig(learning_rate=1e-3, epochs=1, batch_size=4, lora=LoraConfig(r=4, alpha=8))
-    metrics = train_dpo(
-        make_job(
-            tiny_model_dir,
-            out,
-            update=update,
-            max_length=64,
-            seed=0,
-            options=DPOOptions(beta=0.1, loss_type="ipo"),
-            pairs=_pairs(),
-        )
-    )
+    metrics = _dpo(tiny_model_dir, out, DPOOptions(beta=0.1, loss_type="ipo"), update)
     assert metrics["steps"] == 2 and all(loss == loss for loss in metrics["losses"])  # ran, no NaN
     assert _no_temp_left(out)
     from safetensors import safe_open
